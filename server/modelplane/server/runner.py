@@ -1,0 +1,167 @@
+"""Run the model server: bind, load the engine, serve, and drain on SIGTERM.
+
+Order of life: the port opens first (probes answer at once: `/health` 200,
+`/ready` 503); the engine loads in the background, serves a warm-up request
+and only then turns `/ready` to 200. On SIGTERM (or Ctrl-C) `/ready` turns
+503 at once, new requests get 503 with `Retry-After`, requests in flight --
+streams included -- run to completion for up to `--drain-timeout` seconds,
+then the server closes and the process exits 0. A second Ctrl-C exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import uvicorn
+from modelplane.api.engine import engine_config_problems
+from modelplane.server.app import FrontSettings, ModelServerApp
+from modelplane.server.auth import load_api_keys
+from modelplane.server.examples import usage_examples
+from modelplane.server.lifecycle import Lifecycle
+from modelplane.server.logs import configure_logging
+from modelplane.server.metrics import ServerMetrics
+from modelplane.server.options import ServeOptions
+from modelplane.server.tracing import RequestTracer, otlp_exporter
+from prometheus_client import REGISTRY
+
+log = logging.getLogger("modelplane.server")
+
+
+class _Server(uvicorn.Server):
+    """uvicorn without its own signal handling: the drain owns SIGTERM/SIGINT."""
+
+    @contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+def serve(options: ServeOptions) -> int:
+    """Entry point of `modelplane serve`; returns the process exit code."""
+    configure_logging(options.log_format)
+    try:
+        keys = load_api_keys(options.api_key_file)
+    except ValueError as err:
+        print(f"modelplane serve: {err}", file=sys.stderr)
+        return 2
+    from modelplane.server import vllm_engine
+
+    facts = vllm_engine.read_model_facts(options.model)
+    problems = engine_config_problems(options.engine, facts, on_gpu=vllm_engine.running_on_gpu())
+    if problems:
+        print(f"modelplane serve: {'; '.join(problems)}", file=sys.stderr)
+        return 2
+    import uvloop
+
+    return int(uvloop.run(_serve(options, keys)))
+
+
+async def _serve(options: ServeOptions, keys: tuple[str, ...]) -> int:
+    from modelplane.server.vllm_engine import open_vllm_engine
+
+    lifecycle = Lifecycle()
+    metrics = ServerMetrics(REGISTRY)
+    tracer = RequestTracer(
+        otlp_exporter(options.otlp_traces_endpoint) if options.otlp_traces_endpoint else None
+    )
+    front = ModelServerApp(
+        FrontSettings(
+            served_model_name=options.model_name,
+            api_keys=keys,
+            max_request_bytes=options.max_request_bytes,
+        ),
+        lifecycle,
+        metrics,
+        REGISTRY,
+        tracer,
+    )
+    server = _Server(
+        uvicorn.Config(
+            front,
+            host=options.host,
+            port=options.port,
+            lifespan="off",
+            access_log=False,
+            log_config=None,
+            timeout_graceful_shutdown=5,
+        )
+    )
+    stop = asyncio.Event()
+    _install_signal_handlers(stop)
+    http_task = asyncio.create_task(server.serve(), name="http")
+    engine_done = asyncio.Event()
+
+    async def run_engine() -> None:
+        try:
+            async with open_vllm_engine(options) as engine:
+                if options.warmup:
+                    await engine.warm_up(options.model_name)
+                front.attach_engine(engine)
+                lifecycle.mark_ready()
+                metrics.ready.set(1)
+                log.info("ready", extra={"model": options.model_name, "port": options.port})
+                if options.print_examples:
+                    base = f"http://{_display_host(options.host)}:{options.port}/v1"
+                    print(
+                        usage_examples(base, options.model_name, needs_key=bool(keys)), flush=True
+                    )
+                await engine_done.wait()
+        finally:
+            metrics.ready.set(0)
+
+    engine_task = asyncio.create_task(run_engine(), name="engine")
+    stop_task = asyncio.create_task(stop.wait())
+    done, _ = await asyncio.wait(
+        {engine_task, stop_task, http_task}, return_when=asyncio.FIRST_COMPLETED
+    )
+    code = 0
+    if engine_task in done and engine_task.exception() is not None:
+        err = engine_task.exception()
+        lifecycle.mark_failed(f"engine failed to start: {err}")
+        log.error("engine failed to start: %s", err, exc_info=err)
+        code = 1
+    elif http_task in done:
+        code = 1  # the port could not be bound; uvicorn logged why
+    else:
+        await _drain(lifecycle, metrics, options.drain_timeout)
+    server.should_exit = True
+    await http_task
+    engine_done.set()
+    if not engine_task.done():
+        await asyncio.gather(engine_task, return_exceptions=True)
+    stop_task.cancel()
+    tracer.shutdown()
+    log.info("stopped", extra={"exit_code": code})
+    return code
+
+
+async def _drain(lifecycle: Lifecycle, metrics: ServerMetrics, timeout_s: float) -> None:
+    lifecycle.start_drain()
+    metrics.draining.set(1)
+    log.info("draining", extra={"in_flight": lifecycle.in_flight, "timeout_s": timeout_s})
+    try:
+        async with asyncio.timeout(timeout_s):
+            await lifecycle.wait_idle()
+    except TimeoutError:
+        log.warning("drain timed out", extra={"in_flight": lifecycle.in_flight})
+
+
+def _install_signal_handlers(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+
+    def on_signal(sig: signal.Signals) -> None:
+        if stop.is_set() and sig is signal.SIGINT:
+            log.warning("second interrupt: exiting without waiting")
+            raise SystemExit(130)
+        stop.set()
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig)
+
+
+def _display_host(host: str) -> str:
+    return "127.0.0.1" if host in ("0.0.0.0", "::", "") else host

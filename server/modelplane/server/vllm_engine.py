@@ -1,0 +1,163 @@
+"""The vLLM engine behind the server: built from EngineConfig, served by vLLM's own code.
+
+We reuse vLLM's OpenAI serving layer (chat templates, tool parsers,
+structured output, its request validation and error mapping) by building
+vLLM's FastAPI app and mounting it behind our production front
+(`modelplane.server.app`). What we own here is the lifecycle: creating the
+engine off the event loop so probes answer during a long load, a warm-up
+request before readiness, and a clean shutdown.
+
+Only this module imports vLLM, so everything else is testable without it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from modelplane.api.engine import ModelFacts
+from modelplane.server.app import (
+    CHAT_PATH,
+    COMPLETIONS_PATH,
+    EMBEDDINGS_PATH,
+    MODELS_PATH,
+)
+from modelplane.server.asgi import ASGIApp
+from modelplane.server.options import ServeOptions
+
+log = logging.getLogger("modelplane.server.engine")
+
+_ALWAYS = frozenset({MODELS_PATH, "/tokenize", "/detokenize"})
+
+
+def vllm_cli_args(options: ServeOptions) -> list[str]:
+    """The vLLM server flags equivalent to these options (also used by the benchmark)."""
+    return [
+        "--model",
+        options.model,
+        "--served-model-name",
+        options.model_name,
+        *options.engine.vllm_args(),
+    ]
+
+
+def read_model_facts(model: str) -> ModelFacts:
+    """What can be known about a local model before loading it (nothing for a hub id)."""
+    path = Path(model)
+    if path.suffix == ".gguf":
+        return ModelFacts(is_gguf_file=True)
+    config_file = path / "config.json"
+    if not config_file.is_file():
+        return ModelFacts()
+    try:
+        config: dict[str, Any] = json.loads(config_file.read_text())
+    except (OSError, ValueError):
+        return ModelFacts()
+    quant = config.get("quantization_config") or {}
+    limit = config.get("max_position_embeddings")
+    return ModelFacts(
+        max_position_embeddings=limit if isinstance(limit, int) else None,
+        quantization_method=quant.get("quant_method") if isinstance(quant, dict) else None,
+    )
+
+
+def running_on_gpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cuda_alike())
+
+
+def served_paths(tasks: tuple[str, ...]) -> frozenset[str]:
+    """The OpenAI paths a model with these vLLM tasks answers."""
+    paths = set(_ALWAYS)
+    if "generate" in tasks:
+        paths |= {CHAT_PATH, COMPLETIONS_PATH}
+    if "embed" in tasks:
+        paths.add(EMBEDDINGS_PATH)
+    return frozenset(paths)
+
+
+@dataclass
+class VllmEngine:
+    app: Any  # vLLM's FastAPI app
+    client: Any  # vllm.v1.engine.async_llm.AsyncLLM
+    tasks: tuple[str, ...]
+
+    @property
+    def asgi(self) -> ASGIApp:
+        app: ASGIApp = self.app
+        return app
+
+    @property
+    def paths(self) -> frozenset[str]:
+        return served_paths(self.tasks)
+
+    async def healthy(self) -> bool:
+        try:
+            await self.client.check_health()
+        except Exception:
+            return False
+        return True
+
+    async def warm_up(self, model_name: str) -> None:
+        """Serve one real request in-process, so `ready` means a request has succeeded."""
+        transport = httpx.ASGITransport(app=self.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://warmup") as client:
+            if "generate" in self.tasks:
+                response = await client.post(
+                    COMPLETIONS_PATH,
+                    json={"model": model_name, "prompt": "Hello", "max_tokens": 1},
+                    timeout=None,
+                )
+            else:
+                response = await client.post(
+                    EMBEDDINGS_PATH, json={"model": model_name, "input": "hello"}, timeout=None
+                )
+        if response.status_code != 200:
+            raise RuntimeError(f"warm-up request failed: {response.status_code} {response.text}")
+
+
+@asynccontextmanager
+async def open_vllm_engine(options: ServeOptions) -> AsyncIterator[VllmEngine]:
+    """Create the engine (in a worker thread: it blocks for the whole load) and vLLM's app."""
+    os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+    from vllm.engine.arg_utils import AsyncEngineArgs
+    from vllm.entrypoints.launchers.api_server.app_state import init_app_state
+    from vllm.entrypoints.launchers.app import build_app
+    from vllm.entrypoints.launchers.cli_args import make_arg_parser, validate_parsed_serve_args
+    from vllm.usage.usage_lib import UsageContext
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+    from vllm.v1.engine.async_llm import AsyncLLM
+
+    parser = make_arg_parser(FlexibleArgumentParser(prog="vllm"))  # type: ignore[no-untyped-call]
+    args = parser.parse_args(vllm_cli_args(options))
+    validate_parsed_serve_args(args)
+    engine_args = AsyncEngineArgs.from_cli_args(args)
+    usage = UsageContext.OPENAI_API_SERVER
+
+    def create() -> Any:
+        vllm_config = engine_args.create_engine_config(usage_context=usage)
+        return AsyncLLM.from_vllm_config(
+            vllm_config=vllm_config,
+            usage_context=usage,
+            enable_log_requests=engine_args.enable_log_requests,
+            disable_log_stats=engine_args.disable_log_stats,
+        )
+
+    client = await asyncio.to_thread(create)
+    try:
+        tasks = tuple(await client.get_supported_tasks())
+        app = build_app(args, tasks, client.model_config)
+        await init_app_state(client, app.state, args, tasks)
+        async with app.router.lifespan_context(app):
+            yield VllmEngine(app=app, client=client, tasks=tasks)
+    finally:
+        await asyncio.to_thread(client.shutdown)
