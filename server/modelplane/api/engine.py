@@ -142,7 +142,10 @@ class EngineConfig(BaseModel):
         args += ["--gpu-memory-utilization", repr(self.gpu_memory_utilization)]
         if self.tensor_parallel_size != 1:
             args += ["--tensor-parallel-size", str(self.tensor_parallel_size)]
-        args.append(self._prefix_caching_flag())
+        if not self.enable_prefix_caching:
+            # Enabled is vLLM's own default for models with a KV cache; saying
+            # so explicitly breaks encoder-only (embedding) models, which have none.
+            args.append("--no-enable-prefix-caching")
         if self.enforce_eager:
             args.append("--enforce-eager")
         if self.runner is not Runner.AUTO:

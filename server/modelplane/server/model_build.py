@@ -157,7 +157,7 @@ def _convert(gguf: Path, out: Path, progress: Progress) -> None:
         raise ModelBuildError(
             f"weights did not map onto the model: missing={missing} unexpected={unexpected}"
         )
-    model = model.to(dtype=torch.bfloat16)
+    model = model.to(dtype=torch.bfloat16)  # type: ignore[call-arg]  # transformers wraps .to
     progress(f"[4/4] saving safetensors to {out}")
     model.save_pretrained(str(out))
     tokenizer.save_pretrained(str(out))

@@ -1,0 +1,118 @@
+"""Start-up refusal, embeddings, and graceful drain on SIGTERM, against real vLLM on CPU."""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import openai
+import pytest
+
+from modelplane.server.model_build import embedding_model_dir
+from tests.conftest import MODELPLANE, ServerProcess
+
+pytestmark = pytest.mark.engine
+
+
+def test_unsupported_combination_fails_at_start_with_one_line(smollm2_dir: Path) -> None:
+    result = subprocess.run(
+        [*MODELPLANE, "serve", "--model", str(smollm2_dir), "--quantization", "fp8"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    reason = [line for line in result.stderr.splitlines() if line.startswith("modelplane serve:")]
+    assert len(reason) == 1
+    assert "fp8" in reason[0] and "GPU" in reason[0]
+
+
+def test_context_beyond_the_model_fails_at_start(smollm2_dir: Path) -> None:
+    result = subprocess.run(
+        [*MODELPLANE, "serve", "--model", str(smollm2_dir), "--max-model-len", "100000"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    assert "maxModelLen 100000 exceeds the model's context of 8192" in result.stderr
+
+
+def test_embeddings_from_a_real_embedding_model(tmp_path: Path) -> None:
+    """all-MiniLM-L6-v2 with vLLM's pooling runner; API keys off (the API is open)."""
+    server = ServerProcess(
+        args=["--model", str(embedding_model_dir()), "--served-model-name", "minilm",
+              "--runner", "pooling", "--enforce-eager"],
+        log_path=tmp_path / "embed.log",
+    )  # fmt: skip
+    try:
+        server.start().wait_ready()
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+        result = client.embeddings.create(model="minilm", input=["a cat", "a kitten", "a tax form"])
+        vectors = [d.embedding for d in result.data]
+        assert [len(v) for v in vectors] == [384, 384, 384]
+
+        def cos(a: list[float], b: list[float]) -> float:
+            dot = sum(x * y for x, y in zip(a, b, strict=True))
+            return dot / (sum(x * x for x in a) ** 0.5 * sum(y * y for y in b) ** 0.5)
+
+        assert cos(vectors[0], vectors[1]) > cos(vectors[0], vectors[2])
+        with pytest.raises(openai.NotFoundError):
+            client.chat.completions.create(
+                model="minilm", messages=[{"role": "user", "content": "hi"}]
+            )
+    finally:
+        server.stop()
+
+
+def test_sigterm_drains_in_flight_stream_and_refuses_new_work(
+    smollm2_dir: Path, tmp_path: Path
+) -> None:
+    server = ServerProcess(
+        args=["--model", str(smollm2_dir), "--served-model-name", "smollm2",
+              "--max-model-len", "1024", "--enforce-eager", "--drain-timeout", "60"],
+        log_path=tmp_path / "drain.log",
+    )  # fmt: skip
+    try:
+        server.start().wait_ready()
+        assert (200, 503) in server.probes  # alive but not ready while loading
+        events: list[str] = []
+        first_event = threading.Event()
+
+        def stream() -> None:
+            body = {"model": "smollm2", "prompt": "Once upon a time", "max_tokens": 120,
+                    "ignore_eos": True, "stream": True}  # fmt: skip
+            with httpx.stream("POST", f"{server.url}/v1/completions", json=body, timeout=120) as r:
+                for line in r.iter_lines():
+                    if line.startswith("data: "):
+                        events.append(line)
+                        first_event.set()
+
+        reader = threading.Thread(target=stream)
+        reader.start()
+        assert first_event.wait(60), server.log_tail()
+        server.terminate()
+
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{server.url}/ready").status_code != 503:
+            assert time.monotonic() < deadline, "readiness did not turn 503 after SIGTERM"
+        assert httpx.get(f"{server.url}/health").status_code == 200
+        refused = httpx.post(
+            f"{server.url}/v1/completions", json={"model": "smollm2", "prompt": "hi"}
+        )
+        assert refused.status_code == 503
+        assert refused.headers["retry-after"]
+        assert refused.json()["error"]["code"] == 503
+        metrics = httpx.get(f"{server.url}/metrics").text
+        assert "modelplane_draining 1.0" in metrics
+
+        reader.join(120)
+        assert events[-1] == "data: [DONE]"
+        tokens = [e for e in events[:-1] if '"text"' in e and "error" not in e]
+        assert len(tokens) == 120, f"stream cut short: {len(tokens)} chunks"
+        assert server.wait_exit(120) == 0
+    finally:
+        server.stop()
