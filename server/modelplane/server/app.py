@@ -18,13 +18,14 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
 from modelplane.server.asgi import ASGIApp, Message, Receive, Scope, Send, header
 from modelplane.server.auth import key_is_valid, presented_key
 from modelplane.server.errors import send_error, send_json
 from modelplane.server.lifecycle import Lifecycle, Phase
 from modelplane.server.metrics import ServerMetrics
 from modelplane.server.tracing import RequestTracer
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 log = logging.getLogger("modelplane.server.access")
 

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import yaml
-from modelplane.api.engine import Dtype, EngineConfig, KVCacheDtype, Quantization, Runner
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
+
+from modelplane.api.engine import Dtype, EngineConfig, KVCacheDtype, Quantization, Runner
 
 
 class ServeOptions(BaseModel):

@@ -18,6 +18,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import uvicorn
+from prometheus_client import REGISTRY
+
 from modelplane.api.engine import engine_config_problems
 from modelplane.server.app import FrontSettings, ModelServerApp
 from modelplane.server.auth import load_api_keys
@@ -27,7 +29,6 @@ from modelplane.server.logs import configure_logging
 from modelplane.server.metrics import ServerMetrics
 from modelplane.server.options import ServeOptions
 from modelplane.server.tracing import RequestTracer, otlp_exporter
-from prometheus_client import REGISTRY
 
 log = logging.getLogger("modelplane.server")
 

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
 from modelplane.api.engine import ModelFacts
 from modelplane.server.app import (
     CHAT_PATH,
