@@ -150,8 +150,11 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
     """Merge the config file (if any) with the flags given; raise OptionsError with a reason."""
     base: dict[str, Any] = {}
     if args.config is not None:
-        base = _read_config(args.config)
-    engine: dict[str, Any] = dict(base.pop("engine", None) or {})
+        base = _by_field_name(ServeOptions, _read_config(args.config))
+    engine_in_file = base.pop("engine", None) or {}
+    if not isinstance(engine_in_file, dict):
+        raise OptionsError("engine in the config file must be a mapping of engine options")
+    engine = _by_field_name(EngineConfig, engine_in_file)
     for dest, field in _ENGINE_FLAGS.items():
         value = getattr(args, dest, None)
         if value is None:
@@ -163,12 +166,18 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
         value = getattr(args, dest, None)
         if value is not None:
             base[dest] = value
-    if "model" not in base and "model" not in {to_camel(k) for k in base}:
+    if "model" not in base:
         raise OptionsError("--model is required (a model directory, .gguf file or HF id)")
     try:
         return ServeOptions.model_validate({**base, "engine": engine})
     except ValidationError as err:
         raise OptionsError(_one_line(err)) from err
+
+
+def _by_field_name(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:
+    """Key the file's camelCase names by field name, so flags can override them."""
+    names = {field.alias or name: name for name, field in model.model_fields.items()}
+    return {names.get(key, key): value for key, value in data.items()}
 
 
 def _read_config(path: Path) -> dict[str, Any]:

@@ -1,0 +1,65 @@
+"""API-key loading and the JSON log format."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import pytest
+
+from modelplane.server.auth import key_is_valid, load_api_keys, presented_key
+from modelplane.server.logs import JsonFormatter
+
+
+def test_keys_from_file_and_environment(tmp_path: Path) -> None:
+    key_file = tmp_path / "keys"
+    key_file.write_text("# current\nkey-a\n\n  key-b  \nkey-a\n")
+    keys = load_api_keys(key_file, {"MODELPLANE_API_KEYS": "key-c, key-b,,"})
+    assert keys == ("key-a", "key-b", "key-c")
+
+
+def test_no_keys_means_open_api() -> None:
+    assert load_api_keys(None, {}) == ()
+
+
+@pytest.mark.parametrize("content", ["", "# only a comment\n\n"])
+def test_empty_key_file_is_an_error(tmp_path: Path, content: str) -> None:
+    key_file = tmp_path / "keys"
+    key_file.write_text(content)
+    with pytest.raises(ValueError, match="holds no key"):
+        load_api_keys(key_file, {})
+
+
+def test_unreadable_key_file_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="cannot read API key file"):
+        load_api_keys(tmp_path / "missing", {})
+
+
+@pytest.mark.parametrize(
+    "headers,expected",
+    [
+        ([(b"authorization", b"Bearer abc")], "abc"),
+        ([(b"authorization", b"bearer  abc ")], "abc"),
+        ([(b"authorization", b"Basic abc")], None),
+        ([(b"api-key", b"xyz")], "xyz"),
+        ([], None),
+    ],
+)
+def test_presented_key(headers: list[tuple[bytes, bytes]], expected: str | None) -> None:
+    assert presented_key({"headers": headers}) == expected
+
+
+def test_key_check() -> None:
+    assert key_is_valid("b", ("a", "b"))
+    assert not key_is_valid("c", ("a", "b"))
+    assert not key_is_valid(None, ("a",))
+    assert not key_is_valid("a", ())
+
+
+def test_json_log_line_carries_extra_fields() -> None:
+    record = logging.LogRecord("modelplane.x", logging.INFO, __file__, 1, "hi %s", ("you",), None)
+    record.request_id = "r-1"
+    line = json.loads(JsonFormatter().format(record))
+    assert line["msg"] == "hi you" and line["level"] == "info" and line["request_id"] == "r-1"
+    assert line["ts"].endswith("Z")
