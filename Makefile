@@ -65,6 +65,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy -p modelplane
+	$(BIN)/hadolint Dockerfile.server
 
 bench-server: $(STAMP)
 	@$(BIN)/modelplane model build >/dev/null
