@@ -1,0 +1,65 @@
+"""Names the operator, the gateway, the chart and the dashboards agree on.
+
+The operator writes these labels, annotations and ports onto the objects it
+creates; the gateway discovers model replicas by them; the chart's RBAC,
+ServiceMonitors and dashboards select by them. They live in one module so a
+rename is one edit, and a test of any one part proves the others' contract.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# The custom resource.
+GROUP: Final = "modelplane.io"
+VERSION: Final = "v1alpha1"
+API_VERSION: Final = f"{GROUP}/{VERSION}"
+KIND: Final = "LLMDeployment"
+PLURAL: Final = "llmdeployments"
+SINGULAR: Final = "llmdeployment"
+SHORT_NAME: Final = "llmd"
+
+# Kubernetes' recommended labels ("Recommended Labels" in the Kubernetes docs).
+LABEL_NAME: Final = "app.kubernetes.io/name"
+LABEL_INSTANCE: Final = "app.kubernetes.io/instance"
+LABEL_COMPONENT: Final = "app.kubernetes.io/component"
+LABEL_PART_OF: Final = "app.kubernetes.io/part-of"
+LABEL_MANAGED_BY: Final = "app.kubernetes.io/managed-by"
+
+PART_OF: Final = "modelplane"
+MANAGED_BY: Final = "modelplane-operator"
+COMPONENT_MODEL_SERVER: Final = "model-server"
+COMPONENT_GATEWAY: Final = "gateway"
+COMPONENT_OPERATOR: Final = "operator"
+
+# Modelplane's own labels, on every child of an LLMDeployment (and on its pods).
+LABEL_LLMDEPLOYMENT: Final = f"{GROUP}/llmdeployment"  # the LLMDeployment's name
+# Which serving track a Deployment/Service/pod belongs to: "stable", or "canary"
+# while a canary rollout runs. Plain rolling updates only ever have "stable".
+LABEL_TRACK: Final = f"{GROUP}/track"
+TRACK_STABLE: Final = "stable"
+TRACK_CANARY: Final = "canary"
+
+# Annotations on a model Service, read by the gateway's Kubernetes discovery.
+# (EndpointSlices inherit a Service's labels but not its annotations, so the
+# gateway watches both: Services for these, EndpointSlices for ready addresses.)
+ANNOTATION_SERVED_MODEL: Final = f"{GROUP}/served-model-name"  # the OpenAI `model` name
+# "0".."100": this track's share of the model's traffic.
+ANNOTATION_TRAFFIC_WEIGHT: Final = f"{GROUP}/traffic-weight"
+ANNOTATION_REVISION: Final = f"{GROUP}/revision"  # the model revision this track serves
+# Which balancing strategy the gateway uses for this model ("least-load" or "prefix").
+ANNOTATION_ROUTING: Final = f"{GROUP}/routing"
+
+# On the Deployment's pod template: hash of the rendered template, to detect drift.
+ANNOTATION_TEMPLATE_HASH: Final = f"{GROUP}/template-hash"
+
+# On an LLMDeployment: the gateway holds a request for a model scaled to zero
+# and records when (RFC 3339, UTC). The autoscaler treats a value newer than
+# its last scale-to-zero as demand for one replica.
+ANNOTATION_DEMAND_AT: Final = f"{GROUP}/scale-from-zero-requested-at"
+
+# Ports.
+SERVER_PORT: Final = 8000  # modelplane serve, in pods and locally
+SERVER_PORT_NAME: Final = "http"
+OPERATOR_METRICS_PORT: Final = 8080
+GATEWAY_PORT: Final = 8080
