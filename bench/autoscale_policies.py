@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
 
 from autoscale_model import TTFT_BUCKETS, ClusterView, Policy
 
@@ -313,3 +314,31 @@ class AibrixKpa(Policy):
         while self.delayed[0][0] < now - self.scale_down_delay_s:
             self.delayed.popleft()
         return max(n for _, n in self.delayed)
+
+
+class OracleReactive(Policy):
+    """A reference, not a baseline: reads the true offered load, still pays every model load.
+
+    Every 10 s (and at once when requests are held at zero replicas) it asks
+    for exactly ceil(offered rate / what one replica serves within the SLO).
+    What it misses is what no reactive policy can catch: load that arrives
+    while replicas are still loading.
+    """
+
+    name = "oracle-reactive"
+    interval_s = 10.0
+
+    def __init__(
+        self, rate: Callable[[float], float], per_replica_rps: float, min_replicas: int,
+        max_replicas: int,
+    ) -> None:  # fmt: skip
+        self.rate = rate
+        self.per_replica = per_replica_rps
+        self.min_replicas = min_replicas
+        self.max_replicas = max_replicas
+
+    def decide(self, view: ClusterView) -> int:
+        return math.ceil(self.rate(view.now) / self.per_replica - 1e-9)
+
+    def on_held(self, view: ClusterView) -> int | None:
+        return max(1, self.decide(view))

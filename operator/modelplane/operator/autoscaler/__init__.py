@@ -7,6 +7,7 @@ holds what survives between decisions (and operator restarts). The operator
 wires these into a timer; the simulator in `bench/` runs the same code.
 """
 
+from modelplane.operator.autoscaler.collector import Collection, ScrapeTarget, collect
 from modelplane.operator.autoscaler.observations import (
     Histogram,
     MetricsSnapshot,
@@ -20,12 +21,15 @@ from modelplane.operator.autoscaler.state import PolicyState
 
 __all__ = [
     "AutoscalingSpec",
+    "Collection",
     "Decision",
     "Histogram",
     "MetricsSnapshot",
     "PolicyState",
     "ReplicaObservation",
+    "ScrapeTarget",
     "Targets",
+    "collect",
     "decide",
     "observe",
     "parse_metrics",

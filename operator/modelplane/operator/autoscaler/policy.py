@@ -20,7 +20,7 @@ How it decides, each tick:
   - queueDepthPerReplica: requests waiting in the engines, per replica.
   - gpuUtilization: the DCGM exporter's utilisation, when present.
 * Up: immediately, to the need. A need of at least `BURST_FACTOR` times the
-  ready replicas is a burst: acted on even while replicas load, and it holds
+  replicas asked for so far is a burst: acted on even while replicas load, and it holds
   off scale-down for a full `scaleDownDelaySeconds`, or, when bursts keep
   coming back, through the usual gap between them (up to an hour).
 * Loading replicas (model loads take minutes) are neither capacity nor
@@ -48,13 +48,13 @@ from modelplane.operator.autoscaler.observations import Histogram, ReplicaObserv
 from modelplane.operator.autoscaler.spec import AutoscalingSpec, Targets
 from modelplane.operator.autoscaler.state import PolicyState
 
-BURST_FACTOR = 1.5  # need >= this x ready replicas: a sudden spike
+BURST_FACTOR = 1.5  # need >= this x the replicas asked for: a sudden spike
 BURST_MEMORY_S = 3600.0  # bursts this recent count as recurring (and cap the hold)
 GROWTH_WHILE_LOADING = 1.25  # while loading, add more only past this x the sized-for need
 KNEE_FRACTION = 0.8  # TTFT p95 past this share of the target: the replicas are at their knee
-COOL_FRACTION = 0.4  # below this share of the target they have room to spare
+COOL_FRACTION = 0.5  # below this share of the target they have room to spare
 CAPACITY_CUT = 0.9  # at the knee, a replica's capacity is taken as this share of its rate
-CAPACITY_PROBE = 1.02  # cool replicas near the estimate: believe 2% more per decision
+CAPACITY_PROBE = 1.05  # cool replicas near the estimate: believe 5% more per decision
 PROBE_LOAD = 0.8  # "near": finishing at least this share of the estimated capacity
 MIN_FIRST_TOKENS = 20  # fewer first tokens in the window: no TTFT opinion
 TTFT_MAX_STEP = 2.0  # before the knee is known, a breach at most doubles the replicas
@@ -163,7 +163,9 @@ def decide(
     padded = max(math.ceil(need / DOWN_HEADROOM - EPSILON), wanted)
     state = state.with_need(now, padded, delay)
     if wanted > current_replicas:
-        burst = need >= BURST_FACTOR * len(ready)
+        # Relative to every replica asked for: loading ones are no capacity yet,
+        # but a need they will cover is no new spike.
+        burst = need >= BURST_FACTOR * max(current_replicas, 1)
         if coming and not burst and need <= state.scaled_for * GROWTH_WHILE_LOADING:
             reason = (
                 f"{coming} replica(s) loading for a need of {state.scaled_for:.1f}; "
