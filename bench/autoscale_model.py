@@ -147,7 +147,7 @@ class Replica:
         "ttft_counts",
         "version",
         "waiting",
-    )  # fmt: skip
+    )
 
     def __init__(self, idx: int, now: float, startup_s: float) -> None:
         self.idx = idx
@@ -222,6 +222,16 @@ class Policy:
     def on_held(self, view: ClusterView) -> int | None:
         """Called when a request is held with no replica at all; may answer at once."""
         return None
+
+
+class HoldReplicas(Policy):
+    """Never scales: single-replica calibration runs and the sim-vs-real twin."""
+
+    name = "hold"
+    interval_s = 1e9
+
+    def decide(self, view: ClusterView) -> int:
+        return view.desired
 
 
 @dataclass
@@ -313,10 +323,13 @@ class Cluster:
             if self.next_arrival >= n and self.finished >= n and t >= duration_s:
                 break
         cost = sum(
-            max(0.0, min(r.stopped_at if r.stopped_at is not None else duration_s, duration_s)
-                - r.started_at)
+            max(
+                0.0,
+                min(r.stopped_at if r.stopped_at is not None else duration_s, duration_s)
+                - r.started_at,
+            )
             for r in self.replicas
-        )  # fmt: skip
+        )
         ttft = self.first_token - self.w.arrival
         return RunResult(
             self.policy.name, "", ttft, self.w.arrival, cost, self.scaling_events, self.samples

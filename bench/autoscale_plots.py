@@ -20,9 +20,13 @@ import numpy as np
 
 
 def write_picture(
-    profile_name: str, slo_s: float, trace_name: str, description: str, rows: Sequence[Any],
+    profile_name: str,
+    slo_s: float,
+    trace_name: str,
+    description: str,
+    rows: Sequence[Any],
     out: Path,
-) -> Path:  # fmt: skip
+) -> Path:
     """One PNG: a panel per policy for one calibration and trace."""
     out.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(len(rows), 1, figsize=(11, 2.1 * len(rows)), sharex=True)
@@ -44,15 +48,17 @@ def _panel(ax: Any, row: Any, slo_s: float) -> None:
     ready = np.array([s[1] for s in row.samples])
     loading = np.array([s[2] for s in row.samples])
     ax.step(t, ready, where="post", color="tab:blue", label="ready replicas")
-    ax.step(t, ready + loading, where="post", color="tab:blue", ls="--", lw=0.8,
-            label="ready + loading")  # fmt: skip
+    ax.step(
+        t, ready + loading, where="post", color="tab:blue", ls="--", lw=0.8, label="ready + loading"
+    )
     ax.set_ylim(0, max(11.0, float(np.nanmax(row.load)) + 1))
     ax.set_ylabel("replicas")
     ax.set_title(
         f"{row.policy}: SLO attainment {row.attainment:.2%}, {row.replica_hours:.2f} replica-h, "
         f"{row.events} scaling events",
-        fontsize=9, loc="left",
-    )  # fmt: skip
+        fontsize=9,
+        loc="left",
+    )
     right = ax.twinx()
     right.plot(bins, row.ttft_bins, color="tab:orange", lw=0.9, label="TTFT p95 (s)")
     right.axhline(slo_s, color="tab:red", lw=0.7, ls=":")

@@ -32,9 +32,26 @@ from modelplane.operator.autoscaler import (
 HPA_TOLERANCE = 0.1
 
 
-def hpa_scale_up_limit(current: int) -> int:
-    """HPA's default scale-up policy: the larger of +4 pods and +100% per 15 s period."""
-    return max(current + 4, 2 * current)
+class HpaBehavior:
+    """The HPA's default `behavior`, which both the HPA and KEDA (through its HPA) get.
+
+    Scale up by at most the larger of 4 pods and 100% per 15 s period; scale
+    down only to the highest recommendation of the last 300 s
+    (https://kubernetes.io/docs/reference/kubernetes-api/workload-resources/horizontal-pod-autoscaler-v2/).
+    """
+
+    stabilization_s = 300.0
+
+    def __init__(self) -> None:
+        self.recommendations: deque[tuple[float, int]] = deque()
+
+    def apply(self, now: float, current: int, recommendation: int) -> int:
+        self.recommendations.append((now, recommendation))
+        while self.recommendations[0][0] < now - self.stabilization_s:
+            self.recommendations.popleft()
+        if recommendation > current:
+            return min(recommendation, max(current + 4, 2 * current))
+        return min(current, max(n for _, n in self.recommendations))
 
 
 class Ours(Policy):
@@ -87,9 +104,13 @@ class Ours(Policy):
         if not view.held:
             self.held_since = None
         decision = decide(
-            self._observations(view), view.desired, self.spec, self.state, view.now,
+            self._observations(view),
+            view.desired,
+            self.spec,
+            self.state,
+            view.now,
             demand_at=self.held_since,
-        )  # fmt: skip
+        )
         self.state = decision.state
         self.last_reason = decision.reason
         return decision.desired_replicas
@@ -119,13 +140,12 @@ class HpaUtilization(Policy):
     name = "hpa-util80"
     interval_s = 15.0
     target = 0.8
-    stabilization_s = 300.0
 
     def __init__(self, min_replicas: int, max_replicas: int) -> None:
         self.min_replicas = max(1, min_replicas)  # no scale to zero in standard mode
         self.max_replicas = max_replicas
         self.busy: dict[int, float] = {}
-        self.recommendations: deque[tuple[float, int]] = deque()
+        self.behavior = HpaBehavior()
 
     def decide(self, view: ClusterView) -> int:
         utils = []
@@ -147,12 +167,7 @@ class HpaUtilization(Policy):
                     ratio * (len(utils) + (view.loading if ratio > 1 else 0))
                 )
         recommendation = max(self.min_replicas, min(self.max_replicas, recommendation))
-        self.recommendations.append((view.now, recommendation))
-        while self.recommendations[0][0] < view.now - self.stabilization_s:
-            self.recommendations.popleft()
-        if recommendation > current:
-            return min(recommendation, hpa_scale_up_limit(current))
-        return min(current, max(n for _, n in self.recommendations))
+        return self.behavior.apply(view.now, current, recommendation)
 
 
 class KedaQueue(Policy):
@@ -172,12 +187,11 @@ class KedaQueue(Policy):
     interval_s = 15.0
     threshold = 5.0
     cooldown_s = 360.0
-    stabilization_s = 300.0
 
     def __init__(self, min_replicas: int, max_replicas: int) -> None:
         self.min_replicas = min_replicas
         self.max_replicas = max_replicas
-        self.recommendations: deque[tuple[float, int]] = deque()
+        self.behavior = HpaBehavior()
         self.arrivals: deque[tuple[float, int]] = deque()
         self.last_active: float = 0.0
 
@@ -200,12 +214,7 @@ class KedaQueue(Policy):
         if current and abs(waiting / current / self.threshold - 1.0) <= HPA_TOLERANCE:
             recommendation = current
         recommendation = max(floor, min(self.max_replicas, recommendation))
-        self.recommendations.append((view.now, recommendation))
-        while self.recommendations[0][0] < view.now - self.stabilization_s:
-            self.recommendations.popleft()
-        if recommendation > current:
-            return min(recommendation, hpa_scale_up_limit(current))
-        return min(current, max(n for _, n in self.recommendations))
+        return self.behavior.apply(view.now, current, recommendation)
 
 
 class KubeAiMovingAverage(Policy):
@@ -329,9 +338,12 @@ class OracleReactive(Policy):
     interval_s = 10.0
 
     def __init__(
-        self, rate: Callable[[float], float], per_replica_rps: float, min_replicas: int,
+        self,
+        rate: Callable[[float], float],
+        per_replica_rps: float,
+        min_replicas: int,
         max_replicas: int,
-    ) -> None:  # fmt: skip
+    ) -> None:
         self.rate = rate
         self.per_replica = per_replica_rps
         self.min_replicas = min_replicas

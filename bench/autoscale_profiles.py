@@ -28,7 +28,7 @@ import math
 from dataclasses import replace
 
 import numpy as np
-from autoscale_model import Cluster, ClusterView, Policy, Profile, Workload
+from autoscale_model import Cluster, HoldReplicas, Profile, Workload
 
 # --- CPU: measured here ----------------------------------------------------
 # Time to first token of one request alone (median of 3), by prompt length.
@@ -92,14 +92,6 @@ GPU = Profile(
 )
 
 
-class _Fixed(Policy):
-    name = "fixed"
-    interval_s = 1e9
-
-    def decide(self, view: ClusterView) -> int:
-        return view.desired
-
-
 class _ClosedLoop(Cluster):
     """`concurrency` clients, each sending its next request when the last one ends."""
 
@@ -109,7 +101,7 @@ class _ClosedLoop(Cluster):
             prompt=np.full(requests, shape[0], dtype=np.int64),
             output=np.full(requests, shape[1], dtype=np.int64),
         )
-        super().__init__(profile, workload, _Fixed(), initial=1)
+        super().__init__(profile, workload, HoldReplicas(), initial=1)
         self.sent = 0
         for _ in range(min(concurrency, requests)):
             self.arrive_later(self.sent, 0.0)
@@ -163,16 +155,23 @@ def fit() -> tuple[Profile, Profile]:
     base, c1, c2 = np.linalg.solve(a, np.array([CPU_PREFILL_TTFT_S[p] for p in lengths]))
     cpu_best = min(
         (
-            replace(CPU, step_base_s=sb, step_per_seq_s=sp, prefill_per_token_s=c1,
-                    prefill_per_token2_s=c2)
+            replace(
+                CPU,
+                step_base_s=sb,
+                step_per_seq_s=sp,
+                prefill_per_token_s=c1,
+                prefill_per_token2_s=c2,
+            )
             for sb, sp in itertools.product(
                 (0.020, 0.023, 0.026, 0.029), (0.0006, 0.0012, 0.0018, 0.0024, 0.003)
             )
         ),
         key=_cpu_error,
-    )  # fmt: skip
-    print(f"CPU prefill fit: base {base * 1000:.1f} ms, {c1 * 1000:.3f} ms/token, "
-          f"{c2 * 1e6:.3f} us/token^2")  # fmt: skip
+    )
+    print(
+        f"CPU prefill fit: base {base * 1000:.1f} ms, {c1 * 1000:.3f} ms/token, "
+        f"{c2 * 1e6:.3f} us/token^2"
+    )
     gpu_best = min(
         (
             replace(GPU, step_base_s=sb, step_per_seq_s=sp, prefill_per_token_s=pf)
@@ -188,12 +187,16 @@ def fit() -> tuple[Profile, Profile]:
 def main() -> None:
     cpu, gpu = fit()
     print(f"CPU fit: step {cpu.step_base_s * 1000:.1f} ms + {cpu.step_per_seq_s * 1000:.2f} ms/seq")
-    print(f"{'conc':>5} {'req/s real':>11} {'sim':>7} {'TPOT real':>10} {'sim':>7} "
-          f"{'TTFT50 real':>12} {'sim':>7}")  # fmt: skip
+    print(
+        f"{'conc':>5} {'req/s real':>11} {'sim':>7} {'TPOT real':>10} {'sim':>7} "
+        f"{'TTFT50 real':>12} {'sim':>7}"
+    )
     for conc, (rps, tpot, ttft50) in CPU_SWEEP.items():
         s = closed_loop(cpu, conc, CPU_SWEEP_SHAPE)
-        print(f"{conc:>5} {rps:>11.2f} {s[0]:>7.2f} {tpot:>10.1f} {s[1]:>7.1f} "
-              f"{ttft50:>12.0f} {s[2]:>7.0f}")  # fmt: skip
+        print(
+            f"{conc:>5} {rps:>11.2f} {s[0]:>7.2f} {tpot:>10.1f} {s[1]:>7.1f} "
+            f"{ttft50:>12.0f} {s[2]:>7.0f}"
+        )
     print(
         f"GPU fit: step {gpu.step_base_s * 1000:.1f} ms + {gpu.step_per_seq_s * 1000:.3f} ms/seq, "
         f"prefill {gpu.prefill_per_token_s * 1000:.3f} ms/token"

@@ -38,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+from openai import APIError, AsyncOpenAI
 
 MODEL_NAME = "smollm2"
 # SmolLM2's vocabulary has 49152 ids; stay clear of the special ones at the start.
@@ -76,10 +77,22 @@ def real_server(max_model_len: int = 2048) -> Iterator[tuple[str, Path, float]]:
     log = Path(tempfile.mkdtemp(prefix="autoscale-real-")) / "server.log"
     exe = Path(sys.executable).parent / "modelplane"
     cmd = [
-        str(exe), "serve", "--model", model_dir(), "--served-model-name", MODEL_NAME,
-        "--max-model-len", str(max_model_len), "--enforce-eager", "--log-format", "text",
-        "--host", "127.0.0.1", "--port", str(port),
-    ]  # fmt: skip
+        str(exe),
+        "serve",
+        "--model",
+        model_dir(),
+        "--served-model-name",
+        MODEL_NAME,
+        "--max-model-len",
+        str(max_model_len),
+        "--enforce-eager",
+        "--log-format",
+        "text",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": os.environ.get("VLLM_CPU_KVCACHE_SPACE", "1")}
     started = time.monotonic()
     with log.open("wb") as sink:
@@ -110,33 +123,34 @@ def random_prompt(rng: random.Random, length: int) -> list[int]:
     return [rng.randrange(*TOKEN_ID_RANGE) for _ in range(length)]
 
 
-async def one_request(
-    client: httpx.AsyncClient, url: str, prompt: list[int], output_tokens: int
-) -> Outcome | None:
-    body = {
-        "model": MODEL_NAME,
-        "prompt": prompt,
-        "max_tokens": output_tokens,
-        "ignore_eos": True,
-        "temperature": 0.0,
-        "stream": True,
-        "stream_options": {"include_usage": True},
-    }
+def openai_client(url: str, connections: int) -> AsyncOpenAI:
+    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
+    http = httpx.AsyncClient(timeout=900, limits=limits)
+    return AsyncOpenAI(base_url=f"{url}/v1", api_key="none", http_client=http, max_retries=0)
+
+
+async def one_request(client: AsyncOpenAI, prompt: list[int], output_tokens: int) -> Outcome | None:
+    """A streamed completion of exactly `output_tokens` tokens; TTFT is its first chunk."""
     start = time.perf_counter()
     first: float | None = None
     tokens = 0
-    async with client.stream("POST", f"{url}/v1/completions", json=body) as response:
-        if response.status_code != 200:
-            await response.aread()
-            return None
-        async for line in response.aiter_lines():
-            if not line.startswith("data: ") or line == "data: [DONE]":
-                continue
-            event = json.loads(line[6:])
-            if first is None and event.get("choices"):
+    try:
+        stream = await client.completions.create(
+            model=MODEL_NAME,
+            prompt=prompt,
+            max_tokens=output_tokens,
+            temperature=0.0,
+            stream=True,
+            stream_options={"include_usage": True},
+            extra_body={"ignore_eos": True},
+        )
+        async for chunk in stream:
+            if first is None and chunk.choices:
                 first = time.perf_counter()
-            if event.get("usage"):
-                tokens = int(event["usage"]["completion_tokens"])
+            if chunk.usage is not None:
+                tokens = chunk.usage.completion_tokens
+    except APIError:
+        return None
     if first is None:
         return None
     return Outcome(start, first - start, time.perf_counter() - start, tokens)
@@ -149,12 +163,11 @@ async def closed_loop(
     rng = random.Random(seed)
     prompts = [random_prompt(rng, prompt_len) for _ in range(requests)]
     outcomes: list[Outcome] = []
-    limits = httpx.Limits(max_connections=concurrency + 4)
-    async with httpx.AsyncClient(timeout=900, limits=limits) as client:
+    async with openai_client(url, concurrency + 4) as client:
 
         async def worker() -> None:
             while prompts:
-                outcome = await one_request(client, url, prompts.pop(), output_len)
+                outcome = await one_request(client, prompts.pop(), output_len)
                 if outcome is not None:
                     outcomes.append(outcome)
 
@@ -169,14 +182,13 @@ async def replay(
     """Open loop: send each (time, prompt tokens, output tokens) at its time."""
     rng = random.Random(seed)
     prompts = [random_prompt(rng, p) for _, p, _ in arrivals]
-    limits = httpx.Limits(max_connections=len(arrivals) + 4)
-    async with httpx.AsyncClient(timeout=900, limits=limits) as client:
+    async with openai_client(url, len(arrivals) + 4) as client:
         start = time.perf_counter()
 
         async def send(i: int) -> Outcome | None:
             at, _, out = arrivals[i]
             await asyncio.sleep(max(0.0, at - (time.perf_counter() - start)))
-            return await one_request(client, url, prompts[i], out)
+            return await one_request(client, prompts[i], out)
 
         return list(await asyncio.gather(*(send(i) for i in range(len(arrivals)))))
 
@@ -223,9 +235,12 @@ def calibrate(concurrencies: Sequence[int], prompt_len: int, output_len: int) ->
         results["sweep"] = sweep
         metrics = httpx.get(f"{url}/metrics", timeout=10).text
         results["vllm_metric_names"] = sorted(
-            {line.split("{")[0].split(" ")[0] for line in metrics.splitlines()
-             if line.startswith("vllm:")}
-        )  # fmt: skip
+            {
+                line.split("{")[0].split(" ")[0]
+                for line in metrics.splitlines()
+                if line.startswith("vllm:")
+            }
+        )
     print(json.dumps(results, indent=2))
 
 

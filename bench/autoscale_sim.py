@@ -42,7 +42,7 @@ from pathlib import Path
 import numpy as np
 from autoscale_model import (
     Cluster,
-    ClusterView,
+    HoldReplicas,
     Policy,
     Profile,
     Workload,
@@ -92,20 +92,10 @@ def in_flight_per_replica(profile_name: str) -> float:
     profile = PROFILES[profile_name]
     rate = profile.unit_rps
     workload = make_workload(lambda t: np.full_like(t, rate), rate, 1800.0, profile, seed=99)
-    cluster = Cluster(profile, workload, _Hold(), initial=1)
+    cluster = Cluster(profile, workload, HoldReplicas(), initial=1)
     cluster.run(1800.0)
     e2e = cluster.last_finish - workload.arrival
     return float(np.sum(e2e[np.isfinite(e2e)]) / 1800.0)
-
-
-class _Hold(Policy):
-    """One replica, never scaled: the calibration runs and the sim-vs-real twin."""
-
-    name = "hold"
-    interval_s = 1e9
-
-    def decide(self, view: ClusterView) -> int:
-        return 1
 
 
 def build_policy(name: str, profile: Profile, trace: Trace) -> Policy:
@@ -177,11 +167,20 @@ def run_one(task: tuple[str, str, str, int]) -> Row:
         )
     finite = np.minimum(ttft, 1e9)
     return Row(
-        profile_name, trace_name, policy_name, len(ttft),
-        float(np.percentile(finite, 50)), float(np.percentile(finite, 95)),
-        result.attainment(profile.slo_ttft_s), result.replica_seconds / 3600.0,
-        result.scaling_events, wall, result.samples, load, ttft_bins,
-    )  # fmt: skip
+        profile_name,
+        trace_name,
+        policy_name,
+        len(ttft),
+        float(np.percentile(finite, 50)),
+        float(np.percentile(finite, 95)),
+        result.attainment(profile.slo_ttft_s),
+        result.replica_seconds / 3600.0,
+        result.scaling_events,
+        wall,
+        result.samples,
+        load,
+        ttft_bins,
+    )
 
 
 def best_baseline(rows: list[Row]) -> Row:
@@ -254,18 +253,25 @@ def check_real(seed: int) -> None:
         for t, p, o in zip(workload.arrival, workload.prompt, workload.output, strict=True)
     ]
     with autoscale_real.real_server() as (url, _, ready_s):
-        print(f"real server ready in {ready_s:.1f}s; replaying {len(arrivals)} requests "
-              f"at {rate:g} req/s for {duration:g}s", file=sys.stderr)  # fmt: skip
+        print(
+            f"real server ready in {ready_s:.1f}s; replaying {len(arrivals)} requests "
+            f"at {rate:g} req/s for {duration:g}s",
+            file=sys.stderr,
+        )
         outcomes = asyncio.run(autoscale_real.replay(url, arrivals, seed))
     real = np.array([o.ttft_s for o in outcomes if o is not None])
-    twin = simulate(profile, workload, _Hold(), duration, initial=1).ttft
-    print(f"sim-vs-real, one CPU replica, {len(arrivals)} requests, Poisson {rate:g} req/s, "
-          f"prompt lognormal(median {profile.prompt[0]:g}), output lognormal(median "
-          f"{profile.output[0]:g}); failed real requests: {len(arrivals) - len(real)}")  # fmt: skip
+    twin = simulate(profile, workload, HoldReplicas(), duration, initial=1).ttft
+    print(
+        f"sim-vs-real, one CPU replica, {len(arrivals)} requests, Poisson {rate:g} req/s, "
+        f"prompt lognormal(median {profile.prompt[0]:g}), output lognormal(median "
+        f"{profile.output[0]:g}); failed real requests: {len(arrivals) - len(real)}"
+    )
     print(f"{'':<8}{'TTFT p50':>10}{'TTFT p95':>10}")
     for name, values in (("real", real), ("sim", twin)):
-        print(f"{name:<8}{_secs(float(np.percentile(values, 50))):>10}"
-              f"{_secs(float(np.percentile(values, 95))):>10}")  # fmt: skip
+        print(
+            f"{name:<8}{_secs(float(np.percentile(values, 50))):>10}"
+            f"{_secs(float(np.percentile(values, 95))):>10}"
+        )
     p50 = float(np.percentile(twin, 50) / np.percentile(real, 50))
     p95 = float(np.percentile(twin, 95) / np.percentile(real, 95))
     print(f"sim_over_real_ttft_p50={p50:.3f} sim_over_real_ttft_p95={p95:.3f}")

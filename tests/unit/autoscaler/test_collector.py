@@ -91,8 +91,10 @@ async def test_scrapes_every_ready_pod_and_marks_the_ones_that_fail(pods: str) -
     seen = {o.name: o for o in first.observations}
     assert [o.name for o in first.observations] == [t.name for t in targets]
     assert (seen["pod-a"].running, seen["pod-a"].waiting, seen["pod-a"].kv_cache_usage) == (
-        10, 1, 0.9,
-    )  # fmt: skip
+        10,
+        1,
+        0.9,
+    )
     assert seen["pod-broken"].error == f"{pods}/broken/metrics answered HTTP 500"
     assert seen["pod-slow"].error == f"no answer from {pods}/slow/metrics within 0.5s"
     assert "cannot reach" in (seen["pod-gone"].error or "")

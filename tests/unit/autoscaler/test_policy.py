@@ -20,6 +20,7 @@ from modelplane.operator.autoscaler import (
     ReplicaObservation,
     Targets,
     decide,
+    demand_time,
 )
 from tests.unit.autoscaler.builders import replica, ttft_window
 
@@ -244,9 +245,13 @@ def test_state_survives_an_operator_restart(gap: int) -> None:
     stored = json.loads(json.dumps(state.to_dict()))  # through the API server and back
     resumed_at = before[-1][0] + gap
     after, _ = run_timeline(
-        KV_ONLY, before[-1][1].desired_replicas, load, ticks=40,
-        state=PolicyState.from_dict(stored), start_at=resumed_at,
-    )  # fmt: skip
+        KV_ONLY,
+        before[-1][1].desired_replicas,
+        load,
+        ticks=40,
+        state=PolicyState.from_dict(stored),
+        start_at=resumed_at,
+    )
     when, _ = first_change(after, 4)
     if gap == 10:
         assert when == first_change(uninterrupted, 4)[0] + gap - 10
@@ -275,10 +280,15 @@ def test_unreadable_state_is_a_fresh_one(stored: dict[str, object] | None) -> No
 
 def test_state_is_json_and_round_trips() -> None:
     state = PolicyState(
-        recent_needs=((NOW - 20, 5), (NOW, 3)), recording_since=NOW - 400,
-        last_decision_at=NOW, scaled_for=4.5, burst_until=NOW + 30,
-        burst_starts=(NOW - 900, NOW - 100), capacity_rps=7.5, zero_since=None,
-    )  # fmt: skip
+        recent_needs=((NOW - 20, 5), (NOW, 3)),
+        recording_since=NOW - 400,
+        last_decision_at=NOW,
+        scaled_for=4.5,
+        burst_until=NOW + 30,
+        burst_starts=(NOW - 900, NOW - 100),
+        capacity_rps=7.5,
+        zero_since=None,
+    )
     assert PolicyState.from_json(state.to_json()) == state
 
 
@@ -378,3 +388,20 @@ def test_requests_waiting_block_a_scale_down() -> None:
     waiting = fleet(4, kv=0.05, running=2, waiting=1)
     assert decide(waiting, 4, SPEC, state, NOW).desired_replicas == 4
     assert decide(fleet(4, kv=0.05, running=2), 4, SPEC, state, NOW).desired_replicas == 1
+
+
+@pytest.mark.parametrize(
+    ("annotation", "seconds"),
+    [
+        ("2026-11-24T06:00:00Z", 1795500000.0),
+        ("2026-11-24T07:00:00+01:00", 1795500000.0),
+        ("2026-11-24T06:00:00", None),  # no zone: not comparable
+        ("yesterday", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_the_gateways_demand_annotation_reads_as_a_time(
+    annotation: str | None, seconds: float | None
+) -> None:
+    assert demand_time(annotation) == seconds

@@ -17,7 +17,7 @@ from modelplane.operator.autoscaler.observations import (
 )
 from modelplane.operator.autoscaler.policy import Decision, decide
 from modelplane.operator.autoscaler.spec import AutoscalingSpec, Targets
-from modelplane.operator.autoscaler.state import PolicyState
+from modelplane.operator.autoscaler.state import PolicyState, demand_time
 
 __all__ = [
     "AutoscalingSpec",
@@ -31,6 +31,7 @@ __all__ = [
     "Targets",
     "collect",
     "decide",
+    "demand_time",
     "observe",
     "parse_metrics",
 ]

@@ -13,6 +13,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
+from datetime import datetime
 from typing import Any
 
 STATE_VERSION = 1
@@ -39,7 +40,7 @@ class PolicyState:
     last_active_at: float | None = None
     # When the policy last scaled to zero; gateway demand newer than this wakes it.
     zero_since: float | None = None
-    # Requests/s one replica takes before its TTFT p95 passes half the target:
+    # Requests/s one replica takes before its TTFT p95 nears the target:
     # learned from the replicas themselves (see policy), None until first seen.
     capacity_rps: float | None = None
     version: int = field(default=STATE_VERSION)
@@ -105,3 +106,19 @@ def _time(value: Any) -> float | None:
     if not math.isfinite(number):
         raise ValueError("not a time")
     return number
+
+
+def demand_time(annotation: str | None) -> float | None:
+    """The gateway's scale-from-zero annotation (RFC 3339) as epoch seconds, for `decide`.
+
+    Anything unreadable counts as no demand: a bad annotation must not wake a model.
+    """
+    if not annotation:
+        return None
+    try:
+        moment = datetime.fromisoformat(annotation.strip())
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return None  # no zone, no way to compare it with the policy's clock
+    return moment.timestamp()
