@@ -21,7 +21,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MODELPLANE_MODELS_DIR := $(MODELS_DIR)
 
-.PHONY: help venv model run test test-fast lint bench-server clean tools helm prometheus
+.PHONY: help venv model run test test-fast lint bench-server bench-autoscale clean tools helm prometheus
 
 help:
 	@echo "make run           build the local model and serve it on CPU at http://$(HOST):$(PORT)/v1"
@@ -31,6 +31,7 @@ help:
 	@echo "make lint          ruff + mypy --strict"
 	@echo "make bench-server  modelplane serve vs vLLM's own OpenAI server, side by side"
 	@echo "make tools         helm (into .tools/) and Prometheus + promtool, for the chart tests"
+	@echo "make bench-autoscale  autoscaling policies side by side in a simulator (about 30 s)"
 
 venv: $(STAMP)
 
@@ -65,12 +66,16 @@ test-fast: $(STAMP) tools
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy -p modelplane
+	$(BIN)/mypy -p modelplane -p modelplane.operator
 	$(BIN)/hadolint Dockerfile.server
 
 bench-server: $(STAMP)
 	@$(BIN)/modelplane model build >/dev/null
 	$(BIN)/python bench/server_overhead.py --model "$$($(BIN)/modelplane model build --quiet)"
+
+# Simulated, no engine: ours vs HPA, KEDA, KubeAI and AIBrix on five traces.
+bench-autoscale: $(STAMP)
+	$(BIN)/python bench/autoscale_sim.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

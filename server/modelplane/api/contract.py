@@ -57,6 +57,9 @@ ANNOTATION_TEMPLATE_HASH: Final = f"{GROUP}/template-hash"
 # and records when (RFC 3339, UTC). The autoscaler treats a value newer than
 # its last scale-to-zero as demand for one replica.
 ANNOTATION_DEMAND_AT: Final = f"{GROUP}/scale-from-zero-requested-at"
+# On an LLMDeployment: the autoscaler's remembered state (PolicyState as JSON),
+# so an operator restart neither scales down early nor loses the timers.
+ANNOTATION_AUTOSCALER_STATE: Final = f"{GROUP}/autoscaler-state"
 
 # Ports.
 SERVER_PORT: Final = 8000  # modelplane serve, in pods and locally

@@ -1,0 +1,362 @@
+"""The autoscaling decision: observations in, desired replicas and the reason out.
+
+Pure and deterministic (no clock, no I/O), so the operator's timer, the unit
+tests and the simulator in `bench/` all run this same code.
+
+How it decides, each tick:
+
+* Every configured target turns the ready replicas' metrics into the number
+  of replicas the current load needs; the most demanding one wins and is
+  named in the decision.
+  - ttftP95Seconds: continuous batching keeps TTFT flat until a replica runs
+    out of compute, then it shoots up, so waiting for a breach is too late.
+    The policy learns, from the replicas themselves, the request rate at
+    which a replica's TTFT p95 nears the target (its knee), and sizes
+    the fleet so the arrival rate stays under that per replica. The knee
+    estimate drops when a replica runs hot and creeps up while replicas run
+    cool near it; until it is known, a breach scales proportionally to it.
+  - kvCacheUtilization: KV cache in use, counting each waiting request at
+    the cost of the requests running beside it, per replica vs the target.
+  - queueDepthPerReplica: requests waiting in the engines, per replica.
+  - gpuUtilization: the DCGM exporter's utilisation, when present.
+* Up: immediately, to the need. A need of at least `BURST_FACTOR` times the
+  replicas asked for so far is a burst: acted on even while replicas load, and it holds
+  off scale-down for a full `scaleDownDelaySeconds`, or, when bursts keep
+  coming back, through the usual gap between them (up to an hour).
+* Loading replicas (model loads take minutes) are neither capacity nor
+  measured; while they load, more are added only if the need grows past
+  what the last scale-up was sized for.
+* Down: only after `scaleDownDelaySeconds` of recorded history, to the
+  largest need seen in that window, so never below what the load needs now;
+  never while requests wait or TTFT runs past the knee.
+* Zero: with `minReplicas: 0`, after `scaleDownDelaySeconds` without a single
+  request; back to one replica when the gateway records held demand newer
+  than the scale-to-zero.
+* Bounds clamp the result and the decision says so (`limited`).
+* A replica whose scrape failed is left out and said so; the others stand
+  for all ready replicas. With no metrics at all it holds.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from modelplane.operator.autoscaler.observations import Histogram, ReplicaObservation
+from modelplane.operator.autoscaler.spec import AutoscalingSpec, Targets
+from modelplane.operator.autoscaler.state import PolicyState
+
+BURST_FACTOR = 1.5  # need >= this x the replicas asked for: a sudden spike
+BURST_MEMORY_S = 3600.0  # bursts this recent count as recurring (and cap the hold)
+GROWTH_WHILE_LOADING = 1.25  # while loading, add more only past this x the sized-for need
+KNEE_FRACTION = 0.8  # TTFT p95 past this share of the target: the replicas are at their knee
+COOL_FRACTION = 0.5  # below this share of the target they have room to spare
+CAPACITY_CUT = 0.9  # at the knee, a replica's capacity is taken as this share of its rate
+CAPACITY_PROBE = 1.05  # cool replicas near the estimate: believe 5% more per decision
+PROBE_LOAD = 0.8  # "near": finishing at least this share of the estimated capacity
+MIN_FIRST_TOKENS = 20  # fewer first tokens in the window: no TTFT opinion
+TTFT_MAX_STEP = 2.0  # before the knee is known, a breach at most doubles the replicas
+HISTORY_GAP_S = 60.0  # no decision for this long: the headroom history starts over
+EPSILON = 0.05  # a need of 3.04 replicas is 3, not 4
+DOWN_HEADROOM = 0.9  # scale down only to where the need fills at most this share
+
+# What drove a decision besides the targets (which go by their spec names).
+DRIVER_DEMAND = "demand"
+DRIVER_IDLE = "idle"
+DRIVER_LOADING = "loading"
+DRIVER_NO_METRICS = "noMetrics"
+
+TTFT = "ttftP95Seconds"
+KV = "kvCacheUtilization"
+QUEUE = "queueDepthPerReplica"
+GPU = "gpuUtilization"
+
+
+@dataclass(frozen=True)
+class Decision:
+    desired_replicas: int
+    driver: str  # the target (spec name) or rule that set desired_replicas
+    reason: str  # one line for status.scaleReason and the Event
+    limited: bool  # clamped by minReplicas/maxReplicas: the ScalingLimited condition
+    state: PolicyState  # store it; pass it to the next decision
+    need: float | None = None  # replicas the measured load needs, unrounded
+
+
+@dataclass(frozen=True)
+class _Need:
+    driver: str
+    replicas: float
+    detail: str
+
+
+def decide(
+    observations: Sequence[ReplicaObservation],
+    current_replicas: int,
+    spec: AutoscalingSpec,
+    state: PolicyState,
+    now: float,
+    demand_at: float | None = None,
+) -> Decision:
+    """The replicas to run now. `now` and `demand_at` are seconds on one clock (epoch).
+
+    `demand_at` is when the gateway last held a request because no replica
+    was ready (the scale-from-zero annotation); None if it never did.
+    """
+    delay = spec.scale_down_delay_s
+    if state.last_decision_at is None or now - state.last_decision_at > HISTORY_GAP_S:
+        state = replace(state, recording_since=now, recent_needs=())
+    state = replace(state, last_decision_at=now)
+
+    loading = [o for o in observations if o.loading]
+    ready = [o for o in observations if not o.loading]
+    measured = [o for o in ready if o.error is None]
+    failed = [o for o in ready if o.error is not None]
+    coming = max(len(loading), current_replicas - len(ready), 0)
+    if not coming:
+        state = replace(state, scaled_for=0.0)
+
+    demand_pending = demand_at is not None and (
+        state.zero_since is None or demand_at > state.zero_since
+    )
+    active = demand_pending or any(_busy(o) for o in measured)
+    if active:
+        state = replace(state, last_active_at=now)
+
+    def decision(desired: int, driver: str, reason: str, need: float | None) -> Decision:
+        return _clamped(desired, driver, reason, spec, state, need)
+
+    if not ready and not coming:
+        if demand_pending:
+            state = replace(state, scaled_for=1.0, last_scale_up_at=now)
+            return decision(1, DRIVER_DEMAND, "requests held at the gateway: scaling from zero", 1)
+        return decision(0, DRIVER_IDLE, "no replicas and no demand", 0.0)
+    if not ready:
+        reason = f"{coming} replica(s) loading, none ready to measure; holding {current_replicas}"
+        return decision(current_replicas, DRIVER_LOADING, reason, None)
+    if not measured:
+        errors = "; ".join(f"{o.name}: {o.error}" for o in failed)
+        reason = f"no metrics from any ready replica ({errors}); holding {current_replicas}"
+        return decision(current_replicas, DRIVER_NO_METRICS, reason, None)
+
+    state = _learn_capacity(measured, spec.targets, state)
+    needs = _needs(measured, len(ready), len(failed), spec.targets, state.capacity_rps)
+    top = max(needs, key=lambda n: n.replicas) if needs else None
+    need = top.replicas if top else 0.0
+    driver = top.driver if top else DRIVER_NO_METRICS
+    wanted = max(math.ceil(need - EPSILON), 1 if active else 0)
+    why = top.detail if top else "no target has data yet"
+    if failed:
+        left_out = ", ".join(f"{o.name} ({o.error})" for o in failed)
+        why += f"; left out {left_out}, scaled on the {len(measured)} other(s)"
+
+    last_seen = state.last_active_at
+    if last_seen is None:
+        last_seen = state.recording_since if state.recording_since is not None else now
+    if spec.min_replicas == 0 and not active and now - last_seen >= delay:
+        state = replace(state, zero_since=now, recent_needs=(), scaled_for=0.0)
+        return decision(0, DRIVER_IDLE, f"no requests for {now - last_seen:.0f}s", need)
+
+    # Scale-down targets keep some headroom over the need (hysteresis): a
+    # replica is removed only if the rest carry the load at DOWN_HEADROOM.
+    padded = max(math.ceil(need / DOWN_HEADROOM - EPSILON), wanted)
+    state = state.with_need(now, padded, delay)
+    if wanted > current_replicas:
+        # Relative to every replica asked for: loading ones are no capacity yet,
+        # but a need they will cover is no new spike.
+        burst = need >= BURST_FACTOR * max(current_replicas, 1)
+        if coming and not burst and need <= state.scaled_for * GROWTH_WHILE_LOADING:
+            reason = (
+                f"{coming} replica(s) loading for a need of {state.scaled_for:.1f}; "
+                f"need now {need:.1f} ({why}): waiting for them"
+            )
+            return decision(current_replicas, DRIVER_LOADING, reason, need)
+        state = replace(state, scaled_for=need, last_scale_up_at=now)
+        kind = ""
+        if burst:
+            state, hold = _burst(state, now, delay)
+            kind = f"burst (holding {hold:.0f}s), "
+        return decision(wanted, driver, f"{kind}{current_replicas} -> {wanted}: {why}", need)
+
+    if wanted < current_replicas:
+        if state.burst_until is not None and now < state.burst_until:
+            left = state.burst_until - now
+            reason = f"holding {current_replicas} for {left:.0f}s after a burst ({why})"
+            return decision(current_replicas, driver, reason, need)
+        since = state.recording_since if state.recording_since is not None else now
+        window_max = state.window_max() or wanted
+        if now - since >= delay and window_max < current_replicas:
+            reason = (
+                f"{current_replicas} -> {window_max}, the largest need of the last "
+                f"{delay:.0f}s ({why})"
+            )
+            return decision(window_max, driver, reason, need)
+        wait = delay - (now - since)
+        later = (
+            f"scale-down possible in {wait:.0f}s"
+            if wait > 0
+            else f"the last {delay:.0f}s needed {window_max}"
+        )
+        reason = f"holding {current_replicas}, need {wanted} ({why}); {later}"
+        return decision(current_replicas, driver, reason, need)
+
+    return decision(current_replicas, driver, f"steady at {current_replicas}: {why}", need)
+
+
+def _burst(state: PolicyState, now: float, delay: float) -> tuple[PolicyState, float]:
+    """Hold the burst's capacity: one delay, or through the usual gap between bursts.
+
+    Scaling down between recurring spikes means meeting each of them with a
+    model load's worth of overloaded replicas. When bursts came back within
+    the last `BURST_MEMORY_S`, the capacity is held for 1.5 times the longest
+    gap seen between them, which costs replica-time only while they recur.
+    """
+    onsets = tuple(t for t in state.burst_starts if t >= now - BURST_MEMORY_S)
+    if state.burst_until is None or now >= state.burst_until:
+        onsets = (*onsets, now)  # a new burst, not the same one growing
+    gaps = [b - a for a, b in itertools.pairwise(onsets)]
+    hold = min(max(delay, 1.5 * max(gaps, default=0.0)), BURST_MEMORY_S)
+    until = max(state.burst_until or now, now + hold)
+    return replace(state, burst_starts=onsets, burst_until=until), hold
+
+
+def _busy(o: ReplicaObservation) -> bool:
+    return o.running + o.waiting > 0 or (o.ttft is not None and o.ttft.total > 0)
+
+
+def _p95(histogram: Histogram | None, minimum: int) -> float | None:
+    if histogram is None or histogram.total < minimum:
+        return None
+    return histogram.quantile(0.95)
+
+
+def _learn_capacity(
+    measured: Sequence[ReplicaObservation], targets: Targets, state: PolicyState
+) -> PolicyState:
+    """Move the knee estimate by what the replicas did in the last window.
+
+    A replica past its knee (its TTFT p95 above `KNEE_FRACTION` of the target
+    over at least `MIN_FIRST_TOKENS` first tokens, or more requests waiting
+    than the queue target) could not take more than it just finished: the
+    estimate moves halfway down to `CAPACITY_CUT` of that rate. When every
+    replica is well under the knee while finishing close to the estimate, the
+    estimate is too low: it rises by `CAPACITY_PROBE`.
+    """
+    if targets.ttft_p95_s is None:
+        return state
+    knee = KNEE_FRACTION * targets.ttft_p95_s
+    q = targets.queue_depth_per_replica
+    hot: list[float] = []
+    cool: list[float] = []
+    for o in measured:
+        if o.finished_per_s is None:
+            continue
+        p95 = _p95(o.ttft, MIN_FIRST_TOKENS)
+        if (p95 is not None and p95 > knee) or (q is not None and o.waiting > q):
+            hot.append(o.finished_per_s)
+        elif p95 is not None and p95 < COOL_FRACTION * targets.ttft_p95_s:
+            cool.append(o.finished_per_s)
+    capacity = state.capacity_rps
+    if hot:
+        observed = CAPACITY_CUT * sum(hot) / len(hot)
+        if observed > 0 and (capacity is None or observed < capacity):
+            capacity = observed if capacity is None else (capacity + observed) / 2
+    elif capacity is not None and cool and sum(cool) / len(cool) >= PROBE_LOAD * capacity:
+        capacity *= CAPACITY_PROBE
+    return replace(state, capacity_rps=capacity)
+
+
+def _needs(
+    measured: Sequence[ReplicaObservation],
+    ready: int,
+    failed: int,
+    targets: Targets,
+    capacity: float | None,
+) -> list[_Need]:
+    """Replicas needed by each configured target, from the measured replicas."""
+    needs: list[_Need] = []
+    running = sum(o.running for o in measured)
+    waiting = sum(o.waiting for o in measured)
+    fleet_ttft = Histogram.merge(o.ttft for o in measured if o.ttft is not None)
+    p95 = _p95(fleet_ttft, MIN_FIRST_TOKENS)
+
+    if targets.ttft_p95_s is not None:
+        target = targets.ttft_p95_s
+        rated = [o.arrived_per_s for o in measured if o.arrived_per_s is not None]
+        if capacity is not None and rated:
+            # Replicas new since the last scrape have no rate yet and no traffic to
+            # speak of; a replica whose scrape failed is assumed as busy as the rest.
+            arrivals = sum(rated) * (len(rated) + failed) / len(rated)
+            needs.append(
+                _Need(
+                    TTFT,
+                    arrivals / capacity,
+                    f"{arrivals:.1f} req/s arriving; a replica keeps TTFT p95 under "
+                    f"{KNEE_FRACTION * target:g}s up to {capacity:.2f} req/s (learned)",
+                )
+            )
+        if p95 is not None and p95 > KNEE_FRACTION * target:
+            replicas = float(ready)  # past the knee: no capacity to give back
+            if capacity is None and p95 > target:
+                replicas = max(ready * min(p95 / target, TTFT_MAX_STEP), ready + 1.0)
+            needs.append(_Need(TTFT, replicas, f"TTFT p95 {p95:.2f}s vs target {target:g}s"))
+
+    if targets.kv_cache_utilization is not None:
+        with_kv = [o.kv_cache_usage for o in measured if o.kv_cache_usage is not None]
+        if with_kv:
+            # Usage only: waiting requests are counted by the arrival rate, and
+            # counting a backlog as KV demand would buy replicas it cannot move to.
+            per_replica = sum(with_kv) / len(with_kv)
+            needs.append(
+                _Need(
+                    KV,
+                    per_replica / targets.kv_cache_utilization * ready,
+                    f"KV cache {per_replica:.2f} per replica vs target "
+                    f"{targets.kv_cache_utilization:g}",
+                )
+            )
+
+    if targets.queue_depth_per_replica is not None:
+        q = targets.queue_depth_per_replica
+        per_waiting = waiting / len(measured)
+        per_running = running / len(measured)
+        if per_waiting > q and capacity is None:
+            # Each replica holds what it runs now plus q waiting.
+            replicas = ready * (per_running + per_waiting) / (per_running + q)
+        elif per_waiting > 0:
+            replicas = float(ready)  # requests wait: no capacity to give back
+        else:
+            replicas = 0.0
+        detail = f"{per_waiting:.1f} requests waiting per replica vs target {q:g}"
+        needs.append(_Need(QUEUE, replicas, detail))
+
+    if targets.gpu_utilization is not None:
+        with_gpu = [o.gpu_utilization for o in measured if o.gpu_utilization is not None]
+        if with_gpu:
+            util = sum(with_gpu) / len(with_gpu)
+            needs.append(
+                _Need(
+                    GPU,
+                    util / targets.gpu_utilization * ready,
+                    f"GPU {util:.2f} per replica vs target {targets.gpu_utilization:g}",
+                )
+            )
+    return needs
+
+
+def _clamped(
+    desired: int,
+    driver: str,
+    reason: str,
+    spec: AutoscalingSpec,
+    state: PolicyState,
+    need: float | None,
+) -> Decision:
+    if desired > spec.max_replicas:
+        capped = f"{reason}; capped at maxReplicas {spec.max_replicas} (wanted {desired})"
+        return Decision(spec.max_replicas, driver, capped, True, state, need)
+    if desired < spec.min_replicas:
+        held = f"{reason}; held at minReplicas {spec.min_replicas} (wanted {desired})"
+        return Decision(spec.min_replicas, driver, held, True, state, need)
+    return Decision(desired, driver, reason, False, state, need)

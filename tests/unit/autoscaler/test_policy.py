@@ -1,0 +1,407 @@
+"""The autoscaling policy, behaviour by behaviour, as tables of situations and decisions.
+
+Pure function tests: observations in (built as the collector builds them),
+desired replicas, the driving target, the reason and the ScalingLimited flag
+out. Timelines call the policy every 10 s, like the operator's timer.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+
+import pytest
+
+from modelplane.operator.autoscaler import (
+    AutoscalingSpec,
+    Decision,
+    PolicyState,
+    ReplicaObservation,
+    Targets,
+    decide,
+    demand_time,
+)
+from tests.unit.autoscaler.builders import replica, ttft_window
+
+NOW = 1_000_000.0
+ALL_TARGETS = Targets(
+    ttft_p95_s=1.0, queue_depth_per_replica=4, kv_cache_utilization=0.8, gpu_utilization=0.9
+)
+SPEC = AutoscalingSpec(min_replicas=1, max_replicas=8, targets=ALL_TARGETS)
+KV_ONLY = AutoscalingSpec(min_replicas=1, max_replicas=8, targets=Targets(kv_cache_utilization=0.8))
+SLOW = ttft_window(*[3.0] * 30)  # p95 far past a 1 s target
+FAST = ttft_window(*[0.2] * 30)  # well under it
+
+
+def fleet(n: int, **metrics: float) -> list[ReplicaObservation]:
+    return [replica(f"r{i}", **metrics) for i in range(n)]  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("case", "observations", "state", "desired", "driver"),
+    [
+        (
+            "KV cache over target: proportional",
+            fleet(2, kv=0.9, running=10),
+            PolicyState(),
+            3,  # 2 x 0.9 / 0.8 = 2.25
+            "kvCacheUtilization",
+        ),
+        (
+            "queue over target, knee not yet known: proportional to what each replica holds",
+            fleet(2, kv=0.3, running=10, waiting=20),
+            PolicyState(),
+            5,  # 2 x (10 + 20) / (10 + 4) = 4.3
+            "queueDepthPerReplica",
+        ),
+        (
+            "TTFT past the target, knee not yet known: doubles at most",
+            [replica("r0", ttft=SLOW, running=5), replica("r1", ttft=SLOW, running=5)],
+            PolicyState(),
+            4,
+            "ttftP95Seconds",
+        ),
+        (
+            "knee known: arrivals over the learned per-replica rate",
+            fleet(2, kv=0.2, running=8, arrived=8.0, finished=8.0),
+            PolicyState(capacity_rps=5.0),
+            4,  # 16 req/s / 5 = 3.2
+            "ttftP95Seconds",
+        ),
+        (
+            "GPU utilisation over target",
+            fleet(2, kv=0.1, running=3, gpu=0.99),
+            PolicyState(),
+            3,  # 2 x 0.99 / 0.9 = 2.2
+            "gpuUtilization",
+        ),
+        (
+            "most demanding target wins: queue (5) over KV (3)",
+            fleet(2, kv=0.9, running=10, waiting=20),
+            PolicyState(),
+            5,
+            "queueDepthPerReplica",
+        ),
+    ],
+)
+def test_scales_up_at_once_to_the_most_demanding_target(
+    case: str,
+    observations: list[ReplicaObservation],
+    state: PolicyState,
+    desired: int,
+    driver: str,
+) -> None:
+    decision = decide(observations, 2, SPEC, state, NOW)
+    assert (decision.desired_replicas, decision.driver) == (desired, driver), case
+    assert f"2 -> {desired}" in decision.reason
+    assert not decision.limited
+
+
+def test_a_replica_past_its_knee_teaches_the_policy_its_capacity() -> None:
+    hot = decide([replica(ttft=SLOW, running=40, finished=10.0)], 1, SPEC, PolicyState(), NOW)
+    assert hot.state.capacity_rps == pytest.approx(9.0)  # 90% of what it managed
+    # Cool and busy near the estimate: it creeps up; cool and idle: it stays.
+    busy = decide([replica(ttft=FAST, finished=8.0)], 2, SPEC, hot.state, NOW + 10)
+    idle = decide([replica(ttft=FAST, finished=2.0)], 2, SPEC, hot.state, NOW + 10)
+    assert busy.state.capacity_rps == pytest.approx(9.0 * 1.05)
+    assert idle.state.capacity_rps == pytest.approx(9.0)
+    # Hot again at a lower rate: it moves halfway down to 90% of that rate.
+    hotter = decide([replica(ttft=SLOW, finished=6.0)], 2, SPEC, hot.state, NOW + 10)
+    assert hotter.state.capacity_rps == pytest.approx((9.0 + 5.4) / 2)
+
+
+def test_one_slow_prompt_is_not_a_knee() -> None:
+    few = ttft_window(3.0, *[0.2] * 10)  # 11 first tokens: too few to judge
+    decision = decide([replica(ttft=few, finished=1.1)], 1, SPEC, PolicyState(), NOW)
+    assert decision.state.capacity_rps is None
+    assert decision.desired_replicas == 1
+
+
+@pytest.mark.parametrize(
+    ("case", "arrived", "desired", "burst"),
+    [
+        ("need 1.4x the replicas asked for: a plain scale-up", 13.0, 3, False),
+        ("need 4x: a burst, acted on at once and held", 40.0, 8, True),
+    ],
+)
+def test_bursts_scale_at_once_and_hold_off_scale_down(
+    case: str, arrived: float, desired: int, burst: bool
+) -> None:
+    observations = fleet(2, kv=0.2, running=10, arrived=arrived / 2, finished=4.0)
+    state = PolicyState(capacity_rps=5.0)
+    decision = decide(observations, 2, SPEC, state, NOW)
+    assert decision.desired_replicas == desired, case
+    assert ("burst" in decision.reason) is burst
+    assert (decision.state.burst_until == NOW + 300) is burst
+    if burst:
+        # Ten seconds later the spike is gone: the burst's capacity stays.
+        calm = fleet(8, kv=0.05, running=1, arrived=0.5, finished=0.5)
+        later = decide(calm, 8, SPEC, replace(decision.state, recording_since=0.0), NOW + 10)
+        assert later.desired_replicas == 8
+        assert "after a burst" in later.reason
+
+
+def test_recurring_bursts_hold_their_capacity_through_the_usual_gap() -> None:
+    state = PolicyState(capacity_rps=5.0, burst_starts=(NOW - 1200,), burst_until=NOW - 900)
+    spike = fleet(2, kv=0.2, running=10, arrived=20.0, finished=4.0)
+    decision = decide(spike, 2, SPEC, state, NOW)
+    assert decision.state.burst_starts == (NOW - 1200, NOW)
+    assert decision.state.burst_until == NOW + 1.5 * 1200  # longer than one delay
+
+
+@pytest.mark.parametrize(
+    ("case", "arrived", "desired", "driver"),
+    [
+        ("need within what is loading: wait for it", 4.4, 4, "loading"),
+        ("need grew past 1.25x what was asked for: add", 6.5, 7, "ttftP95Seconds"),
+    ],
+)
+def test_loading_replicas_are_waited_for_unless_the_breach_grows(
+    case: str, arrived: float, desired: int, driver: str
+) -> None:
+    # Scaled 1 -> 4 for a need of 4.0 a moment ago; one replica is ready.
+    state = PolicyState(capacity_rps=1.0, scaled_for=4.0, last_scale_up_at=NOW - 10)
+    observations = [
+        replica("r0", kv=0.5, running=20, arrived=arrived, finished=1.0),
+        *(ReplicaObservation.still_loading(f"new{i}") for i in range(3)),
+    ]
+    decision = decide(observations, 4, SPEC, state, NOW)
+    assert (decision.desired_replicas, decision.driver) == (desired, driver), case
+
+
+def test_loading_replicas_are_no_capacity_and_not_measured() -> None:
+    observations = [ReplicaObservation.still_loading("a"), ReplicaObservation.still_loading("b")]
+    decision = decide(observations, 2, SPEC, PolicyState(), NOW)
+    assert (decision.desired_replicas, decision.driver) == (2, "loading")
+    assert "none ready" in decision.reason
+
+
+def run_timeline(
+    spec: AutoscalingSpec,
+    start: int,
+    load: Callable[[float], list[ReplicaObservation]],
+    ticks: int,
+    state: PolicyState | None = None,
+    start_at: float = NOW,
+) -> tuple[list[tuple[float, Decision]], PolicyState]:
+    """Decide every 10 s, applying each decision, as the operator's timer would."""
+    replicas, state = start, state or PolicyState()
+    history = []
+    for i in range(ticks):
+        now = start_at + 10 * i
+        decision = decide(load(now)[:replicas] or [], replicas, spec, state, now)
+        history.append((now, decision))
+        replicas, state = decision.desired_replicas, decision.state
+    return history, state
+
+
+def kv_load(
+    busy_until: float, busy: float = 0.7, quiet: float = 0.25
+) -> Callable[[float], list[ReplicaObservation]]:
+    """Four replicas' worth of KV usage until `busy_until`, then headroom."""
+
+    def load(now: float) -> list[ReplicaObservation]:
+        level = busy if now < busy_until else quiet
+        return fleet(8, kv=level, running=5)
+
+    return load
+
+
+def first_change(history: Sequence[tuple[float, Decision]], start: int) -> tuple[float, int]:
+    return next((t, d.desired_replicas) for t, d in history if d.desired_replicas != start)
+
+
+def test_scale_down_waits_for_sustained_headroom_and_keeps_what_the_load_needs() -> None:
+    drop = NOW + 100
+    history, _ = run_timeline(KV_ONLY, 4, kv_load(drop), ticks=60)
+    when, to = first_change(history, 4)
+    assert when - drop >= 300  # a full scaleDownDelaySeconds of headroom first
+    assert when - drop <= 310
+    assert to == 2  # 4 x 0.25 / 0.8 = 1.25 needs 2, not 1
+    assert "the largest need of the last 300s" in dict(history)[when].reason
+
+
+def test_one_busy_tick_restarts_the_scale_down_wait() -> None:
+    drop, blip = NOW + 100, NOW + 250
+    quiet = kv_load(drop)
+
+    def load(now: float) -> list[ReplicaObservation]:
+        return fleet(8, kv=0.7, running=5) if now == blip else quiet(now)
+
+    history, _ = run_timeline(KV_ONLY, 4, load, ticks=70)
+    when, _ = first_change(history, 4)
+    assert when - blip >= 300
+
+
+@pytest.mark.parametrize("gap", [10, 600], ids=["quick restart", "long outage"])
+def test_state_survives_an_operator_restart(gap: int) -> None:
+    """The stored state (JSON on the resource) keeps the scale-down timer; a long
+    outage starts it over instead of scaling down on a single fresh sample."""
+    drop = NOW + 100
+    load = kv_load(drop)
+    uninterrupted, _ = run_timeline(KV_ONLY, 4, load, ticks=60)
+    before, state = run_timeline(KV_ONLY, 4, load, ticks=35)  # up to 50 s before it
+    stored = json.loads(json.dumps(state.to_dict()))  # through the API server and back
+    resumed_at = before[-1][0] + gap
+    after, _ = run_timeline(
+        KV_ONLY,
+        before[-1][1].desired_replicas,
+        load,
+        ticks=40,
+        state=PolicyState.from_dict(stored),
+        start_at=resumed_at,
+    )
+    when, _ = first_change(after, 4)
+    if gap == 10:
+        assert when == first_change(uninterrupted, 4)[0] + gap - 10
+    else:
+        assert when - resumed_at >= 300
+
+
+def test_a_lost_state_never_scales_down_early() -> None:
+    history, _ = run_timeline(KV_ONLY, 4, kv_load(NOW - 1000), ticks=35)
+    assert all(d.desired_replicas == 4 for _, d in history[:30])  # 300 s of its own history
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        None,
+        {},
+        {"version": 99},
+        {"version": 1, "recent_needs": "garbage"},
+        {"version": 1, "capacity_rps": -1},
+    ],
+)
+def test_unreadable_state_is_a_fresh_one(stored: dict[str, object] | None) -> None:
+    assert PolicyState.from_dict(stored) == PolicyState()
+
+
+def test_state_is_json_and_round_trips() -> None:
+    state = PolicyState(
+        recent_needs=((NOW - 20, 5), (NOW, 3)),
+        recording_since=NOW - 400,
+        last_decision_at=NOW,
+        scaled_for=4.5,
+        burst_until=NOW + 30,
+        burst_starts=(NOW - 900, NOW - 100),
+        capacity_rps=7.5,
+        zero_since=None,
+    )
+    assert PolicyState.from_json(state.to_json()) == state
+
+
+def idle(now: float) -> list[ReplicaObservation]:
+    return fleet(2, kv=0.0, running=0)
+
+
+@pytest.mark.parametrize(
+    ("min_replicas", "desired", "driver", "limited"),
+    [(0, 0, "idle", False), (1, 1, "kvCacheUtilization", True)],
+)
+def test_scale_to_zero_after_idle_only_when_allowed(
+    min_replicas: int, desired: int, driver: str, limited: bool
+) -> None:
+    spec = replace(KV_ONLY, min_replicas=min_replicas)
+    history, state = run_timeline(spec, 1, idle, ticks=32)
+    final = history[-1][1]
+    assert (final.desired_replicas, final.driver, final.limited) == (desired, driver, limited)
+    assert all(d.desired_replicas == 1 for _, d in history[:29])  # not before 300 s idle
+    if desired == 0:
+        assert state.zero_since == first_change(history, 1)[0]
+    else:
+        assert "held at minReplicas 1" in final.reason
+
+
+@pytest.mark.parametrize(
+    ("case", "demand_at", "desired"),
+    [
+        ("the gateway holds requests since after the scale-to-zero", NOW - 5, 1),
+        ("demand recorded before the scale-to-zero is old news", NOW - 2000, 0),
+        ("no demand recorded", None, 0),
+    ],
+)
+def test_scale_from_zero_on_held_demand(case: str, demand_at: float | None, desired: int) -> None:
+    spec = replace(KV_ONLY, min_replicas=0)
+    state = PolicyState(zero_since=NOW - 1000, last_decision_at=NOW - 10)
+    decision = decide([], 0, spec, state, NOW, demand_at=demand_at)
+    assert decision.desired_replicas == desired, case
+    if desired:
+        assert decision.driver == "demand"
+
+
+@pytest.mark.parametrize(
+    ("spec", "observations", "current", "desired", "text"),
+    [
+        (
+            KV_ONLY,
+            fleet(8, kv=1.0, running=50, waiting=0),
+            8,
+            8,
+            "capped at maxReplicas 8 (wanted 10)",
+        ),
+        (
+            replace(KV_ONLY, min_replicas=3),
+            fleet(3, kv=0.05, running=1),
+            3,
+            3,
+            "held at minReplicas 3",
+        ),
+    ],
+)
+def test_bounds_clamp_and_say_so(
+    spec: AutoscalingSpec,
+    observations: list[ReplicaObservation],
+    current: int,
+    desired: int,
+    text: str,
+) -> None:
+    state = PolicyState(recording_since=NOW - 1000, last_decision_at=NOW - 10)
+    decision = decide(observations, current, spec, state, NOW)
+    assert decision.desired_replicas == desired
+    assert decision.limited
+    assert text in decision.reason
+
+
+def test_a_failed_scrape_does_not_block_scaling() -> None:
+    observations = [
+        ReplicaObservation.failed("r0", "no answer within 2s"),
+        replica("r1", kv=0.9, running=10),
+        replica("r2", kv=0.9, running=10),
+    ]
+    decision = decide(observations, 3, KV_ONLY, PolicyState(), NOW)
+    assert decision.desired_replicas == 4  # 3 x 0.9 / 0.8 = 3.4: r1, r2 stand for r0
+    assert "left out r0 (no answer within 2s)" in decision.reason
+    assert "the 2 other(s)" in decision.reason
+
+
+def test_without_any_metrics_it_holds() -> None:
+    observations = [ReplicaObservation.failed(f"r{i}", "connection refused") for i in range(3)]
+    decision = decide(observations, 3, KV_ONLY, PolicyState(), NOW)
+    assert (decision.desired_replicas, decision.driver) == (3, "noMetrics")
+    assert "r1: connection refused" in decision.reason
+
+
+def test_requests_waiting_block_a_scale_down() -> None:
+    state = PolicyState(recording_since=NOW - 1000, last_decision_at=NOW - 10)
+    waiting = fleet(4, kv=0.05, running=2, waiting=1)
+    assert decide(waiting, 4, SPEC, state, NOW).desired_replicas == 4
+    assert decide(fleet(4, kv=0.05, running=2), 4, SPEC, state, NOW).desired_replicas == 1
+
+
+@pytest.mark.parametrize(
+    ("annotation", "seconds"),
+    [
+        ("2026-11-24T06:00:00Z", 1795500000.0),
+        ("2026-11-24T07:00:00+01:00", 1795500000.0),
+        ("2026-11-24T06:00:00", None),  # no zone: not comparable
+        ("yesterday", None),
+        ("", None),
+        (None, None),
+    ],
+)
+def test_the_gateways_demand_annotation_reads_as_a_time(
+    annotation: str | None, seconds: float | None
+) -> None:
+    assert demand_time(annotation) == seconds

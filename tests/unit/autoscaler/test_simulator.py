@@ -1,0 +1,76 @@
+"""The simulator's building blocks: the replica model behaves like an engine, runs repeat.
+
+Fast checks of bench/autoscale_model.py and friends (the full comparison is
+`make bench-autoscale`): continuous batching raises throughput with
+concurrency until the engine saturates, a full KV cache makes requests wait,
+a new replica serves nothing while it loads, and a seed fixes a run.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+from autoscale_model import ClusterView, Policy, Workload, make_workload, simulate
+from autoscale_policies import Ours
+from autoscale_profiles import CPU, closed_loop
+
+from modelplane.operator.autoscaler import AutoscalingSpec, Targets
+
+
+def test_throughput_grows_with_concurrency_until_the_engine_saturates() -> None:
+    shape = (128, 48)
+    rps = {c: closed_loop(CPU, c, shape)[0] for c in (1, 4, 16, 32, 64)}
+    ttft = {c: closed_loop(CPU, c, shape)[2] for c in (1, 64)}
+    assert rps[1] < rps[4] < rps[16] < rps[32]
+    assert rps[64] < 1.25 * rps[32]  # saturated: more clients, little more work done
+    assert ttft[64] > 5 * ttft[1]  # and they wait for it
+
+
+def test_a_full_kv_cache_makes_requests_wait() -> None:
+    tiny = replace(CPU, kv_tokens=1000)
+    roomy = closed_loop(CPU, 16, (128, 48))
+    cramped = closed_loop(tiny, 16, (128, 48))  # room for 5 requests of 176 tokens
+    assert cramped[0] < roomy[0]
+    assert cramped[2] > roomy[2]
+
+
+class ScaleToTwoAtStart(Policy):
+    name = "two"
+    interval_s = 1.0
+
+    def decide(self, view: ClusterView) -> int:
+        return 2
+
+
+def test_a_new_replica_serves_nothing_while_it_loads() -> None:
+    rate = 3.0
+    workload = make_workload(lambda t: np.full_like(t, rate), rate, 120.0, CPU, seed=5)
+    result = simulate(CPU, workload, ScaleToTwoAtStart(), 120.0, initial=1)
+    ready = {t: r for t, r, _ in result.samples}
+    loading = {t: n for t, _, n in result.samples}
+    assert ready[10.0] == 1 and loading[10.0] == 1  # asked for at 1 s, loads 30.6 s
+    assert ready[40.0] == 2 and loading[40.0] == 0
+    assert result.replica_seconds == 120.0 + (120.0 - 1.0)
+
+
+def test_a_seed_fixes_the_run() -> None:
+    def run(seed: int) -> tuple[int, float, float, int]:
+        rate = lambda t: np.where(t < 300, 4.0, 16.0)  # noqa: E731
+        workload = make_workload(rate, 16.0, 900.0, CPU, seed)
+        spec = AutoscalingSpec(targets=Targets(ttft_p95_s=1.0, kv_cache_utilization=0.8))
+        result = simulate(CPU, workload, Ours(spec), 900.0, initial=1)
+        return len(workload), result.attainment(1.0), result.replica_seconds, result.scaling_events
+
+    first = run(3)
+    assert first == run(3)
+    assert first[0] != run(4)[0]
+    assert first[3] > 0  # the policy under test did scale
+
+
+def test_workload_lengths_follow_the_profile() -> None:
+    w: Workload = make_workload(lambda t: np.full_like(t, 50.0), 50.0, 200.0, CPU, seed=1)
+    median, _, lo, hi = CPU.prompt
+    assert lo <= w.prompt.min() and w.prompt.max() <= hi
+    assert abs(float(np.median(w.prompt)) - median) < 0.1 * median
+    assert abs(len(w) - 50 * 200) < 4 * (50 * 200) ** 0.5  # Poisson count
