@@ -349,10 +349,13 @@ def _log_access(
     scope: Scope, model: str, outcome: Outcome, arrived: float, request_id: str
 ) -> None:
     access_log.info(
-        "%s %s %d",
+        "%s %s %d model=%s upstream=%s attempts=%d",
         scope["method"],
         scope["path"],
         outcome.status,
+        model,
+        outcome.upstream,
+        outcome.attempts,
         extra={
             "request_id": request_id,
             "model": model,

@@ -156,8 +156,10 @@ class UpstreamPool:
         if self.outliers.record_failure(upstream):
             self.metrics.ejections.labels(model, upstream).inc()
             log.warning(
-                "replica ejected", extra={"model": model, "upstream": upstream, "reason": reason}
-            )
+                "replica %s of %s ejected after repeated failures (last: %s)",
+                upstream, model, reason,
+                extra={"model": model, "upstream": upstream, "reason": reason},
+            )  # fmt: skip
 
     async def forward(
         self,
@@ -243,7 +245,7 @@ class UpstreamPool:
                 elif response.status != 503:
                     self._failed(model, upstream, f"{upstream}: {response.status}")
                 outcome.status = response.status
-                await self._stream(response, send, outcome, tally)
+                await self._stream(model, response, send, outcome, tally)
                 return
             finally:
                 self._release(model, upstream)
@@ -259,6 +261,7 @@ class UpstreamPool:
 
     async def _stream(
         self,
+        model: str,
         response: aiohttp.ClientResponse,
         send: Send,
         outcome: Outcome,
@@ -283,10 +286,11 @@ class UpstreamPool:
                         await send({"type": "http.response.body", "body": chunk, "more_body": True})
             except (TimeoutError, aiohttp.ClientError) as err:
                 log.warning(
-                    "upstream broke mid-response",
-                    extra={"upstream": outcome.upstream, "error": f"{err.__class__.__name__}"},
-                )
-                self.outliers.record_failure(outcome.upstream)
+                    "replica %s broke off a response: %s",
+                    outcome.upstream, err.__class__.__name__,
+                    extra={"upstream": outcome.upstream, "error": err.__class__.__name__},
+                )  # fmt: skip
+                self._failed(model, outcome.upstream, f"stream broke: {err.__class__.__name__}")
                 if not sse:
                     raise  # the server closes the connection: a cut body, not a wrong one
                 message = f"the replica's stream broke: {err.__class__.__name__}"

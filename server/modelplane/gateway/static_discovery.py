@@ -174,10 +174,8 @@ class StaticDiscovery:
         ready = frozenset(u for u, ok in zip(upstreams, results, strict=True) if ok)
         if changed or ready != self._ready or not self.table.synced:
             for upstream in sorted(ready.symmetric_difference(self._ready or frozenset())):
-                log.info(
-                    "replica %s", "ready" if upstream in ready else "not ready",
-                    extra={"upstream": upstream},
-                )  # fmt: skip
+                state = "ready" if upstream in ready else "not ready"
+                log.info("replica %s is %s", upstream, state, extra={"upstream": upstream})
             self._ready = ready
             self.table.replace(routes_from_static(self.config, ready))
 

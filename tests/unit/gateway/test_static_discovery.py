@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -169,3 +170,11 @@ async def test_a_held_request_wakes_when_a_replica_turns_ready(
         assert await table.wait_until_ready("m", timeout_s=0.1) is None  # times out
     finally:
         task.cancel()
+
+
+def test_the_readme_example_file_is_valid(tmp_path: Path) -> None:
+    readme = Path(__file__).resolve().parents[3] / "README.md"
+    block = re.search(r"```yaml\n(# gateway\.yaml.*?)```", readme.read_text(), re.S)
+    assert block, "README has a `# gateway.yaml` example"
+    config = load_static_config(write(tmp_path / "gateway.yaml", block.group(1)))
+    assert config.models["llama-3.1-8b"].routing is Routing.PREFIX
