@@ -208,6 +208,14 @@ def run_gateway(options: GatewayOptions) -> int:
     logging.config.dictConfig(logging_config(options.log_format))
     try:
         keys = load_api_keys(options.api_key_file)
+        if options.discovery == "kubernetes":
+            try:
+                import kubernetes  # noqa: F401
+            except ImportError as err:
+                raise ConfigError(
+                    "Kubernetes discovery needs the `kubernetes` client: "
+                    "pip install 'modelplane[gateway]'"
+                ) from err
         if options.discovery == "static":
             if options.config is None:
                 raise ConfigError("static discovery needs --config FILE (models and their URLs)")
