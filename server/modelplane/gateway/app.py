@@ -99,9 +99,7 @@ class GatewayApp:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
-            if scope["type"] == "lifespan":
-                await _accept_lifespan(receive, send)
-            return
+            return  # served with lifespan off: nothing to start or stop per app
         path: str = scope["path"]
         if path in FORWARDED_PATHS:
             if scope["method"] != "POST":
@@ -333,16 +331,6 @@ async def _send_bytes(send: Send, status: int, body: bytes, content_type: bytes)
         }
     )
     await send({"type": "http.response.body", "body": body})
-
-
-async def _accept_lifespan(receive: Receive, send: Send) -> None:
-    while True:
-        message = await receive()
-        if message["type"] == "lifespan.startup":
-            await send({"type": "lifespan.startup.complete"})
-        elif message["type"] == "lifespan.shutdown":
-            await send({"type": "lifespan.shutdown.complete"})
-            return
 
 
 def _log_access(

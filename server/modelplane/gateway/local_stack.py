@@ -37,10 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
-import yaml
 from prometheus_client import REGISTRY
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
+from modelplane.gateway.config_files import ConfigError, read_yaml_model
 from modelplane.gateway.options import GatewayOptions
 from modelplane.gateway.routes import ModelRoute, Routing
 from modelplane.gateway.runner import build_gateway, serve_gateway
@@ -88,24 +88,12 @@ DEFAULT_CONFIG = LocalConfig(
 )
 
 
-class LocalConfigError(ValueError):
+class LocalConfigError(ConfigError):
     pass
 
 
 def load_local_config(path: Path) -> LocalConfig:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise LocalConfigError(f"cannot read {path}: {err.strerror}") from err
-    except yaml.YAMLError as err:
-        raise LocalConfigError(f"{path} is not valid YAML: {err}") from err
-    try:
-        return LocalConfig.model_validate(raw)
-    except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {e['msg']}" for e in err.errors()
-        )
-        raise LocalConfigError(f"{path}: {problems}") from err
+    return read_yaml_model(path, LocalConfig)
 
 
 @dataclass(frozen=True)

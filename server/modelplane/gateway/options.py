@@ -9,6 +9,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelplane.api import contract
+from modelplane.gateway.config_files import validation_problems
 from modelplane.gateway.routes import Routing
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
@@ -23,6 +24,7 @@ class GatewayOptions(BaseModel):
     config: Path | None = None
     namespaces: tuple[str, ...] = ()
     default_routing: Routing = Routing.LEAST_LOAD
+    prefix_load_factor: Annotated[float, Field(ge=1.0)] = 1.25
     api_key_file: Path | None = None
     requests_per_minute: Annotated[int, Field(gt=0)] | None = None
     tokens_per_minute: Annotated[int, Field(gt=0)] | None = None
@@ -71,6 +73,12 @@ def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
         "--default-routing",
         choices=[r.value for r in Routing],
         help="Balancing for models that do not choose one (least-load).",
+    )
+    d.add_argument(
+        "--prefix-load-factor",
+        type=float,
+        help="Prefix routing: how far above the mean load a conversation's replica may go "
+        "before its requests spill to the next one (1.25).",
     )
     d.add_argument(
         "--health-interval", type=float, help="Seconds between /ready polls (static; 1)."
@@ -134,9 +142,4 @@ def options_from_args(args: argparse.Namespace, **overrides: Any) -> GatewayOpti
     try:
         return GatewayOptions.model_validate({**given, **overrides})
     except ValidationError as err:
-        raise OptionsError(
-            "; ".join(
-                f"{'.'.join(str(p) for p in e['loc']) or 'options'}: {e['msg']}"
-                for e in err.errors()
-            )
-        ) from err
+        raise OptionsError(validation_problems(err, root="options")) from err

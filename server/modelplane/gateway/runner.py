@@ -12,10 +12,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import logging.config
-import signal
 import sys
-from collections.abc import Callable, Coroutine, Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Callable, Coroutine, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +21,7 @@ import uvicorn
 from prometheus_client import REGISTRY, CollectorRegistry
 
 from modelplane.gateway.app import FrontSettings, GatewayApp
+from modelplane.gateway.config_files import ConfigError
 from modelplane.gateway.demand import DemandThrottle
 from modelplane.gateway.kubernetes_discovery import KubernetesDiscovery
 from modelplane.gateway.limits import KeyRateLimiter
@@ -31,14 +30,10 @@ from modelplane.gateway.options import GatewayOptions
 from modelplane.gateway.proxy import ProxySettings, UpstreamPool
 from modelplane.gateway.resilience import OutlierDetector, RetryBudget
 from modelplane.gateway.routes import ModelRoute, RoutingTable
-from modelplane.gateway.static_discovery import (
-    ConfigError,
-    StaticConfig,
-    StaticDiscovery,
-    load_static_config,
-)
+from modelplane.gateway.static_discovery import StaticConfig, StaticDiscovery, load_static_config
 from modelplane.server.auth import load_api_keys
 from modelplane.server.logs import logging_config
+from modelplane.server.runner import SignalFreeServer, install_stop_signals
 from modelplane.server.tracing import RequestTracer, otlp_exporter
 
 log = logging.getLogger("modelplane.gateway")
@@ -68,6 +63,7 @@ def build_gateway(
             connect_timeout_s=options.connect_timeout,
             read_timeout_s=options.read_timeout,
             max_attempts=options.max_attempts,
+            prefix_load_factor=options.prefix_load_factor,
         ),
         metrics,
     )
@@ -129,14 +125,6 @@ def _ready_replicas_gauge(metrics: GatewayMetrics) -> Callable[[Mapping[str, Mod
     return update
 
 
-class SignalFreeServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the caller owns SIGTERM/SIGINT."""
-
-    @contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 def http_server(gateway: Gateway, options: GatewayOptions) -> uvicorn.Server:
     return SignalFreeServer(
         uvicorn.Config(
@@ -187,20 +175,6 @@ async def serve_gateway(gateway: Gateway, options: GatewayOptions, stop: asyncio
     gateway.tracer.shutdown()
     log.info("stopped", extra={"exit_code": code})
     return code
-
-
-def install_stop_signals(stop: asyncio.Event) -> None:
-    """SIGTERM/SIGINT set `stop`; a second Ctrl-C exits at once."""
-    loop = asyncio.get_running_loop()
-
-    def on_signal(sig: signal.Signals) -> None:
-        if stop.is_set() and sig is signal.SIGINT:
-            log.warning("second interrupt: exiting without waiting")
-            raise SystemExit(130)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig)
 
 
 def run_gateway(options: GatewayOptions) -> int:

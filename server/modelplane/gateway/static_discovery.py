@@ -21,15 +21,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Annotated, Self
 
 import aiohttp
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from modelplane.api.contract import TRACK_STABLE
+from modelplane.gateway.config_files import ConfigError, read_yaml_model
 from modelplane.gateway.routes import ModelRoute, Routing, RoutingTable, Track
 
 log = logging.getLogger("modelplane.gateway.discovery")
@@ -73,28 +73,12 @@ class StaticConfig(_Strict):
         }  # fmt: skip
 
 
-class ConfigError(ValueError):
-    """The file cannot be used; the message says where and why."""
-
-
 def _base(url: str) -> str:
     return url.rstrip("/")
 
 
 def load_static_config(path: Path) -> StaticConfig:
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as err:
-        raise ConfigError(f"cannot read {path}: {err.strerror}") from err
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path} is not valid YAML: {err}") from err
-    try:
-        return StaticConfig.model_validate(raw)
-    except ValidationError as err:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or 'file'}: {e['msg']}" for e in err.errors()
-        )
-        raise ConfigError(f"{path}: {problems}") from err
+    return read_yaml_model(path, StaticConfig)
 
 
 def routes_from_static(config: StaticConfig, ready: Iterable[str]) -> dict[str, ModelRoute]:
@@ -134,7 +118,10 @@ class StaticDiscovery:
             raise ValueError("give either a config file path or a config")
         self.table = table
         self.path = path
-        self.config = config if config is not None else load_static_config(path)  # type: ignore[arg-type]
+        if config is None:
+            assert path is not None
+            config = load_static_config(path)
+        self.config = config
         self.interval_s = interval_s
         self.probe_timeout_s = probe_timeout_s
         self._mtime = self._file_mtime()
@@ -185,7 +172,3 @@ class StaticDiscovery:
             while True:
                 await self.poll_once(session)
                 await asyncio.sleep(self.interval_s)
-
-
-def describe(routes: Mapping[str, ModelRoute]) -> str:
-    return ", ".join(f"{name} ({len(r.upstreams)} ready)" for name, r in sorted(routes.items()))

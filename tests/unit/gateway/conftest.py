@@ -26,7 +26,7 @@ from modelplane.gateway.metrics import GatewayMetrics
 from modelplane.gateway.proxy import ProxySettings, UpstreamPool
 from modelplane.gateway.resilience import RetryBudget
 from modelplane.gateway.routes import ModelRoute, Routing, RoutingTable, Track
-from modelplane.gateway.runner import SignalFreeServer
+from modelplane.server.runner import SignalFreeServer
 from modelplane.server.tracing import RequestTracer
 
 

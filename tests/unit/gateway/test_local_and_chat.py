@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from modelplane.gateway.chat_command import Answer, ChatSession, api_base, sse_data
+from modelplane.gateway.config_files import ConfigError
 from modelplane.gateway.local_stack import (
     DEFAULT_CONFIG,
     LocalConfig,
@@ -88,7 +89,7 @@ def test_the_readme_local_models_example_is_a_valid_config(tmp_path: Path) -> No
 def test_bad_local_config_names_the_field(tmp_path: Path) -> None:
     path = tmp_path / "bad.yaml"
     path.write_text("models:\n  - name: x\n    model: y\n    replicas: 0\n")
-    with pytest.raises(LocalConfigError, match=r"models\.0\.replicas"):
+    with pytest.raises(ConfigError, match=r"models\.0\.replicas"):
         load_local_config(path)
 
 

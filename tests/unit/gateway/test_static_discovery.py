@@ -18,9 +18,9 @@ import aiohttp
 import pytest
 from aiohttp import web
 
+from modelplane.gateway.config_files import ConfigError
 from modelplane.gateway.routes import Routing, RoutingTable
 from modelplane.gateway.static_discovery import (
-    ConfigError,
     StaticDiscovery,
     load_static_config,
     routes_from_static,
