@@ -342,3 +342,16 @@ async def test_the_chat_page_is_served(serve_gateway: GatewayFactory, path: str)
         r = await client.get(path)
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
     assert "/v1/chat/completions" in r.text and "tokens/s" in r.text
+
+
+async def test_completions_and_embeddings_reach_the_replica_on_their_own_paths(
+    stub_replicas, serve_gateway: GatewayFactory
+) -> None:
+    (a,) = await stub_replicas(1)
+    gw = await serve_gateway({"m": route("m", a.url)})
+    async with httpx.AsyncClient(base_url=gw.url) as client:
+        done = await client.post("/v1/completions", json={"model": "m", "prompt": "hi"})
+        vectors = await client.post("/v1/embeddings", json={"model": "m", "input": ["a", "b"]})
+    assert done.status_code == vectors.status_code == 200
+    assert [s["path"] for s in a.seen] == ["/v1/completions", "/v1/embeddings"]
+    assert a.seen[1]["body"]["input"] == ["a", "b"]
