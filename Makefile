@@ -22,9 +22,11 @@ export TRANSFORMERS_OFFLINE := 1
 export MODELPLANE_MODELS_DIR := $(MODELS_DIR)
 
 .PHONY: help venv model run test test-fast lint bench-server bench-autoscale clean tools helm prometheus
+.PHONY: chromium bench-tools bench-gateway bench-prefix
 
 help:
-	@echo "make run           build the local model and serve it on CPU at http://$(HOST):$(PORT)/v1"
+	@echo "make run           serve the local model on CPU behind the gateway at http://$(HOST):$(PORT)/v1"
+	@echo "                   (LOCAL_MODELS=models.yaml serves the models listed there instead)"
 	@echo "make test          install test dependencies and run the whole suite"
 	@echo "make test-fast     unit tests only (no engine)"
 	@echo "make model         convert the packaged SmolLM2-135M-Instruct GGUF to an HF directory"
@@ -32,6 +34,8 @@ help:
 	@echo "make bench-server  modelplane serve vs vLLM's own OpenAI server, side by side"
 	@echo "make tools         helm (into .tools/) and Prometheus + promtool, for the chart tests"
 	@echo "make bench-autoscale  autoscaling policies side by side in a simulator (about 30 s)"
+	@echo "make bench-gateway the gateway's overhead: direct vs through it, and vs nginx"
+	@echo "make bench-prefix  round-robin vs least-load vs prefix-affine routing on two servers"
 
 venv: $(STAMP)
 
@@ -50,13 +54,13 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) requirements/models.txt
 model: $(STAMP)
 	$(BIN)/modelplane model build
 
+# The model servers take the ports after $(PORT); the gateway at $(PORT) is the
+# address to use (it holds requests until the models have loaded).
 run: $(STAMP)
 	@$(BIN)/modelplane model build >/dev/null
-	$(BIN)/modelplane serve --model "$$($(BIN)/modelplane model build --quiet)" \
-		--served-model-name smollm2 --host $(HOST) --port $(PORT) \
-		--max-model-len 4096 --enforce-eager --print-examples
+	$(BIN)/modelplane local --host $(HOST) --port $(PORT) $(if $(LOCAL_MODELS),--config $(LOCAL_MODELS))
 
-test: $(STAMP) tools
+test: $(STAMP) tools chromium
 	@$(BIN)/modelplane model build
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -76,6 +80,23 @@ bench-server: $(STAMP)
 # Simulated, no engine: ours vs HPA, KEDA, KubeAI and AIBrix on five traces.
 bench-autoscale: $(STAMP)
 	$(BIN)/python bench/autoscale_sim.py
+# Debian packages the tests and benchmarks drive, installed only when missing.
+APT_INSTALL := apt-get install -y -qq -o DPkg::Lock::Timeout=600
+chromium:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+		{ apt-get update -qq && $(APT_INSTALL) chromium chromium-driver; }
+
+bench-tools:
+	@{ command -v nginx || command -v /usr/sbin/nginx; } >/dev/null && command -v wrk >/dev/null || \
+		{ apt-get update -qq && $(APT_INSTALL) nginx-light wrk; }
+
+bench-gateway: $(STAMP) bench-tools
+	@$(BIN)/modelplane model build >/dev/null
+	$(BIN)/python bench/gateway_overhead.py --model "$$($(BIN)/modelplane model build --quiet)"
+
+bench-prefix: $(STAMP)
+	@$(BIN)/modelplane model build >/dev/null
+	$(BIN)/python bench/prefix_routing.py --model "$$($(BIN)/modelplane model build --quiet)"
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

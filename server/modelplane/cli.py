@@ -17,6 +17,9 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "modelplane.server.serve_command",
     "modelplane.server.model_command",
+    "modelplane.gateway.gateway_command",
+    "modelplane.gateway.chat_command",
+    "modelplane.gateway.local_command",
 )
 
 

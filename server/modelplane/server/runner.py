@@ -33,7 +33,7 @@ from modelplane.server.tracing import RequestTracer, otlp_exporter
 log = logging.getLogger("modelplane.server")
 
 
-class _Server(uvicorn.Server):
+class SignalFreeServer(uvicorn.Server):
     """uvicorn without its own signal handling: the drain owns SIGTERM/SIGINT."""
 
     @contextmanager
@@ -80,7 +80,7 @@ async def _serve(options: ServeOptions, keys: tuple[str, ...]) -> int:
         REGISTRY,
         tracer,
     )
-    server = _Server(
+    server = SignalFreeServer(
         uvicorn.Config(
             front,
             host=options.host,
@@ -92,7 +92,7 @@ async def _serve(options: ServeOptions, keys: tuple[str, ...]) -> int:
         )
     )
     stop = asyncio.Event()
-    _install_signal_handlers(stop)
+    install_stop_signals(stop)
     http_task = asyncio.create_task(server.serve(), name="http")
     engine_done = asyncio.Event()
 
@@ -151,7 +151,8 @@ async def _drain(lifecycle: Lifecycle, metrics: ServerMetrics, timeout_s: float)
         log.warning("drain timed out", extra={"in_flight": lifecycle.in_flight})
 
 
-def _install_signal_handlers(stop: asyncio.Event) -> None:
+def install_stop_signals(stop: asyncio.Event) -> None:
+    """SIGTERM/SIGINT set `stop`; a second Ctrl-C exits at once (also used by the gateway)."""
     loop = asyncio.get_running_loop()
 
     def on_signal(sig: signal.Signals) -> None:

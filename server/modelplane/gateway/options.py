@@ -1,0 +1,145 @@
+"""`modelplane gateway` options: one typed model, filled from command-line flags."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from modelplane.api import contract
+from modelplane.gateway.config_files import validation_problems
+from modelplane.gateway.routes import Routing
+
+PositiveSeconds = Annotated[float, Field(gt=0)]
+
+
+class GatewayOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    host: str = "127.0.0.1"
+    port: Annotated[int, Field(ge=0, le=65535)] = contract.GATEWAY_PORT
+    discovery: Literal["static", "kubernetes"] = "static"
+    config: Path | None = None
+    namespaces: tuple[str, ...] = ()
+    default_routing: Routing = Routing.LEAST_LOAD
+    prefix_load_factor: Annotated[float, Field(ge=1.0)] = 1.25
+    api_key_file: Path | None = None
+    requests_per_minute: Annotated[int, Field(gt=0)] | None = None
+    tokens_per_minute: Annotated[int, Field(gt=0)] | None = None
+    hold_timeout: Annotated[float, Field(ge=0)] = 120.0
+    connect_timeout: PositiveSeconds = 3.0
+    read_timeout: PositiveSeconds = 600.0
+    max_attempts: Annotated[int, Field(ge=1, le=10)] = 3
+    retry_budget: Annotated[float, Field(ge=0, le=1)] = 0.2
+    eject_after: Annotated[int, Field(ge=1)] = 3
+    ejection_time: PositiveSeconds = 5.0
+    health_interval: PositiveSeconds = 1.0
+    demand_interval: PositiveSeconds = 10.0
+    max_request_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
+    drain_timeout: Annotated[float, Field(ge=0)] = 30.0
+    otlp_traces_endpoint: str | None = None
+    log_format: Literal["json", "text"] = "json"
+    access_log: bool = False
+
+
+class OptionsError(ValueError):
+    """A one-line reason the options cannot be used."""
+
+
+def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags default to None so the model's defaults stay in one place."""
+    d = parser.add_argument_group("discovery")
+    d.add_argument(
+        "--discovery",
+        choices=("static", "kubernetes"),
+        help="Where replicas come from: a YAML file (static, the default) or the "
+        "Services and EndpointSlices the operator creates (kubernetes).",
+    )
+    d.add_argument(
+        "--config",
+        type=Path,
+        help="Static discovery file: models, their replica URLs, routing and weights.",
+    )
+    d.add_argument(
+        "--namespace",
+        dest="namespaces",
+        action="append",
+        metavar="NS",
+        help="Kubernetes namespace to watch (repeatable; default: all namespaces).",
+    )
+    d.add_argument(
+        "--default-routing",
+        choices=[r.value for r in Routing],
+        help="Balancing for models that do not choose one (least-load).",
+    )
+    d.add_argument(
+        "--prefix-load-factor",
+        type=float,
+        help="Prefix routing: how far above the mean load a conversation's replica may go "
+        "before its requests spill to the next one (1.25).",
+    )
+    d.add_argument(
+        "--health-interval", type=float, help="Seconds between /ready polls (static; 1)."
+    )
+    s = parser.add_argument_group("serving")
+    s.add_argument("--host", help="Address to bind (default 127.0.0.1; 0.0.0.0 in a pod).")
+    s.add_argument("--port", type=int, help=f"Port to bind (default {contract.GATEWAY_PORT}).")
+    s.add_argument(
+        "--api-key-file",
+        type=Path,
+        help="File with API keys, one per line; keys also come from MODELPLANE_API_KEYS. "
+        "With no key configured the API is open.",
+    )
+    s.add_argument("--requests-per-minute", type=int, help="Per-key request limit (none).")
+    s.add_argument("--tokens-per-minute", type=int, help="Per-key token limit (none).")
+    s.add_argument(
+        "--hold-timeout",
+        type=float,
+        help="Seconds a request waits for a model with no ready replica (120).",
+    )
+    s.add_argument("--max-request-bytes", type=int, help="Largest accepted request body (8 MiB).")
+    s.add_argument(
+        "--drain-timeout",
+        type=float,
+        help="Seconds in-flight requests may take to finish after SIGTERM (30).",
+    )
+    u = parser.add_argument_group("upstreams")
+    u.add_argument("--connect-timeout", type=float, help="Seconds to connect to a replica (3).")
+    u.add_argument(
+        "--read-timeout",
+        type=float,
+        help="Seconds a replica may stay silent, before or during a response (600).",
+    )
+    u.add_argument("--max-attempts", type=int, help="Tries per request across replicas (3).")
+    u.add_argument(
+        "--retry-budget", type=float, help="Retries allowed as a share of requests (0.2)."
+    )
+    u.add_argument("--eject-after", type=int, help="Consecutive failures that eject a replica (3).")
+    u.add_argument("--ejection-time", type=float, help="First ejection's cool-down in seconds (5).")
+    u.add_argument(
+        "--demand-interval",
+        type=float,
+        help="Least seconds between scale-from-zero signals per model (10).",
+    )
+    o = parser.add_argument_group("observability")
+    o.add_argument("--otlp-traces-endpoint", help="OTLP/HTTP collector URL for request spans.")
+    o.add_argument("--log-format", choices=("json", "text"), help="Log line format (json).")
+    o.add_argument(
+        "--access-log",
+        action="store_true",
+        default=None,
+        help="Log every request (failures and retries are always logged).",
+    )
+
+
+_FIELDS = tuple(GatewayOptions.model_fields)
+
+
+def options_from_args(args: argparse.Namespace, **overrides: Any) -> GatewayOptions:
+    given = {name: getattr(args, name) for name in _FIELDS if getattr(args, name, None) is not None}
+    try:
+        return GatewayOptions.model_validate({**given, **overrides})
+    except ValidationError as err:
+        raise OptionsError(validation_problems(err, root="options")) from err

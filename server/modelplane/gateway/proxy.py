@@ -1,0 +1,301 @@
+"""Forwarding one request to a replica: pick, attempt, retry, then stream through.
+
+The streaming path is kept bare on purpose: the upstream's bytes go to the
+client as they arrive (`iter_any`, no line splitting, no JSON parsing), so
+an SSE stream keeps its chunking and the gateway adds no per-token cost.
+Only a tokens-per-minute limit makes it look at the bytes, and then only
+with a substring count.
+
+An attempt that fails before the upstream's first byte -- connection
+refused or reset, a keep-alive connection the replica closed, or a 503
+from a replica that is loading or draining -- is retried on another
+replica, within the per-request attempt limit and the global retry budget.
+Once a byte has reached the client nothing is retried: an SSE stream that
+breaks gets an error event and `data: [DONE]`, a plain response is cut.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from modelplane.gateway.balancing import DEFAULT_LOAD_FACTOR, pick_upstream
+from modelplane.gateway.metrics import GatewayMetrics
+from modelplane.gateway.resilience import OutlierDetector, RetryBudget
+from modelplane.gateway.routes import ModelRoute, Track
+from modelplane.gateway.tokens import TokenTally
+from modelplane.server.asgi import Send
+from modelplane.server.errors import error_body, send_error
+
+log = logging.getLogger("modelplane.gateway")
+
+# Hop-by-hop headers (RFC 9110 section 7.6.1) and those the client library
+# or server sets itself; never copied between the two connections.
+HOP_BY_HOP = frozenset(
+    {
+        b"connection",
+        b"keep-alive",
+        b"proxy-authenticate",
+        b"proxy-authorization",
+        b"proxy-connection",
+        b"te",
+        b"trailer",
+        b"transfer-encoding",
+        b"upgrade",
+        b"host",
+        b"content-length",
+    }
+)
+_RESPONSE_DROP = HOP_BY_HOP - {b"content-length"}
+_SSE = b"text/event-stream"
+
+# Errors before the first byte that mean "this replica did not take the
+# request": safe to send it elsewhere. A read timeout is not one of them
+# (the replica may be working on it), nor a malformed response.
+RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
+    aiohttp.ClientConnectorError,
+    aiohttp.ConnectionTimeoutError,
+    aiohttp.ServerDisconnectedError,
+    aiohttp.ClientOSError,
+)
+
+
+@dataclass(frozen=True)
+class ProxySettings:
+    connect_timeout_s: float = 3.0
+    read_timeout_s: float = 600.0
+    max_attempts: int = 3
+    prefix_load_factor: float = DEFAULT_LOAD_FACTOR
+
+
+@dataclass
+class Outcome:
+    """What happened, for metrics and the access log."""
+
+    status: int = 0
+    upstream: str = "none"
+    attempts: int = 0
+    upstream_ttfb_s: float = 0.0
+    first_byte_at: float | None = None
+    tokens: int = 0
+
+
+@dataclass
+class UpstreamPool:
+    """The HTTP client, and the per-replica state balancing decisions read."""
+
+    session: aiohttp.ClientSession
+    settings: ProxySettings
+    metrics: GatewayMetrics
+    outliers: OutlierDetector = field(default_factory=OutlierDetector)
+    budget: RetryBudget = field(default_factory=RetryBudget)
+    loads: dict[str, int] = field(default_factory=dict)
+    rand: Callable[[], float] = random.random
+    _previous: dict[str, str] = field(default_factory=dict)
+    _turns: dict[str, int] = field(default_factory=dict)
+    _in_flight_gauges: dict[tuple[str, str], Any] = field(default_factory=dict)
+
+    @staticmethod
+    def open(settings: ProxySettings, metrics: GatewayMetrics) -> UpstreamPool:
+        session = aiohttp.ClientSession(
+            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=30, enable_cleanup_closed=True),
+            timeout=aiohttp.ClientTimeout(
+                total=None,
+                sock_connect=settings.connect_timeout_s,
+                sock_read=settings.read_timeout_s,
+            ),
+            # Pass bytes through as the replica encoded them, and add no
+            # header the client did not send.
+            auto_decompress=False,
+            skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+        )
+        return UpstreamPool(session, settings, metrics)
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    def _candidates(self, route: ModelRoute, tried: set[str]) -> tuple[Track, ...]:
+        """Ready replicas not yet tried; ejected ones only if nothing else is left."""
+        if not tried and not self.outliers.any_ejected():
+            return route.tracks  # the common case, without copying
+        fresh = tuple(
+            Track(t.name, t.weight, tuple(u for u in t.upstreams if u not in tried), t.revision)
+            for t in route.tracks
+        )
+        healthy = tuple(
+            Track(
+                t.name,
+                t.weight,
+                tuple(u for u in t.upstreams if not self.outliers.is_ejected(u)),
+                t.revision,
+            )
+            for t in fresh
+        )
+        return healthy if any(t.upstreams for t in healthy) else fresh
+
+    def _acquire(self, model: str, upstream: str) -> None:
+        self.loads[upstream] = self.loads.get(upstream, 0) + 1
+        gauge = self._in_flight_gauges.get((model, upstream))
+        if gauge is None:
+            gauge = self._in_flight_gauges[(model, upstream)] = self.metrics.in_flight.labels(
+                model, upstream
+            )
+        gauge.inc()
+
+    def _release(self, model: str, upstream: str) -> None:
+        self.loads[upstream] -= 1
+        self._in_flight_gauges[(model, upstream)].dec()
+
+    def _failed(self, model: str, upstream: str, reason: str) -> None:
+        if self.outliers.record_failure(upstream):
+            self.metrics.ejections.labels(model, upstream).inc()
+            log.warning(
+                "replica %s of %s ejected after repeated failures (last: %s)",
+                upstream, model, reason,
+                extra={"model": model, "upstream": upstream, "reason": reason},
+            )  # fmt: skip
+
+    async def forward(
+        self,
+        route: ModelRoute,
+        path: str,
+        body: bytes,
+        headers: Mapping[str, str],
+        key_hash: int | None,
+        send: Send,
+        tally: TokenTally | None,
+        outcome: Outcome,
+    ) -> None:
+        """Answer the request, filling `outcome` as it goes (so it survives a cancel)."""
+        model = route.name
+        tried: set[str] = set()
+        self.budget.record_request()
+        last_error = "no ready replica"
+        while True:
+            turn = self._turns.get(model, 0)
+            self._turns[model] = turn + 1
+            pick = pick_upstream(
+                route.routing,
+                self._candidates(route, tried),
+                self.loads,
+                key_hash=key_hash,
+                rand=self.rand(),
+                turn=turn,
+                previous=self._previous.get(model),
+                load_factor=self.settings.prefix_load_factor,
+            )
+            if pick is None:
+                await send_error(
+                    send, 502, f"no replica of model {model!r} could take the request: {last_error}"
+                )
+                outcome.status = 502
+                return
+            upstream = pick.upstream
+            self._previous[model] = upstream
+            tried.add(upstream)
+            outcome.attempts += 1
+            outcome.upstream = upstream
+            may_retry = outcome.attempts < self.settings.max_attempts
+            self._acquire(model, upstream)
+            try:
+                started = time.perf_counter()
+                try:
+                    response = await self.session.request(
+                        "POST", upstream + path, data=body, headers=headers
+                    )
+                except RETRYABLE_ERRORS as err:
+                    last_error = f"{upstream}: {err.__class__.__name__}: {err}"
+                    self._failed(model, upstream, last_error)
+                    if may_retry and self._can_retry_elsewhere(route, tried) and self._retry(model):
+                        continue
+                    await send_error(
+                        send, 502, f"could not reach a replica of model {model!r}: {last_error}"
+                    )
+                    outcome.status = 502
+                    return
+                except aiohttp.SocketTimeoutError:
+                    await send_error(send, 504, f"replica {upstream} did not answer in time")
+                    outcome.status = 504
+                    return
+                except aiohttp.ClientError as err:
+                    await send_error(send, 502, f"bad response from replica {upstream}: {err}")
+                    outcome.status = 502
+                    return
+                outcome.upstream_ttfb_s = time.perf_counter() - started
+                if (
+                    response.status == 503
+                    and may_retry
+                    and self._can_retry_elsewhere(route, tried)
+                    and self._retry(model)
+                ):
+                    # Loading or draining: it refused the work, which says
+                    # nothing against the replica's health.
+                    await response.read()
+                    response.release()
+                    last_error = f"{upstream}: 503"
+                    continue
+                if response.status < 500:
+                    self.outliers.record_success(upstream)
+                elif response.status != 503:
+                    self._failed(model, upstream, f"{upstream}: {response.status}")
+                outcome.status = response.status
+                await self._stream(model, response, send, outcome, tally)
+                return
+            finally:
+                self._release(model, upstream)
+
+    def _can_retry_elsewhere(self, route: ModelRoute, tried: set[str]) -> bool:
+        return any(t.upstreams for t in self._candidates(route, tried))
+
+    def _retry(self, model: str) -> bool:
+        if not self.budget.try_spend():
+            return False
+        self.metrics.retries.labels(model).inc()
+        return True
+
+    async def _stream(
+        self,
+        model: str,
+        response: aiohttp.ClientResponse,
+        send: Send,
+        outcome: Outcome,
+        tally: TokenTally | None,
+    ) -> None:
+        headers = [
+            (k.lower(), v) for k, v in response.raw_headers if k.lower() not in _RESPONSE_DROP
+        ]
+        sse = any(k == b"content-type" and v.startswith(_SSE) for k, v in headers)
+        try:
+            await send(
+                {"type": "http.response.start", "status": response.status, "headers": headers}
+            )
+            outcome.first_byte_at = time.perf_counter()
+            try:
+                if tally is None:
+                    async for chunk in response.content.iter_any():
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                else:
+                    async for chunk in response.content.iter_any():
+                        tally.feed(chunk)
+                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+            except (TimeoutError, aiohttp.ClientError) as err:
+                log.warning(
+                    "replica %s broke off a response: %s",
+                    outcome.upstream, err.__class__.__name__,
+                    extra={"upstream": outcome.upstream, "error": err.__class__.__name__},
+                )  # fmt: skip
+                self._failed(model, outcome.upstream, f"stream broke: {err.__class__.__name__}")
+                if not sse:
+                    raise  # the server closes the connection: a cut body, not a wrong one
+                message = f"the replica's stream broke: {err.__class__.__name__}"
+                event = b"data: " + error_body(502, message) + b"\n\ndata: [DONE]\n\n"
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+            await send({"type": "http.response.body", "body": b"", "more_body": False})
+        finally:
+            response.release()

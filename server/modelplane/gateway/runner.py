@@ -1,0 +1,213 @@
+"""Run the gateway: wire discovery, balancing and the HTTP front, serve, stop cleanly.
+
+Used by `modelplane gateway` (static or Kubernetes discovery) and by
+`modelplane local`, which puts the gateway in front of model servers it
+starts itself. On SIGTERM or Ctrl-C the listener closes, responses in
+flight (streams included) get up to `--drain-timeout` seconds to finish,
+then the process exits 0. A second Ctrl-C exits at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import logging.config
+import sys
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import uvicorn
+from prometheus_client import REGISTRY, CollectorRegistry
+
+from modelplane.gateway.app import FrontSettings, GatewayApp
+from modelplane.gateway.config_files import ConfigError
+from modelplane.gateway.demand import DemandThrottle
+from modelplane.gateway.kubernetes_discovery import KubernetesDiscovery
+from modelplane.gateway.limits import KeyRateLimiter
+from modelplane.gateway.metrics import GatewayMetrics
+from modelplane.gateway.options import GatewayOptions
+from modelplane.gateway.proxy import ProxySettings, UpstreamPool
+from modelplane.gateway.resilience import OutlierDetector, RetryBudget
+from modelplane.gateway.routes import ModelRoute, RoutingTable
+from modelplane.gateway.static_discovery import StaticConfig, StaticDiscovery, load_static_config
+from modelplane.server.auth import load_api_keys
+from modelplane.server.logs import logging_config
+from modelplane.server.runner import SignalFreeServer, install_stop_signals
+from modelplane.server.tracing import RequestTracer, otlp_exporter
+
+log = logging.getLogger("modelplane.gateway")
+
+
+@dataclass
+class Gateway:
+    app: GatewayApp
+    table: RoutingTable
+    pool: UpstreamPool
+    discover: Callable[[], Coroutine[Any, Any, None]]  # runs discovery until cancelled
+    tracer: RequestTracer
+
+
+def build_gateway(
+    options: GatewayOptions,
+    keys: tuple[str, ...],
+    registry: CollectorRegistry,
+    *,
+    static_config: StaticConfig | None = None,
+) -> Gateway:
+    """Everything but the listening socket. Must run inside the event loop."""
+    metrics = GatewayMetrics(registry)
+    table = RoutingTable()
+    pool = UpstreamPool.open(
+        ProxySettings(
+            connect_timeout_s=options.connect_timeout,
+            read_timeout_s=options.read_timeout,
+            max_attempts=options.max_attempts,
+            prefix_load_factor=options.prefix_load_factor,
+        ),
+        metrics,
+    )
+    pool.outliers = OutlierDetector(
+        consecutive_failures=options.eject_after, base_ejection_s=options.ejection_time
+    )
+    pool.budget = RetryBudget(ratio=options.retry_budget)
+    table.listeners.append(_ready_replicas_gauge(metrics))
+    table.listeners.append(lambda routes: pool.outliers.forget(_all_upstreams(routes)))
+    tracer = RequestTracer(
+        otlp_exporter(options.otlp_traces_endpoint) if options.otlp_traces_endpoint else None,
+        service_name="modelplane-gateway",
+    )
+    on_demand = None
+    discover: Callable[[], Coroutine[Any, Any, None]]
+    if options.discovery == "kubernetes":
+        kube = KubernetesDiscovery(
+            table, namespaces=options.namespaces, default_routing=options.default_routing
+        )
+        discover, on_demand = kube.run, kube.record_demand
+    else:
+        static = StaticDiscovery(
+            table,
+            path=None if static_config is not None else options.config,
+            config=static_config,
+            interval_s=options.health_interval,
+        )
+        discover = static.run
+    app = GatewayApp(
+        FrontSettings(
+            api_keys=keys,
+            hold_timeout_s=options.hold_timeout,
+            max_request_bytes=options.max_request_bytes,
+            access_log=options.access_log,
+        ),
+        table,
+        pool,
+        KeyRateLimiter(options.requests_per_minute, options.tokens_per_minute),
+        metrics,
+        registry,
+        tracer=tracer,
+        demand_throttle=DemandThrottle(options.demand_interval),
+        **({"on_demand": on_demand} if on_demand is not None else {}),
+    )
+    return Gateway(app, table, pool, discover, tracer)
+
+
+def _all_upstreams(routes: Mapping[str, ModelRoute]) -> set[str]:
+    return {u for route in routes.values() for u in route.upstreams}
+
+
+def _ready_replicas_gauge(metrics: GatewayMetrics) -> Callable[[Mapping[str, ModelRoute]], None]:
+    def update(routes: Mapping[str, ModelRoute]) -> None:
+        metrics.ready_replicas.clear()
+        for route in routes.values():
+            for track in route.tracks:
+                metrics.ready_replicas.labels(route.name, track.name).inc(len(track.upstreams))
+
+    return update
+
+
+def http_server(gateway: Gateway, options: GatewayOptions) -> uvicorn.Server:
+    return SignalFreeServer(
+        uvicorn.Config(
+            gateway.app,
+            host=options.host,
+            port=options.port,
+            lifespan="off",
+            access_log=False,
+            log_config=None,
+            # The replica's own Server and Date headers pass through.
+            server_header=False,
+            date_header=False,
+            # Client addresses are the peer's; X-Forwarded-For is passed on, not trusted.
+            proxy_headers=False,
+            backlog=4096,
+            timeout_keep_alive=75,
+            timeout_graceful_shutdown=int(options.drain_timeout) or None,
+        )
+    )
+
+
+async def serve_gateway(gateway: Gateway, options: GatewayOptions, stop: asyncio.Event) -> int:
+    """Serve until `stop` is set; returns the exit code."""
+    server = http_server(gateway, options)
+    http_task = asyncio.create_task(server.serve(), name="http")
+    discovery_task = asyncio.create_task(gateway.discover(), name="discovery")
+    stop_task = asyncio.create_task(stop.wait(), name="stop")
+    done, _ = await asyncio.wait(
+        {http_task, discovery_task, stop_task}, return_when=asyncio.FIRST_COMPLETED
+    )
+    code = 0
+    if discovery_task in done:
+        err = discovery_task.exception()
+        log.error("discovery stopped: %s", err, exc_info=err)
+        code = 1
+    elif http_task in done:
+        code = 1  # the port could not be bound; uvicorn said why
+    else:
+        log.info(
+            "stopping: finishing requests in flight", extra={"timeout_s": options.drain_timeout}
+        )
+    server.should_exit = True
+    await http_task
+    for task in (discovery_task, stop_task):
+        task.cancel()
+    await asyncio.gather(discovery_task, stop_task, return_exceptions=True)
+    await gateway.pool.close()
+    gateway.tracer.shutdown()
+    log.info("stopped", extra={"exit_code": code})
+    return code
+
+
+def run_gateway(options: GatewayOptions) -> int:
+    """Entry point of `modelplane gateway`; returns the process exit code."""
+    logging.config.dictConfig(logging_config(options.log_format))
+    try:
+        keys = load_api_keys(options.api_key_file)
+        if options.discovery == "kubernetes":
+            try:
+                import kubernetes  # noqa: F401
+            except ImportError as err:
+                raise ConfigError(
+                    "Kubernetes discovery needs the `kubernetes` client: "
+                    "pip install 'modelplane[gateway]'"
+                ) from err
+        if options.discovery == "static":
+            if options.config is None:
+                raise ConfigError("static discovery needs --config FILE (models and their URLs)")
+            load_static_config(options.config)  # fail now, with the reason, not in a task
+    except (ValueError, ConfigError) as err:
+        print(f"modelplane gateway: {err}", file=sys.stderr)
+        return 2
+    import uvloop
+
+    return int(uvloop.run(_main(options, keys)))
+
+
+async def _main(options: GatewayOptions, keys: tuple[str, ...]) -> int:
+    stop = asyncio.Event()
+    install_stop_signals(stop)
+    gateway = build_gateway(options, keys, REGISTRY)
+    log.info(
+        "gateway starting",
+        extra={"host": options.host, "port": options.port, "discovery": options.discovery},
+    )
+    return await serve_gateway(gateway, options, stop)

@@ -1,0 +1,198 @@
+"""Fixtures for gateway tests that need HTTP on both sides: stub replicas and a served gateway.
+
+The stub replicas are small aiohttp servers that speak the OpenAI shapes
+and fail on command (503 while "draining", a stream that stops half way, a
+slow stream to walk away from). Those failure modes are what these tests
+are about, and a real model server cannot produce them on demand; the real
+server behind the gateway is tested in tests/integration/gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+import uvicorn
+from aiohttp import web
+from prometheus_client import CollectorRegistry
+
+from modelplane.gateway.app import FrontSettings, GatewayApp
+from modelplane.gateway.limits import KeyRateLimiter
+from modelplane.gateway.metrics import GatewayMetrics
+from modelplane.gateway.proxy import ProxySettings, UpstreamPool
+from modelplane.gateway.resilience import RetryBudget
+from modelplane.gateway.routes import ModelRoute, Routing, RoutingTable, Track
+from modelplane.server.runner import SignalFreeServer
+from modelplane.server.tracing import RequestTracer
+
+
+@dataclass
+class StubReplica:
+    name: str
+    # ok | draining (503) | broken-stream (dies after two events) | slow (one
+    # event per 0.3 s) | gated (first event, then waits for `release`)
+    mode: str = "ok"
+    seen: list[dict[str, Any]] = field(default_factory=list)
+    client_left: asyncio.Event = field(default_factory=asyncio.Event)
+    release: asyncio.Event = field(default_factory=asyncio.Event)  # lets a gated stream go on
+    runner: web.AppRunner | None = None
+    url: str = ""
+
+    async def start(self) -> StubReplica:
+        app = web.Application()
+        app.router.add_get("/ready", self._ready)
+        for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
+            app.router.add_post(path, self._complete)
+        self.runner = web.AppRunner(app)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        await site.start()
+        self.url = f"http://127.0.0.1:{self.runner.addresses[0][1]}"
+        return self
+
+    async def stop(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+            self.runner = None
+
+    async def _ready(self, _: web.Request) -> web.Response:
+        return web.Response(status=503 if self.mode == "draining" else 200)
+
+    async def _complete(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        headers = {k.lower(): v for k, v in request.headers.items()}
+        self.seen.append({"headers": headers, "body": body, "path": request.path})
+        if self.mode == "draining":
+            return web.json_response(
+                {"error": {"message": "shutting down", "type": "service_unavailable"}},
+                status=503,
+                headers={"Retry-After": "1"},
+            )
+        if body.get("max_tokens") == -1:
+            return web.json_response(
+                {"error": {"message": "max_tokens must be positive", "param": "max_tokens"}},
+                status=400,
+            )
+        if not body.get("stream"):
+            return web.json_response(
+                {
+                    "object": "chat.completion",
+                    "served_by": self.name,
+                    "choices": [{"message": {"role": "assistant", "content": "hello"}}],
+                    "usage": {"prompt_tokens": 5, "completion_tokens": 2, "total_tokens": 7},
+                }
+            )
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        try:
+            for i in range(int(body.get("max_tokens", 3))):
+                if self.mode == "broken-stream" and i == 2:
+                    assert request.transport is not None
+                    request.transport.close()  # the replica dies half way
+                    return response
+                if self.mode == "slow":
+                    await asyncio.sleep(0.3)
+                if self.mode == "gated" and i == 1:
+                    await self.release.wait()
+                chunk = {"served_by": self.name, "choices": [{"delta": {"content": f"t{i} "}}]}
+                await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
+            await response.write(b"data: [DONE]\n\n")
+        except (ConnectionResetError, asyncio.CancelledError):
+            self.client_left.set()
+            raise
+        await response.write_eof()
+        return response
+
+
+@dataclass
+class ServedGateway:
+    url: str
+    app: GatewayApp
+    table: RoutingTable
+    registry: CollectorRegistry
+
+    def metric(self, name: str, **labels: str) -> float:
+        value = self.registry.get_sample_value(name, labels)
+        return 0.0 if value is None else value
+
+
+async def eventually(condition: Callable[[], bool], timeout_s: float = 5.0) -> None:
+    """Poll until `condition()` holds; fails the test after `timeout_s`."""
+    async with asyncio.timeout(timeout_s):
+        while not condition():  # noqa: ASYNC110 - polling metrics, which have no event
+            await asyncio.sleep(0.01)
+
+
+def route(
+    name: str, *urls: str, routing: Routing = Routing.LEAST_LOAD, tracks: tuple[Track, ...] = ()
+) -> ModelRoute:
+    return ModelRoute(name, tracks or (Track("stable", 100, tuple(urls)),), routing)
+
+
+@pytest.fixture
+async def stub_replicas() -> AsyncIterator[Callable[[int], Awaitable[list[StubReplica]]]]:
+    started: list[StubReplica] = []
+
+    async def make(n: int) -> list[StubReplica]:
+        fresh = [await StubReplica(f"r{len(started) + i}").start() for i in range(n)]
+        started.extend(fresh)
+        return fresh
+
+    yield make
+    for replica in started:
+        await replica.stop()
+
+
+GatewayFactory = Callable[..., Awaitable[ServedGateway]]
+
+
+@pytest.fixture
+async def serve_gateway() -> AsyncIterator[GatewayFactory]:
+    """Serve a GatewayApp over a real socket with uvicorn, routes set by the test."""
+    servers: list[tuple[uvicorn.Server, asyncio.Task[None], UpstreamPool]] = []
+
+    async def make(
+        routes: dict[str, ModelRoute],
+        *,
+        settings: FrontSettings | None = None,
+        limiter: KeyRateLimiter | None = None,
+        tracer: RequestTracer | None = None,
+        proxy: ProxySettings | None = None,
+        budget: RetryBudget | None = None,
+    ) -> ServedGateway:
+        registry = CollectorRegistry()
+        metrics = GatewayMetrics(registry)
+        table = RoutingTable()
+        table.replace(routes)
+        pool = UpstreamPool.open(proxy or ProxySettings(connect_timeout_s=1), metrics)
+        if budget is not None:
+            pool.budget = budget
+        app = GatewayApp(
+            settings or FrontSettings(hold_timeout_s=5),
+            table,
+            pool,
+            limiter or KeyRateLimiter(),
+            metrics,
+            registry,
+            tracer=tracer,
+        )
+        config = uvicorn.Config(
+            app, host="127.0.0.1", port=0, lifespan="off", log_config=None, access_log=False
+        )
+        server = SignalFreeServer(config)
+        task = asyncio.create_task(server.serve())
+        while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for it
+            await asyncio.sleep(0.01)
+        port = server.servers[0].sockets[0].getsockname()[1]
+        servers.append((server, task, pool))
+        return ServedGateway(f"http://127.0.0.1:{port}", app, table, registry)
+
+    yield make
+    for server, task, pool in servers:
+        server.should_exit = True
+        await task
+        await pool.close()
