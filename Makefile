@@ -21,7 +21,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MODELPLANE_MODELS_DIR := $(MODELS_DIR)
 
-.PHONY: help venv model run test test-fast lint bench-server clean
+.PHONY: help venv model run test test-fast lint bench-server clean crd
 
 help:
 	@echo "make run           build the local model and serve it on CPU at http://$(HOST):$(PORT)/v1"
@@ -30,6 +30,7 @@ help:
 	@echo "make model         convert the packaged SmolLM2-135M-Instruct GGUF to an HF directory"
 	@echo "make lint          ruff + mypy --strict"
 	@echo "make bench-server  modelplane serve vs vLLM's own OpenAI server, side by side"
+	@echo "make crd           regenerate crds/ from the typed LLMDeployment model"
 
 venv: $(STAMP)
 
@@ -64,12 +65,16 @@ test-fast: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy -p modelplane
+	$(BIN)/mypy -p modelplane -p modelplane.operator
 	$(BIN)/hadolint Dockerfile.server
 
 bench-server: $(STAMP)
 	@$(BIN)/modelplane model build >/dev/null
 	$(BIN)/python bench/server_overhead.py --model "$$($(BIN)/modelplane model build --quiet)"
+
+# The CRD is generated from modelplane.api.llmdeployment; a test fails when it is stale.
+crd: $(STAMP)
+	$(BIN)/python -m modelplane.operator.crd > crds/llmdeployments.modelplane.io.yaml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
