@@ -17,6 +17,8 @@ from collections.abc import Sequence
 COMMAND_MODULES: tuple[str, ...] = (
     "modelplane.server.serve_command",
     "modelplane.server.model_command",
+    "modelplane.operator.operator_command",
+    "modelplane.operator.render_command",
 )
 
 

@@ -44,6 +44,7 @@ class ObservedChild:
     kind: str
     name: str
     spec_hash: str | None
+    resource_version: str | None = None
     deployment: ObservedDeployment | None = field(default=None, compare=False)
 
 
@@ -89,5 +90,6 @@ def observe_child(kind: str, body: Mapping[str, Any]) -> ObservedChild:
         kind=kind,
         name=str(meta.get("name", "")),
         spec_hash=(meta.get("annotations") or {}).get(contract.ANNOTATION_SPEC_HASH),
+        resource_version=meta.get("resourceVersion"),
         deployment=observe_deployment(body) if kind == "Deployment" else None,
     )
