@@ -116,6 +116,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
     # Re-establish watches regularly so a silently dropped connection cannot go unnoticed.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    # Watching chosen namespaces needs no cluster-wide permission: skip kopf's scans of
+    # namespaces and CRDs, so the namespaced Role is enough.
+    settings.scanning.disabled = bool(config.namespaces)
     api = await asyncio.to_thread(KubeApi.from_environment)
     service_monitor_api = await asyncio.to_thread(api.api_exists, SERVICE_MONITORS.api_version)
     metrics = OperatorMetrics()
