@@ -16,9 +16,8 @@ from typing import Any, Final
 
 import yaml
 
-RULES_FILE: Final = (
-    Path(__file__).resolve().parents[1] / "charts" / "modelplane" / "files" / "operator-rbac-rules.yaml"
-)
+REPO: Final = Path(__file__).resolve().parents[1]
+RULES_FILE: Final = REPO / "charts" / "modelplane" / "files" / "operator-rbac-rules.yaml"
 DISCOVERY: Final = re.compile(r"^/(version|api|apis)(/[^/]+){0,2}/?$")
 
 

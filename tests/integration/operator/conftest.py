@@ -100,9 +100,7 @@ class Cluster:
 
     def operator_requests(self) -> list[Any]:
         return [
-            r
-            for r in self.emulator.requests()
-            if r.headers.get("User-Agent", "") != HARNESS_AGENT
+            r for r in self.emulator.requests() if r.headers.get("User-Agent", "") != HARNESS_AGENT
         ]
 
     def operator_writes(self, since: int = 0) -> list[str]:
@@ -141,15 +139,13 @@ def cluster() -> Iterator[Cluster]:
         cluster = Cluster(emulator)
         yield cluster
         cluster.kubectl.close()
-        calls = [
-            (r.method.value, r.url.path, dict(r.params)) for r in cluster.operator_requests()
-        ]
+        calls = [(r.method.value, r.url.path, dict(r.params)) for r in cluster.operator_requests()]
         refused = disallowed_calls(calls, load_rules())
         assert not refused, "API calls the operator's RBAC rules do not allow:\n" + "\n".join(
             map(str, refused)
         )
-        agents = {r.headers.get("User-Agent", "").split("/")[0] for r in cluster.operator_requests()}
-        assert agents <= {USER_AGENT.split("/")[0], "kopf"}
+        agents = {r.headers.get("User-Agent", "") for r in cluster.operator_requests()}
+        assert {agent.split("/")[0] for agent in agents} <= {USER_AGENT.split("/")[0], "kopf"}
 
 
 OperatorFactory = Callable[..., Any]

@@ -97,8 +97,9 @@ def test_revision_and_engine_changes_roll_out(
         wait_for("phase Progressing", lambda: phase(cluster) == "Progressing")
         deployment = cluster.objects("deployments")["chat"]
         new_template = deployment["spec"]["template"]
-        old_hash = template["metadata"]["annotations"][contract.ANNOTATION_TEMPLATE_HASH]
-        assert new_template["metadata"]["annotations"][contract.ANNOTATION_TEMPLATE_HASH] != old_hash
+        hash_key = contract.ANNOTATION_TEMPLATE_HASH
+        old_hash = template["metadata"]["annotations"][hash_key]
+        assert new_template["metadata"]["annotations"][hash_key] != old_hash
         args = new_template["spec"]["containers"][0]["args"]
         assert args[args.index("--max-model-len") + 1] == "2048"
         assert "--engine-arg=--revision=v2" in args
@@ -144,12 +145,14 @@ def test_invalid_spec_fails_with_a_reason_and_recovers(
         assert children_of(cluster) == {}
         wait_for(
             "Warning events for both",
-            lambda: {
-                (e["involvedObject"]["name"], e["reason"])
-                for e in cluster.objects("events").values()
-                if e["type"] == "Warning"
-            }
-            >= {("chat", "InvalidSpec"), ("big", "DoesNotFit")},
+            lambda: (
+                {
+                    (e["involvedObject"]["name"], e["reason"])
+                    for e in cluster.objects("events").values()
+                    if e["type"] == "Warning"
+                }
+                >= {("chat", "InvalidSpec"), ("big", "DoesNotFit")}
+            ),
         )
         assert (op.metric("modelplane_operator_reconcile_total", result="invalid") or 0) >= 2
 
@@ -214,7 +217,8 @@ def test_autoscaling_owns_replicas_and_canary_is_flagged(
         assert cluster.condition("idle", "Ready")["reason"] == "ScaledToZero"
 
         # The autoscaler scales through the Deployment; later reconciles keep its count.
-        cluster.kubectl.patch("apps/v1", "deployments", "default", "chat", {"spec": {"replicas": 4}})
+        scale = {"spec": {"replicas": 4}}
+        cluster.kubectl.patch("apps/v1", "deployments", "default", "chat", scale)
         cluster.patch_llmd("chat", {"engine": {"maxModelLen": 1024},
                                     "rollout": {"strategy": "Canary"}})  # fmt: skip
         wait_for("Canary flagged", lambda: cluster.condition("chat", "Canary"))
