@@ -66,7 +66,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy -p modelplane -p modelplane.operator
-	$(BIN)/hadolint Dockerfile.server
+	$(BIN)/hadolint Dockerfile.server Dockerfile.operator
 
 bench-server: $(STAMP)
 	@$(BIN)/modelplane model build >/dev/null

@@ -18,7 +18,8 @@ import yaml
 
 REPO: Final = Path(__file__).resolve().parents[1]
 RULES_FILE: Final = REPO / "charts" / "modelplane" / "files" / "operator-rbac-rules.yaml"
-DISCOVERY: Final = re.compile(r"^/(version|api|apis)(/[^/]+){0,2}/?$")
+# /version, /api, /api/v1, /apis, /apis/GROUP, /apis/GROUP/VERSION
+DISCOVERY: Final = re.compile(r"^/(version|api(/[^/]+)?|apis(/[^/]+){0,2})/?$")
 
 
 @dataclass(frozen=True)

@@ -68,7 +68,7 @@ class AcceleratorProfile(ConfigModel):
     gpu_resource_name: str | None = Field(
         NVIDIA_GPU, description="Extended resource for GPUs; None for CPU-only profiles."
     )
-    gpu_memory_gib: Annotated[float, Field(ge=0)] = 0
+    gpu_memory_gib: Annotated[float, Field(ge=0)] = Field(0, alias="gpuMemoryGiB")
     quantizations: tuple[Quantization, ...] = ALL_QUANTIZATIONS
     cpu: Quantity = "4"
     memory: Quantity = "32Gi"

@@ -11,8 +11,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Final
 
 from modelplane.operator.observed import ObservedDeployment
+
+NEW_REPLICA_SET_AVAILABLE: Final = "NewReplicaSetAvailable"
+PROGRESS_DEADLINE_EXCEEDED: Final = "ProgressDeadlineExceeded"
 
 
 class RolloutState(StrEnum):
@@ -52,22 +56,24 @@ def plan_rollout(
         and deployment.observed_generation >= deployment.generation
     )
     on_target = deployment.template_hash == target_template_hash
-    complete = (
+    progressing = deployment.condition("Progressing")
+    replaced = (
         caught_up
         and on_target
         and deployment.updated_replicas >= want
         and deployment.replicas <= want  # no replica of an older template left
-        and deployment.ready_replicas >= want
     )
-    if complete:
+    # The Deployment controller says "NewReplicaSetAvailable" once the new template was
+    # fully available; a replica failing after that is degradation, not the rollout.
+    finished = progressing is not None and progressing.reason == NEW_REPLICA_SET_AVAILABLE
+    if replaced and (deployment.ready_replicas >= want or finished):
         return RolloutPlan(
             RolloutState.COMPLETE,
             target_revision,
             target_revision,
             f"all {want} replicas run revision {target_revision}",
         )
-    progressing = deployment.condition("Progressing")
-    if progressing is not None and progressing.reason == "ProgressDeadlineExceeded":
+    if progressing is not None and progressing.reason == PROGRESS_DEADLINE_EXCEEDED:
         return RolloutPlan(
             RolloutState.STALLED,
             target_revision,
