@@ -37,7 +37,7 @@ APPLY: Final = "application/apply-patch+yaml"
 NAMESPACED_VERBS: Final = ("get", "list", "watch", "create", "update", "patch", "delete")
 
 
-def _info(kind: str, *, namespaced: bool = True, subresources: tuple[str, ...] = ()) -> Any:
+def resource_info(kind: str, *, namespaced: bool = True, subresources: tuple[str, ...] = ()) -> Any:
     return kmock.ResourceInfo(
         kind=kind,
         singular=kind.lower(),
@@ -57,15 +57,17 @@ CLUSTER_RESOURCES: Final[dict[str, Any]] = {
         shortnames={contract.SHORT_NAME},
         subresources={"status", "scale"},
     ),
-    "v1/configmaps": _info("ConfigMap"),
-    "v1/services": _info("Service", subresources=("status",)),
-    "v1/pods": _info("Pod", subresources=("status",)),
-    "v1/events": _info("Event"),
-    "v1/namespaces": _info("Namespace", namespaced=False, subresources=("status",)),
-    "apps/v1/deployments": _info("Deployment", subresources=("status", "scale")),
-    "policy/v1/poddisruptionbudgets": _info("PodDisruptionBudget", subresources=("status",)),
-    "networking.k8s.io/v1/networkpolicies": _info("NetworkPolicy"),
-    "apiextensions.k8s.io/v1/customresourcedefinitions": _info(
+    "v1/configmaps": resource_info("ConfigMap"),
+    "v1/services": resource_info("Service", subresources=("status",)),
+    "v1/pods": resource_info("Pod", subresources=("status",)),
+    "v1/events": resource_info("Event"),
+    "v1/namespaces": resource_info("Namespace", namespaced=False, subresources=("status",)),
+    "apps/v1/deployments": resource_info("Deployment", subresources=("status", "scale")),
+    "policy/v1/poddisruptionbudgets": resource_info(
+        "PodDisruptionBudget", subresources=("status",)
+    ),
+    "networking.k8s.io/v1/networkpolicies": resource_info("NetworkPolicy"),
+    "apiextensions.k8s.io/v1/customresourcedefinitions": resource_info(
         "CustomResourceDefinition", namespaced=False, subresources=("status",)
     ),
 }

@@ -29,7 +29,7 @@ from modelplane.operator.config import CONFIG_ENV, OperatorConfig
 from modelplane.operator.kube import USER_AGENT
 from modelplane.operator.operator_command import kopf_args
 from tests.conftest import free_port
-from tests.kube_emulator import HARNESS_AGENT, EmulatorThread, Kubectl
+from tests.kube_emulator import CLUSTER_RESOURCES, HARNESS_AGENT, EmulatorThread, Kubectl
 from tests.rbac_check import disallowed_calls, load_rules
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -134,8 +134,14 @@ class Cluster:
 
 
 @pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    with EmulatorThread() as emulator:
+def cluster_resources() -> dict[str, Any]:
+    """The API resources the emulated cluster serves (a module may override this)."""
+    return dict(CLUSTER_RESOURCES)
+
+
+@pytest.fixture
+def cluster(cluster_resources: dict[str, Any]) -> Iterator[Cluster]:
+    with EmulatorThread(cluster_resources) as emulator:
         cluster = Cluster(emulator)
         yield cluster
         cluster.kubectl.close()
