@@ -21,7 +21,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MODELPLANE_MODELS_DIR := $(MODELS_DIR)
 
-.PHONY: help venv model run test test-fast lint bench-server clean crd
+.PHONY: help venv model run test test-fast lint bench-server clean crd bench-operator
 
 help:
 	@echo "make run           build the local model and serve it on CPU at http://$(HOST):$(PORT)/v1"
@@ -31,6 +31,7 @@ help:
 	@echo "make lint          ruff + mypy --strict"
 	@echo "make bench-server  modelplane serve vs vLLM's own OpenAI server, side by side"
 	@echo "make crd           regenerate crds/ from the typed LLMDeployment model"
+	@echo "make bench-operator  the operator with 30 and 300 LLMDeployments on the Kubernetes emulator"
 
 venv: $(STAMP)
 
@@ -71,6 +72,9 @@ lint: $(STAMP)
 bench-server: $(STAMP)
 	@$(BIN)/modelplane model build >/dev/null
 	$(BIN)/python bench/server_overhead.py --model "$$($(BIN)/modelplane model build --quiet)"
+
+bench-operator: $(STAMP)
+	$(BIN)/python bench/operator_scale.py
 
 # The CRD is generated from modelplane.api.llmdeployment; a test fails when it is stale.
 crd: $(STAMP)

@@ -126,6 +126,11 @@ class Reconciler:
                 result = RESULT_ERROR
                 delay = self._schedule_retry(key, view)
                 log.warning("reconcile of %s/%s failed (retry in %.0fs): %s", *key, delay, err)
+            except Exception:
+                # A bug must not stop this resource for good, nor the operator: log, retry.
+                result = RESULT_ERROR
+                delay = self._schedule_retry(key, view)
+                log.exception("reconcile of %s/%s failed (retry in %.0fs)", *key, delay)
             else:
                 self._backoff.pop(key, None)
             finally:
