@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import kubernetes_validate
 import pytest
 
 from tests.rbac_check import api_call, disallowed_calls, load_rules
@@ -58,3 +59,15 @@ def test_least_privilege_refuses_what_it_should() -> None:
         ("PATCH", "/apis/rbac.authorization.k8s.io/v1/clusterroles/x", {}),
     ]
     assert len(disallowed_calls(refused, RULES)) == len(refused)
+
+
+@pytest.mark.parametrize("version", ["1.30", kubernetes_validate.latest_version()])
+def test_rules_make_a_valid_cluster_role_and_role(version: str) -> None:
+    """The chart templates both from the rules file; they must be valid RBAC objects."""
+    meta = {"name": "modelplane-operator"}
+    cluster_role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
+                    "metadata": meta, "rules": RULES}  # fmt: skip
+    role = {**cluster_role, "kind": "Role", "metadata": {**meta, "namespace": "llm"}}
+    for manifest in (cluster_role, role):
+        kubernetes_validate.validate(manifest, version, strict=True)
+    assert all(rule["verbs"] != ["*"] and "*" not in rule["resources"] for rule in RULES)
