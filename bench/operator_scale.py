@@ -67,6 +67,7 @@ class Result:
     idle_writes: int = 0
     restart_requests: int = 0
     restart_writes: int = 0
+    unexpected: list[str] = field(default_factory=list)  # requests of idle and restart phases
     peak_rss_mib: float = 0.0
     operator_cpu_s: float = 0.0
     total_cpu_s: float = 0.0
@@ -177,7 +178,7 @@ def run_size(size: int, workdir: Path, resync_s: float) -> Result:
         operator = Operator(config, kubeconfig, log)
         try:
             wait_for("the operator's metrics", lambda: reconciles(port) >= 0, 60)
-            kubectl = Kubectl(cluster.url)
+            kubectl = Kubectl(cluster.url, timeout=120)  # a busy emulator answers slowly
             start_index = len(operator_requests(cluster))
             started = time.monotonic()
             cpu_before, own_before = operator.cpu_s, _own_cpu()
@@ -208,6 +209,7 @@ def run_size(size: int, workdir: Path, resync_s: float) -> Result:
             idle = operator_requests(cluster)[idle_index:]
             result.idle_requests = len(idle)
             result.idle_writes = sum(r.method.value in WRITES for r in idle)
+            result.unexpected += [f"idle: {r.method.value} {r.url.path_qs}" for r in idle]
         finally:
             operator.stop()
         peak = operator.peak_rss
@@ -220,6 +222,11 @@ def run_size(size: int, workdir: Path, resync_s: float) -> Result:
             restart = operator_requests(cluster)[restart_index:]
             result.restart_requests = len(restart)
             result.restart_writes = sum(r.method.value in WRITES for r in restart)
+            result.unexpected += [
+                f"restart: {r.method.value} {r.url.path_qs}"
+                for r in restart
+                if r.method.value in WRITES
+            ]
         finally:
             operator.stop()
         result.peak_rss_mib = max(peak, operator.peak_rss) / 2**20
@@ -263,6 +270,9 @@ def report(small: Result, large: Result) -> None:
     print(f"\nrequests while creating {large.size} LLMDeployments, by verb and resource:")
     for what, count in sorted(large.by_resource.items(), key=lambda kv: (-kv[1], kv[0])):
         print(f"  {what:40} {count:6}  ({count / large.size:.2f} per LLMDeployment)")
+    for result in (small, large):
+        for line in result.unexpected:
+            print(f"  {result.size}: {line}")
     cpu = platform.processor() or platform.machine()
     print(
         f"\nmachine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "

@@ -94,6 +94,8 @@ def _now() -> str:
 @attrs.define(kw_only=True)
 class ClusterEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
     _versions: Iterator[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
+    # Seconds to hold list responses of a resource (by plural): a slow, busy API server.
+    list_delays: dict[str, float] = attrs.field(factory=dict, init=False)
 
     def _stored(self, request: Any) -> Any | None:
         key = (request.resource, request.namespace, request.name)
@@ -105,6 +107,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         return resource in self.resources and "status" in self.resources[resource].subresources
 
     async def _handle(self, request: Any) -> Any:
+        if request.action == kmock.action.LIST and request.resource is not None:
+            await asyncio.sleep(self.list_delays.get(request.resource.plural, 0))
         if request.resource is not None and isinstance(request.data, dict):
             if self._creates_by_apply(request):
                 return await self._create_by_apply(request)
@@ -252,8 +256,10 @@ class EmulatorThread:
 class Kubectl:
     """The test's own API client (it plays the user and the cluster's controllers)."""
 
-    def __init__(self, url: str) -> None:
-        self._http = httpx.Client(base_url=url, headers={"User-Agent": HARNESS_AGENT}, timeout=10)
+    def __init__(self, url: str, timeout: float = 10) -> None:
+        self._http = httpx.Client(
+            base_url=url, headers={"User-Agent": HARNESS_AGENT}, timeout=timeout
+        )
 
     def close(self) -> None:
         self._http.close()

@@ -135,7 +135,12 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
     memo.metrics = metrics
     memo.api = api
     memo.view = view
-    memo.resync_task = asyncio.create_task(_resync_forever(reconciler, view, config.resync_seconds))
+    # kopf runs handlers only once every index is filled; the resync must wait for that too,
+    # or after a slow start it would see children missing from half-filled indexes.
+    memo.indexed = asyncio.Event()
+    memo.resync_task = asyncio.create_task(
+        _resync_forever(reconciler, view, config.resync_seconds, memo.indexed)
+    )
     log.info(
         "modelplane operator started: metrics on :%d, resync every %.0fs, ServiceMonitors %s",
         config.metrics_port,
@@ -144,7 +149,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
     )
 
 
-async def _resync_forever(reconciler: Reconciler, view: IndexView, every: float) -> None:
+async def _resync_forever(
+    reconciler: Reconciler, view: IndexView, every: float, indexed: asyncio.Event
+) -> None:
+    await indexed.wait()
     while True:
         await asyncio.sleep(every)
         await reconciler.resync(view)
@@ -186,6 +194,7 @@ for _name, _rtype in CHILD_INDEXES.items():
 async def llmdeployment_changed(
     namespace: str | None, name: str, type: str, memo: Any, **_: Any
 ) -> None:
+    memo.indexed.set()
     key = (namespace or "", name)
     if type == "DELETED":
         memo.reconciler.forget(key)
@@ -197,6 +206,7 @@ def _register_child_events(rtype: ResourceType) -> None:
     async def child_changed(
         namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any
     ) -> None:
+        memo.indexed.set()
         await memo.reconciler.reconcile(_owner(namespace, labels), memo.view)
 
     kopf.on.event(
