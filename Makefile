@@ -23,6 +23,7 @@ export MODELPLANE_MODELS_DIR := $(MODELS_DIR)
 
 .PHONY: help venv model run test test-fast lint bench-server bench-autoscale clean tools helm prometheus
 .PHONY: chromium bench-tools bench-gateway bench-prefix
+.PHONY: crd bench-operator
 
 help:
 	@echo "make run           serve the local model on CPU behind the gateway at http://$(HOST):$(PORT)/v1"
@@ -36,6 +37,8 @@ help:
 	@echo "make bench-autoscale  autoscaling policies side by side in a simulator (about 30 s)"
 	@echo "make bench-gateway the gateway's overhead: direct vs through it, and vs nginx"
 	@echo "make bench-prefix  round-robin vs least-load vs prefix-affine routing on two servers"
+	@echo "make crd           regenerate crds/ from the typed LLMDeployment model"
+	@echo "make bench-operator  the operator with 30 and 300 LLMDeployments on the Kubernetes emulator"
 
 venv: $(STAMP)
 
@@ -71,7 +74,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy -p modelplane -p modelplane.operator
-	$(BIN)/hadolint Dockerfile.server
+	$(BIN)/hadolint Dockerfile.server Dockerfile.operator
 
 bench-server: $(STAMP)
 	@$(BIN)/modelplane model build >/dev/null
@@ -80,6 +83,7 @@ bench-server: $(STAMP)
 # Simulated, no engine: ours vs HPA, KEDA, KubeAI and AIBrix on five traces.
 bench-autoscale: $(STAMP)
 	$(BIN)/python bench/autoscale_sim.py
+
 # Debian packages the tests and benchmarks drive, installed only when missing.
 APT_INSTALL := apt-get install -y -qq -o DPkg::Lock::Timeout=600
 chromium:
@@ -97,6 +101,13 @@ bench-gateway: $(STAMP) bench-tools
 bench-prefix: $(STAMP)
 	@$(BIN)/modelplane model build >/dev/null
 	$(BIN)/python bench/prefix_routing.py --model "$$($(BIN)/modelplane model build --quiet)"
+
+bench-operator: $(STAMP)
+	$(BIN)/python bench/operator_scale.py
+
+# The CRD is generated from modelplane.api.llmdeployment; a test fails when it is stale.
+crd: $(STAMP)
+	$(BIN)/python -m modelplane.operator.crd > crds/llmdeployments.modelplane.io.yaml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -20,6 +20,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "modelplane.gateway.gateway_command",
     "modelplane.gateway.chat_command",
     "modelplane.gateway.local_command",
+    "modelplane.operator.operator_command",
+    "modelplane.operator.render_command",
 )
 
 

@@ -52,6 +52,9 @@ ANNOTATION_ROUTING: Final = f"{GROUP}/routing"
 
 # On the Deployment's pod template: hash of the rendered template, to detect drift.
 ANNOTATION_TEMPLATE_HASH: Final = f"{GROUP}/template-hash"
+# On every child of an LLMDeployment: hash of the manifest the operator last
+# applied (replicas excluded), so a resync that finds it unchanged writes nothing.
+ANNOTATION_SPEC_HASH: Final = f"{GROUP}/spec-hash"
 
 # On an LLMDeployment: the gateway holds a request for a model scaled to zero
 # and records when (RFC 3339, UTC). The autoscaler treats a value newer than

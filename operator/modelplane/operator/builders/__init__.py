@@ -1,0 +1,84 @@
+"""Pure builders: (name, namespace, typed spec, operator config) -> child manifests.
+
+No client calls and no global state: the operator, `modelplane render` and
+the tests call the same functions. Each manifest carries a hash of its own
+content (replicas excluded: the autoscaler owns them) in the
+`modelplane.io/spec-hash` annotation, so a resync can tell "unchanged" from
+"drifted" without diffing against the API server's defaulted objects.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from modelplane.api import contract
+from modelplane.api.llmdeployment import LLMDeploymentSpec
+from modelplane.operator.builders.deployment import build_deployment
+from modelplane.operator.builders.policies import build_network_policy, build_pod_disruption_budget
+from modelplane.operator.builders.server_config import build_config_map
+from modelplane.operator.builders.service import build_service
+from modelplane.operator.builders.service_monitor import build_service_monitor
+from modelplane.operator.config import OperatorConfig
+from modelplane.operator.fit import resolve_placement
+from modelplane.operator.hashing import stable_hash
+from modelplane.operator.model_source import locate_model
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What the builders need to know about the cluster and the current state."""
+
+    replicas: int
+    service_monitor_api: bool = False
+
+
+def spec_hash(manifest: dict[str, Any]) -> str:
+    """Hash of everything the operator owns in `manifest` (not replicas, not the hash itself)."""
+    content = copy.deepcopy(manifest)
+    content["metadata"].get("annotations", {}).pop(contract.ANNOTATION_SPEC_HASH, None)
+    if content["kind"] == "Deployment":
+        content["spec"].pop("replicas", None)
+    return stable_hash(content)
+
+
+def with_spec_hash(manifest: dict[str, Any]) -> dict[str, Any]:
+    annotations = manifest["metadata"].setdefault("annotations", {})
+    annotations[contract.ANNOTATION_SPEC_HASH] = spec_hash(manifest)
+    return manifest
+
+
+def build_children(
+    name: str,
+    namespace: str,
+    spec: LLMDeploymentSpec,
+    config: OperatorConfig,
+    options: BuildOptions,
+) -> list[dict[str, Any]]:
+    """Every child of the LLMDeployment, in creation order. `spec` must pass the fit check."""
+    placement = resolve_placement(spec, config)
+    if placement is None:
+        raise ValueError(f"no accelerator profile for {name}; run the fit check first")
+    location = locate_model(spec.model)
+    config_map = build_config_map(name, namespace, spec, config, location)
+    children = [
+        config_map,
+        build_service(name, namespace, spec),
+        build_deployment(
+            name,
+            namespace,
+            spec,
+            config,
+            placement,
+            location,
+            replicas=options.replicas,
+            config_map_data=config_map["data"],
+        ),
+        build_pod_disruption_budget(name, namespace),
+    ]
+    if config.network_policy.enabled:
+        children.append(build_network_policy(name, namespace, config))
+    if options.service_monitor_api and spec.monitoring.service_monitor:
+        children.append(build_service_monitor(name, namespace, config))
+    return [with_spec_hash(child) for child in children]

@@ -1,0 +1,52 @@
+"""The model's Service: its in-cluster endpoint, and what the gateway discovers it by.
+
+The annotations are the gateway's contract (modelplane.api.contract): the
+served model name, this track's share of traffic, the revision it serves,
+and the balancing strategy.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelplane.api import contract
+from modelplane.api.llmdeployment import LLMDeploymentSpec, routing_strategy, served_model_name
+from modelplane.operator.naming import child_labels, pod_selector, service_name
+
+
+def build_service(
+    name: str,
+    namespace: str,
+    spec: LLMDeploymentSpec,
+    *,
+    track: str = contract.TRACK_STABLE,
+    traffic_weight: int = 100,
+) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": service_name(name, track),
+            "namespace": namespace,
+            "labels": child_labels(name, track),
+            "annotations": {
+                contract.ANNOTATION_SERVED_MODEL: served_model_name(name, spec),
+                contract.ANNOTATION_TRAFFIC_WEIGHT: str(traffic_weight),
+                contract.ANNOTATION_REVISION: spec.model.revision,
+                contract.ANNOTATION_ROUTING: routing_strategy(spec),
+            },
+        },
+        "spec": {
+            "type": "ClusterIP",
+            "selector": pod_selector(name, track),
+            "ports": [
+                {
+                    "name": contract.SERVER_PORT_NAME,
+                    "port": contract.SERVER_PORT,
+                    "targetPort": contract.SERVER_PORT_NAME,
+                    "protocol": "TCP",
+                    "appProtocol": "http",
+                }
+            ],
+        },
+    }

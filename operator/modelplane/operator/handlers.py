@@ -1,0 +1,218 @@
+"""kopf registration: thin handlers that feed the indexes and call the reconciler.
+
+The operator is level-triggered. Indexes (kopf's in-memory caches fed by
+watches) hold every LLMDeployment and a compact view of every child the
+operator manages; kopf starts handlers only after they are first filled, so
+a restarted operator sees existing children and writes nothing. Any event
+on an LLMDeployment or on one of its children reconciles that LLMDeployment
+from the indexes; a periodic resync (`resyncSeconds`) does the same for all
+of them. No change-tracking handlers, timers or daemons are used, so kopf
+itself writes nothing to the resources: no annotations, and no finalizer
+(owner references delete the children with their LLMDeployment).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import copy
+import logging
+from collections.abc import Mapping
+from typing import Any, Final
+
+import kopf
+
+from modelplane.api import contract
+from modelplane.operator.children_plan import ChildKey
+from modelplane.operator.config import config_from_environment
+from modelplane.operator.expectations import OwnerKey
+from modelplane.operator.kube import KubeApi, bearer_credentials, load_client_configuration
+from modelplane.operator.metrics import OperatorMetrics
+from modelplane.operator.observed import ObservedChild, observe_child
+from modelplane.operator.reconciler import Reconciler
+from modelplane.operator.resources import (
+    CONFIG_MAPS,
+    DEPLOYMENTS,
+    NETWORK_POLICIES,
+    POD_DISRUPTION_BUDGETS,
+    SERVICE_MONITORS,
+    SERVICES,
+    ResourceType,
+)
+
+log = logging.getLogger(__name__)
+
+# Only objects this operator created, and only the label, not the owner
+# reference, because a label filter is cheap for kopf to apply.
+MANAGED: Final[dict[str, Any]] = {
+    contract.LABEL_MANAGED_BY: contract.MANAGED_BY,
+    contract.LABEL_LLMDEPLOYMENT: kopf.PRESENT,
+}
+CHILD_INDEXES: Final[dict[str, ResourceType]] = {
+    "configmaps_idx": CONFIG_MAPS,
+    "services_idx": SERVICES,
+    "deployments_idx": DEPLOYMENTS,
+    "pdbs_idx": POD_DISRUPTION_BUDGETS,
+    "networkpolicies_idx": NETWORK_POLICIES,
+    "servicemonitors_idx": SERVICE_MONITORS,
+}
+LLMD = (contract.GROUP, contract.VERSION, contract.PLURAL)
+
+
+class IndexView:
+    """The reconciler's read-only view of kopf's indexes (live objects, always current)."""
+
+    def __init__(self, indexes: Mapping[str, Any]) -> None:
+        self._llmds: kopf.Index[OwnerKey, dict[str, Any]] = indexes["llmdeployments_idx"]
+        self._children = [indexes[name] for name in CHILD_INDEXES]
+
+    def llmdeployment(self, key: OwnerKey) -> Mapping[str, Any] | None:
+        store = self._llmds.get(key)
+        return next(iter(store), None) if store else None
+
+    def children(self, key: OwnerKey) -> dict[ChildKey, ObservedChild]:
+        found: dict[ChildKey, ObservedChild] = {}
+        for index in self._children:
+            for child in index.get(key, ()):
+                found[(child.kind, child.name)] = child
+        return found
+
+    def llmdeployment_keys(self) -> list[OwnerKey]:
+        return list(self._llmds)
+
+
+def _owner(namespace: str | None, labels: Mapping[str, str]) -> OwnerKey:
+    return (namespace or "", labels[contract.LABEL_LLMDEPLOYMENT])
+
+
+def _report_failure(body: Mapping[str, Any], reason: str, message: str) -> None:
+    """A Warning Event on the LLMDeployment, once per entry into phase Failed."""
+    kopf.warn(dict(body), reason=reason, message=message)  # type: ignore[arg-type]
+
+
+@kopf.on.login()
+def login(**_: Any) -> kopf.ConnectionInfo:
+    """Same credentials as the operator's own client: service account, else $KUBECONFIG."""
+    configuration = load_client_configuration()
+    scheme, token = bearer_credentials(configuration)
+    return kopf.ConnectionInfo(
+        server=configuration.host,
+        ca_path=configuration.ssl_ca_cert,
+        insecure=not configuration.verify_ssl,
+        username=configuration.username or None,
+        password=configuration.password or None,
+        scheme=scheme,
+        token=token,
+        certificate_path=configuration.cert_file,
+        private_key_path=configuration.key_file,
+    )
+
+
+@kopf.on.startup()
+async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any) -> None:
+    config = config_from_environment()
+    # Events only for problems: routine work posts nothing, so a resync writes nothing.
+    settings.posting.level = logging.WARNING
+    # Re-establish watches regularly so a silently dropped connection cannot go unnoticed.
+    settings.watching.server_timeout = 300
+    settings.watching.client_timeout = 330
+    # Watching chosen namespaces needs no cluster-wide permission: skip kopf's scans of
+    # namespaces and CRDs, so the namespaced Role is enough.
+    settings.scanning.disabled = bool(config.namespaces)
+    api = await asyncio.to_thread(KubeApi.from_environment)
+    service_monitor_api = await asyncio.to_thread(api.api_exists, SERVICE_MONITORS.api_version)
+    metrics = OperatorMetrics()
+    metrics.serve(config.metrics_port)
+    reconciler = Reconciler(
+        api,
+        config,
+        metrics,
+        service_monitor_api=service_monitor_api,
+        report_failure=_report_failure,
+    )
+    view = IndexView({name: indexes[name] for name in ["llmdeployments_idx", *CHILD_INDEXES]})
+    memo.reconciler = reconciler
+    memo.metrics = metrics
+    memo.api = api
+    memo.view = view
+    # kopf runs handlers only once every index is filled; the resync must wait for that too,
+    # or after a slow start it would see children missing from half-filled indexes.
+    memo.indexed = asyncio.Event()
+    memo.resync_task = asyncio.create_task(
+        _resync_forever(reconciler, view, config.resync_seconds, memo.indexed)
+    )
+    log.info(
+        "modelplane operator started: metrics on :%d, resync every %.0fs, ServiceMonitors %s",
+        config.metrics_port,
+        config.resync_seconds,
+        "on" if service_monitor_api else "off (no monitoring.coreos.com API)",
+    )
+
+
+async def _resync_forever(
+    reconciler: Reconciler, view: IndexView, every: float, indexed: asyncio.Event
+) -> None:
+    await indexed.wait()
+    while True:
+        await asyncio.sleep(every)
+        await reconciler.resync(view)
+
+
+@kopf.on.cleanup()
+async def stop(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("resync_task")
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+    if "reconciler" in memo:
+        memo.reconciler.close()
+    if "metrics" in memo:
+        memo.metrics.close()
+    if "api" in memo:
+        memo.api.close()
+
+
+@kopf.index(*LLMD)
+def llmdeployments_idx(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> Any:
+    return {(namespace or "", name): copy.deepcopy(dict(body))}
+
+
+def _register_child_index(index_name: str, rtype: ResourceType) -> None:
+    def index(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
+        return {_owner(namespace, labels): observe_child(rtype.kind, body)}
+
+    index.__name__ = index_name
+    kopf.index(rtype.group, rtype.version, rtype.plural, labels=MANAGED, id=index_name)(index)
+
+
+for _name, _rtype in CHILD_INDEXES.items():
+    _register_child_index(_name, _rtype)
+
+
+@kopf.on.event(*LLMD)
+async def llmdeployment_changed(
+    namespace: str | None, name: str, type: str, memo: Any, **_: Any
+) -> None:
+    memo.indexed.set()
+    key = (namespace or "", name)
+    if type == "DELETED":
+        memo.reconciler.forget(key)
+        return
+    await memo.reconciler.reconcile(key, memo.view)
+
+
+def _register_child_events(rtype: ResourceType) -> None:
+    async def child_changed(
+        namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any
+    ) -> None:
+        memo.indexed.set()
+        await memo.reconciler.reconcile(_owner(namespace, labels), memo.view)
+
+    kopf.on.event(
+        rtype.group, rtype.version, rtype.plural, labels=MANAGED, id=f"{rtype.plural}-changed"
+    )(child_changed)
+
+
+for _rtype in CHILD_INDEXES.values():
+    _register_child_events(_rtype)

@@ -1,0 +1,145 @@
+"""The operator's Kubernetes API client: the one place that writes to the cluster.
+
+Built on the official client's configuration and transport (in-cluster service
+account or kubeconfig, token refresh, TLS), with plain JSON in and out so the
+builders' dicts go through untouched. Children are written with server-side
+apply (field manager `modelplane-operator`, forced): one call creates or
+updates, and fields the operator stops setting are removed, which a merge
+patch would leave behind (e.g. a GPU limit after a switch to CPU). Status is
+a JSON merge patch of the changed fields only. Calls are blocking; the
+reconciler runs them in worker threads.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any, Final
+
+from modelplane.api import contract
+from modelplane.operator.resources import LLMDEPLOYMENTS, ResourceType
+
+FIELD_MANAGER: Final = contract.MANAGED_BY
+USER_AGENT: Final = f"{contract.MANAGED_BY}/0.1.0"
+APPLY: Final = "application/apply-patch+yaml"
+MERGE_PATCH: Final = "application/merge-patch+json"
+
+
+def load_client_configuration() -> Any:
+    """In a pod: its service account; elsewhere: the current context of $KUBECONFIG.
+
+    Both the operator's client and kopf's login use this, so they always
+    talk to the same cluster as the same identity.
+    """
+    import kubernetes
+
+    configuration = kubernetes.client.Configuration()
+    try:
+        kubernetes.config.load_incluster_config(  # type: ignore[no-untyped-call]
+            client_configuration=configuration
+        )
+    except kubernetes.config.ConfigException:
+        # Read $KUBECONFIG now: the library's default was fixed when it was imported.
+        kubernetes.config.load_kube_config(  # type: ignore[no-untyped-call]
+            config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration
+        )
+    return configuration
+
+
+def bearer_credentials(configuration: Any) -> tuple[str | None, str | None]:
+    """(scheme, token) of the configuration's Authorization header, if it has one."""
+    header = configuration.get_api_key_with_prefix(
+        "BearerToken"
+    ) or configuration.get_api_key_with_prefix("authorization")
+    if not header:
+        return None, None
+    scheme, _, token = header.partition(" ")
+    return (scheme, token) if token else (None, scheme)
+
+
+class KubeError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"HTTP {status}: {message}")
+        self.status = status
+
+
+class KubeApi:
+    def __init__(self, api_client: Any) -> None:
+        self._client = api_client
+
+    @classmethod
+    def from_environment(cls) -> KubeApi:
+        import kubernetes
+
+        client = kubernetes.client.ApiClient(load_client_configuration())
+        client.user_agent = USER_AGENT
+        return cls(client)
+
+    def close(self) -> None:
+        self._client.close()
+
+    def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: Any = None,
+        content_type: str = "application/json",
+        query: list[tuple[str, str]] | None = None,
+    ) -> dict[str, Any]:
+        method, url, headers, body, _ = self._client.param_serialize(
+            method=method,
+            resource_path=path,
+            query_params=query,
+            header_params={"Content-Type": content_type, "Accept": "application/json"},
+            body=body,
+            auth_settings=["BearerToken"],
+        )
+        response = self._client.call_api(method, url, header_params=headers, body=body)
+        data = response.read()
+        if response.status >= 400:
+            try:
+                message = json.loads(data).get("message", "")
+            except ValueError:
+                message = data.decode(errors="replace")[:200]
+            raise KubeError(response.status, message or response.reason or "")
+        return json.loads(data) if data else {}
+
+    def apply(self, rtype: ResourceType, manifest: dict[str, Any]) -> dict[str, Any]:
+        meta = manifest["metadata"]
+        return self.request(
+            "PATCH",
+            rtype.object_path(meta["namespace"], meta["name"]),
+            body=manifest,
+            content_type=APPLY,
+            query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
+        )
+
+    def delete(self, rtype: ResourceType, namespace: str, name: str) -> None:
+        try:
+            self.request(
+                "DELETE",
+                rtype.object_path(namespace, name),
+                body={"propagationPolicy": "Background"},
+            )
+        except KubeError as err:
+            if err.status != 404:  # already gone is what we wanted
+                raise
+
+    def patch_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        return self.request(
+            "PATCH",
+            LLMDEPLOYMENTS.object_path(namespace, name, "status"),
+            body={"status": status},
+            content_type=MERGE_PATCH,
+        )
+
+    def api_exists(self, api_version: str) -> bool:
+        """Whether the cluster serves `api_version` (e.g. monitoring.coreos.com/v1)."""
+        try:
+            self.request("GET", f"/apis/{api_version}")
+        except KubeError as err:
+            if err.status == 404:
+                return False
+            raise
+        return True

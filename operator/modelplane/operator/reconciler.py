@@ -1,0 +1,297 @@
+"""Reconcile one LLMDeployment: parse, check, build, plan, apply, observe, report.
+
+Level-triggered: every call compares the whole desired state with what the
+indexes show (plus the writes they have not shown yet) and writes only the
+difference, so any trigger (the resource, one of its children, a periodic
+resync, a retry) runs the same code, and a resync with nothing changed makes
+no API call at all. One reconcile per resource at a time; a failed API call
+is retried with backoff. A spec the operator cannot serve ends as phase
+Failed with a condition saying what to change, and the children it already
+runs are left alone until the spec is fixed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Final, Protocol
+
+from pydantic import ValidationError
+
+from modelplane.api import contract
+from modelplane.api.llmdeployment import (
+    LLMDeploymentSpec,
+    LLMDeploymentStatus,
+    Phase,
+    RolloutStrategy,
+    served_model_name,
+)
+from modelplane.operator.builders import BuildOptions, build_children
+from modelplane.operator.builders.deployment import template_hash_of
+from modelplane.operator.children_plan import ChildKey, child_key, plan_children
+from modelplane.operator.config import OperatorConfig
+from modelplane.operator.expectations import Expectations, OwnerKey
+from modelplane.operator.kube import KubeApi, KubeError
+from modelplane.operator.metrics import (
+    RESULT_ERROR,
+    RESULT_INVALID,
+    RESULT_OK,
+    OperatorMetrics,
+    sample_of,
+)
+from modelplane.operator.observed import ObservedChild, ObservedDeployment, observe_child
+from modelplane.operator.parsing import INVALID_SPEC, parse_spec
+from modelplane.operator.replicas import deployment_replicas, replicas_owned_by_operator
+from modelplane.operator.resources import CHILD_TYPES
+from modelplane.operator.rollout import RolloutPlan, plan_rollout
+from modelplane.operator.status import Observation, compute_status, status_patch
+
+log = logging.getLogger(__name__)
+
+MAX_RETRY_DELAY: Final = 60.0
+
+
+class ClusterView(Protocol):
+    """What the watch-fed indexes show."""
+
+    def llmdeployment(self, key: OwnerKey) -> Mapping[str, Any] | None: ...
+
+    def children(self, key: OwnerKey) -> dict[ChildKey, ObservedChild]: ...
+
+    def llmdeployment_keys(self) -> list[OwnerKey]: ...
+
+
+@dataclass(frozen=True)
+class Converged:
+    desired_deployment: dict[str, Any]
+    written_deployment: ObservedDeployment | None  # as the API returned it, if written
+
+
+# Called with (LLMDeployment body, reason, message) when it enters phase Failed.
+FailureReporter = Callable[[Mapping[str, Any], str, str], None]
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def owner_reference(body: Mapping[str, Any]) -> dict[str, Any]:
+    meta = body["metadata"]
+    return {
+        "apiVersion": contract.API_VERSION,
+        "kind": contract.KIND,
+        "name": meta["name"],
+        "uid": meta.get("uid", ""),
+        "controller": True,
+        "blockOwnerDeletion": True,
+    }
+
+
+class Reconciler:
+    def __init__(
+        self,
+        api: KubeApi,
+        config: OperatorConfig,
+        metrics: OperatorMetrics,
+        *,
+        service_monitor_api: bool = False,
+        report_failure: FailureReporter | None = None,
+        expectations: Expectations | None = None,
+        now: Callable[[], str] = utc_now,
+    ) -> None:
+        self.api = api
+        self.config = config
+        self.metrics = metrics
+        self.service_monitor_api = service_monitor_api
+        self._report_failure = report_failure
+        self._expect = expectations or Expectations()
+        self._now = now
+        self._locks: dict[OwnerKey, asyncio.Lock] = {}
+        self._retries: dict[OwnerKey, asyncio.TimerHandle] = {}
+        self._backoff: dict[OwnerKey, float] = {}
+        self._tasks: set[asyncio.Task[str]] = set()
+
+    async def reconcile(self, key: OwnerKey, view: ClusterView) -> str:
+        """Bring one LLMDeployment's children and status in line; returns the metrics result."""
+        lock = self._locks.setdefault(key, asyncio.Lock())
+        async with lock:
+            started = time.perf_counter()
+            try:
+                result = await self._reconcile(key, view)
+            except (KubeError, OSError) as err:
+                result = RESULT_ERROR
+                delay = self._schedule_retry(key, view)
+                log.warning("reconcile of %s/%s failed (retry in %.0fs): %s", *key, delay, err)
+            except Exception:
+                # A bug must not stop this resource for good, nor the operator: log, retry.
+                result = RESULT_ERROR
+                delay = self._schedule_retry(key, view)
+                log.exception("reconcile of %s/%s failed (retry in %.0fs)", *key, delay)
+            else:
+                self._backoff.pop(key, None)
+            finally:
+                self.metrics.reconcile_duration.observe(time.perf_counter() - started)
+            if result:
+                self.metrics.reconcile_total.labels(result).inc()
+            return result
+
+    async def resync(self, view: ClusterView) -> None:
+        """Reconcile every known LLMDeployment (a periodic safety net; no writes when in sync)."""
+        for key in view.llmdeployment_keys():
+            await self.reconcile(key, view)
+
+    def forget(self, key: OwnerKey) -> None:
+        """The LLMDeployment is gone: drop what is kept about it."""
+        self._expect.forget(key)
+        self.metrics.forget(*key)
+        self._backoff.pop(key, None)
+        handle = self._retries.pop(key, None)
+        if handle is not None:
+            handle.cancel()
+        lock = self._locks.get(key)
+        if lock is not None and not lock.locked():
+            del self._locks[key]
+
+    def close(self) -> None:
+        for handle in self._retries.values():
+            handle.cancel()
+        self._retries.clear()
+
+    def _schedule_retry(self, key: OwnerKey, view: ClusterView) -> float:
+        delay = min(self._backoff.get(key, 0.5) * 2, MAX_RETRY_DELAY)
+        self._backoff[key] = delay
+        old = self._retries.pop(key, None)
+        if old is not None:
+            old.cancel()
+        loop = asyncio.get_running_loop()
+
+        def fire() -> None:
+            self._retries.pop(key, None)
+            task = loop.create_task(self.reconcile(key, view))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+        self._retries[key] = loop.call_later(delay, fire)
+        return delay
+
+    async def _reconcile(self, key: OwnerKey, view: ClusterView) -> str:
+        body = view.llmdeployment(key)
+        if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+            self.forget(key)
+            return ""
+        namespace, name = key
+        meta = body["metadata"]
+        generation = meta.get("generation")
+        current = self._expect.status(key, body.get("status") or {})
+        try:
+            previous = LLMDeploymentStatus.model_validate(current)
+        except ValidationError:
+            previous = LLMDeploymentStatus()
+        observed = self._expect.children(key, view.children(key))
+
+        parsed = parse_spec(name, body.get("spec"), self.config)
+        spec, problems, reason = parsed.spec, parsed.problems, parsed.reason or INVALID_SPEC
+
+        seen = observed.get(("Deployment", name))
+        deployment = seen.deployment if seen else None
+        rollout: RolloutPlan | None = None
+        if spec is not None and not problems:
+            converged = await self._converge_children(key, body, spec, observed)
+            deployment = converged.written_deployment or deployment
+            rollout = plan_rollout(
+                target_revision=spec.model.revision,
+                target_template_hash=template_hash_of(converged.desired_deployment) or "",
+                deployment=deployment,
+                served_revision=previous.served_revision,
+            )
+        served = served_model_name(name, spec) if spec is not None else name
+        obs = Observation(
+            name=name,
+            namespace=namespace,
+            generation=int(generation) if generation is not None else None,
+            now=self._now(),
+            served_name=served,
+            problems=tuple(problems),
+            problem_reason=reason,
+            canary_requested=spec is not None and spec.rollout.strategy is RolloutStrategy.CANARY,
+            deployment=deployment,
+            rollout=rollout,
+            previous=previous,
+        )
+        wanted = compute_status(obs)
+        patch = status_patch(current, wanted)
+        if patch:
+            await asyncio.to_thread(self.api.patch_status, namespace, name, patch)
+            self._expect.expect_status(key, patch)
+            if problems and previous.phase is not Phase.FAILED and self._report_failure:
+                self._report_failure(body, reason, "; ".join(problems))
+        phase = Phase(wanted["phase"])
+        self.metrics.record(
+            sample_of(
+                namespace,
+                name,
+                served,
+                phase,
+                spec,
+                desired=deployment.spec_replicas if deployment else None,
+                ready=deployment.ready_replicas if deployment else None,
+                updated=deployment.updated_replicas if deployment else None,
+            )
+        )
+        return RESULT_INVALID if problems else RESULT_OK
+
+    async def _converge_children(
+        self,
+        key: OwnerKey,
+        body: Mapping[str, Any],
+        spec: LLMDeploymentSpec,
+        observed: dict[ChildKey, ObservedChild],
+    ) -> Converged:
+        """Apply/delete what differs."""
+        namespace, name = key
+        seen = observed.get(("Deployment", name))
+        current_replicas = seen.deployment.spec_replicas if seen and seen.deployment else None
+        replicas = deployment_replicas(spec, current_replicas)
+        desired = build_children(
+            name,
+            namespace,
+            spec,
+            self.config,
+            BuildOptions(replicas=replicas, service_monitor_api=self.service_monitor_api),
+        )
+        owner = owner_reference(body)
+        desired_deployment: dict[str, Any] = {}
+        for manifest in desired:
+            manifest["metadata"]["ownerReferences"] = [owner]
+            if manifest["kind"] == "Deployment":
+                desired_deployment = manifest
+                if not replicas_owned_by_operator(spec) and seen and seen.resource_version:
+                    # The count we write is the autoscaler's, as last seen: refuse to write
+                    # it back if the autoscaler changed it since (409, then a retry).
+                    manifest["metadata"]["resourceVersion"] = seen.resource_version
+        plan = plan_children(desired, observed, replicas_owned=replicas_owned_by_operator(spec))
+        written: ObservedDeployment | None = None
+        for manifest in plan.apply:
+            rtype = CHILD_TYPES[manifest["kind"]]
+            response = await asyncio.to_thread(self.api.apply, rtype, manifest)
+            ckey = child_key(manifest)
+            child = observe_child(rtype.kind, response)
+            self._expect.expect_child(key, ckey, child)
+            if child.deployment is not None:
+                written = child.deployment
+        for kind, child_name in plan.delete:
+            await asyncio.to_thread(self.api.delete, CHILD_TYPES[kind], namespace, child_name)
+            self._expect.expect_child(key, (kind, child_name), None)
+        if not plan.empty:
+            log.info(
+                "%s/%s: applied %s, deleted %s",
+                namespace,
+                name,
+                [child_key(m) for m in plan.apply],
+                plan.delete,
+            )
+        return Converged(desired_deployment, written)

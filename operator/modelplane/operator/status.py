@@ -1,0 +1,212 @@
+"""Status from observation: phase, conditions and counts of an LLMDeployment.
+
+Pure: what the operator saw (the spec's problems, the Deployment's counts,
+the rollout plan, the previous status) in, the status fields the operator
+owns out. Conditions follow the Kubernetes convention (`type`, `status`,
+`reason`, `message`, `lastTransitionTime`, `observedGeneration`), and a
+condition keeps its `lastTransitionTime` while its status does not change.
+Conditions of types the operator does not own (the autoscaler's
+`ScalingLimited`) are carried over untouched, and `status_patch` writes only
+the fields that changed, so a resync with nothing new writes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from modelplane.api.llmdeployment import (
+    Condition,
+    ConditionStatus,
+    ConditionType,
+    LLMDeploymentStatus,
+    Phase,
+)
+from modelplane.operator.naming import endpoint, pod_selector, selector_string
+from modelplane.operator.observed import ObservedDeployment
+from modelplane.operator.rollout import RolloutPlan, RolloutState
+
+OWNED_CONDITIONS: Final = frozenset(
+    {
+        ConditionType.READY,
+        ConditionType.PROGRESSING,
+        ConditionType.DEGRADED,
+        ConditionType.FIT_CHECK,
+        ConditionType.CANARY,
+    }
+)
+CANARY_NOT_IMPLEMENTED: Final = (
+    "rollout.strategy Canary is not implemented yet: changes roll out with RollingUpdate "
+    "(maxSurge/maxUnavailable) and no traffic split; set strategy RollingUpdate to "
+    "acknowledge"
+)
+
+
+@dataclass(frozen=True)
+class Observation:
+    """Everything status is computed from."""
+
+    name: str
+    namespace: str
+    generation: int | None
+    now: str  # RFC 3339, UTC
+    served_name: str | None = None
+    problems: tuple[str, ...] = ()  # non-empty: the spec cannot be served as written
+    problem_reason: str = "InvalidSpec"
+    canary_requested: bool = False
+    deployment: ObservedDeployment | None = None
+    rollout: RolloutPlan | None = None
+    previous: LLMDeploymentStatus = field(default_factory=LLMDeploymentStatus)
+
+
+def _condition(
+    obs: Observation, type_: ConditionType, status: bool, reason: str, message: str
+) -> Condition:
+    value = ConditionStatus.TRUE if status else ConditionStatus.FALSE
+    before = next((c for c in obs.previous.conditions if c.type == type_), None)
+    since = before.last_transition_time if before and before.status == value else obs.now
+    return Condition(
+        type=type_,
+        status=value,
+        reason=reason,
+        message=message,
+        last_transition_time=since,
+        observed_generation=obs.generation,
+    )
+
+
+def _phase_and_conditions(obs: Observation) -> tuple[Phase, list[Condition]]:
+    cond = _condition
+    if obs.problems:
+        message = "; ".join(obs.problems)
+        return Phase.FAILED, [
+            cond(obs, ConditionType.READY, False, obs.problem_reason, message),
+            cond(obs, ConditionType.PROGRESSING, False, obs.problem_reason, message),
+            cond(obs, ConditionType.DEGRADED, False, obs.problem_reason, message),
+            cond(obs, ConditionType.FIT_CHECK, False, obs.problem_reason, message),
+        ]
+    extra = [cond(obs, ConditionType.FIT_CHECK, True, "Fits", "fits the accelerator profile")]
+    if obs.canary_requested:
+        extra.append(
+            cond(obs, ConditionType.CANARY, False, "NotImplemented", CANARY_NOT_IMPLEMENTED)
+        )
+    d, plan = obs.deployment, obs.rollout
+    if d is None or plan is None or plan.state is RolloutState.NOT_STARTED:
+        return Phase.PENDING, [
+            cond(obs, ConditionType.READY, False, "Creating", "creating the model server"),
+            cond(obs, ConditionType.PROGRESSING, True, "Creating", "creating the model server"),
+            cond(obs, ConditionType.DEGRADED, False, "Creating", "creating the model server"),
+            *extra,
+        ]
+    want, ready = d.spec_replicas, d.ready_replicas
+    counts = f"{ready}/{want} replicas ready"
+    stalled = plan.state is RolloutState.STALLED
+    if want == 0:
+        phase = Phase.READY
+        readiness = cond(
+            obs,
+            ConditionType.READY,
+            True,
+            "ScaledToZero",
+            "scaled to zero: the gateway starts a replica on the first request",
+        )
+    else:
+        readiness = cond(
+            obs,
+            ConditionType.READY,
+            ready > 0,
+            "ReplicasReady" if ready > 0 else "NoReplicaReady",
+            counts,
+        )
+        if plan.served_revision is None:
+            phase = Phase.DEGRADED if stalled else Phase.LOADING
+        elif stalled or (not plan.rolling and ready < want):
+            phase = Phase.DEGRADED
+        elif plan.rolling:
+            phase = Phase.PROGRESSING
+        else:
+            phase = Phase.READY
+    if plan.rolling:
+        first = plan.served_revision is None
+        progressing = cond(
+            obs,
+            ConditionType.PROGRESSING,
+            not stalled,
+            "ProgressDeadlineExceeded" if stalled else ("Loading" if first else "RollingOut"),
+            plan.message,
+        )
+    else:
+        progressing = cond(obs, ConditionType.PROGRESSING, False, "RolloutComplete", plan.message)
+    short = stalled or (want > 0 and not plan.rolling and ready < want)
+    why = "ProgressDeadlineExceeded" if stalled else "ReplicasUnavailable"
+    degraded = cond(
+        obs,
+        ConditionType.DEGRADED,
+        short,
+        why if short else "AsDesired",
+        plan.message if stalled else counts,
+    )
+    return phase, [readiness, progressing, degraded, *extra]
+
+
+def compute_status(obs: Observation) -> dict[str, Any]:
+    """The status fields the operator owns, in the resource's camelCase JSON form."""
+    phase, owned = _phase_and_conditions(obs)
+    # Another writer's conditions stay; an owned one no longer reported (Canary) goes.
+    foreign = [c for c in obs.previous.conditions if c.type not in OWNED_CONDITIONS]
+    status = LLMDeploymentStatus(
+        phase=phase,
+        conditions=owned + foreign,
+        observed_generation=obs.generation,
+        model=obs.served_name,
+        endpoint=endpoint(obs.name, obs.namespace),
+        selector=selector_string(pod_selector(obs.name)),
+        served_revision=(
+            obs.rollout.served_revision if obs.rollout else obs.previous.served_revision
+        ),
+    )
+    d = obs.deployment
+    if d is not None:
+        status = status.model_copy(
+            update={
+                "replicas": d.replicas,
+                "ready_replicas": d.ready_replicas,
+                "updated_replicas": d.updated_replicas,
+                "desired_replicas": d.spec_replicas,
+                "ready": f"{d.ready_replicas}/{d.spec_replicas}",
+            }
+        )
+    return status.model_dump(by_alias=True, mode="json", exclude_none=True, include=_OWNED_FIELDS)
+
+
+_OWNED_FIELDS: Final = {
+    "phase",
+    "conditions",
+    "observed_generation",
+    "model",
+    "replicas",
+    "ready_replicas",
+    "updated_replicas",
+    "desired_replicas",
+    "ready",
+    "served_revision",
+    "endpoint",
+    "selector",
+}
+
+
+OWNED_KEYS: Final = frozenset(
+    LLMDeploymentStatus.model_fields[name].alias or name for name in _OWNED_FIELDS
+)
+
+
+def status_patch(current: dict[str, Any], wanted: dict[str, Any]) -> dict[str, Any]:
+    """A JSON merge patch of `status` that turns `current` into `wanted` for owned fields.
+
+    Empty when nothing changed: then nothing is written.
+    """
+    patch = {key: value for key, value in wanted.items() if current.get(key) != value}
+    for key in OWNED_KEYS:
+        if key in current and key not in wanted:
+            patch[key] = None  # merge patch: remove (e.g. counts of a Deployment that is gone)
+    return patch

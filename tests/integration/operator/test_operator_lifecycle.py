@@ -1,0 +1,236 @@
+"""The operator end to end against the Kubernetes emulator: what a user would see.
+
+Create, status from (simulated) Deployment status, idle resync without
+writes, engine and revision changes rolled out, invalid specs failing and
+recovering, deletion leaving nothing behind, a restart writing nothing, and
+the metrics the dashboards read. The emulator has no controllers: the tests
+play the Deployment controller by patching Deployment status, as the cluster
+would.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from modelplane.api import contract
+from tests.integration.operator.conftest import Cluster, OperatorFactory, wait_for
+
+SMOLLM2 = {
+    "model": {"source": "hf://HuggingFaceTB/SmolLM2-135M-Instruct", "servedName": "smollm2"},
+    "engine": {"maxModelLen": 4096},
+    "resources": {"gpus": 0},
+}
+CHILDREN = {
+    "configmaps": "chat-server-config",
+    "services": "chat",
+    "deployments": "chat",
+    "poddisruptionbudgets": "chat",
+    "networkpolicies": "chat",
+}
+
+
+def children_of(cluster: Cluster) -> dict[str, dict[str, Any]]:
+    return {
+        plural: cluster.objects(plural)[name]
+        for plural, name in CHILDREN.items()
+        if name in cluster.objects(plural)
+    }
+
+
+def phase(cluster: Cluster, name: str = "chat") -> str | None:
+    return cluster.status(name).get("phase")
+
+
+def test_create_then_ready_then_idle_resync_writes_nothing(
+    cluster: Cluster, run_operator: OperatorFactory
+) -> None:
+    with run_operator(resyncSeconds=0.5) as op:
+        cluster.create_llmd("chat", SMOLLM2)
+        wait_for("phase Loading", lambda: phase(cluster) == "Loading")
+        children = children_of(cluster)
+        assert set(children) == set(CHILDREN)
+        llmd = cluster.llmd("chat")
+        for child in children.values():
+            (owner,) = child["metadata"]["ownerReferences"]
+            assert owner["uid"] == llmd["metadata"]["uid"] and owner["controller"] is True
+            assert child["metadata"]["labels"][contract.LABEL_LLMDEPLOYMENT] == "chat"
+            assert child["metadata"]["labels"][contract.LABEL_TRACK] == contract.TRACK_STABLE
+        annotations = children["services"]["metadata"]["annotations"]
+        assert annotations[contract.ANNOTATION_SERVED_MODEL] == "smollm2"
+        assert annotations[contract.ANNOTATION_TRAFFIC_WEIGHT] == "100"
+        assert annotations[contract.ANNOTATION_ROUTING] == "prefix"
+        assert children["deployments"]["spec"]["replicas"] == 1
+        status = cluster.status("chat")
+        assert status["endpoint"] == "http://chat.default.svc:8000/v1"
+        assert status["observedGeneration"] == 1 and status["ready"] == "0/1"
+
+        cluster.report_deployment("chat", replicas=1, readyReplicas=1, updatedReplicas=1)
+        wait_for("phase Ready", lambda: phase(cluster) == "Ready")
+        status = cluster.status("chat")
+        assert status["servedRevision"] == "main" and status["ready"] == "1/1"
+        assert cluster.condition("chat", "Ready")["status"] == "True"
+        assert cluster.condition("chat", "Progressing")["status"] == "False"
+
+        # Idle: periodic resyncs (every 0.5 s here) reconcile again and write nothing.
+        seen, reconciles = len(cluster.operator_requests()), op.reconciles()
+        wait_for("two idle resyncs", lambda: op.reconciles() >= reconciles + 2)
+        assert cluster.operator_writes(since=seen) == []
+
+        assert op.metric("modelplane_llmdeployment_phase", namespace="default",
+                         llmdeployment="chat", model="smollm2", phase="Ready") == 1  # fmt: skip
+        assert op.metric("modelplane_llmdeployment_replicas", namespace="default",
+                         llmdeployment="chat", model="smollm2", kind="ready") == 1  # fmt: skip
+        assert op.metric("modelplane_operator_llmdeployments", phase="Ready") == 1
+
+
+def test_revision_and_engine_changes_roll_out(
+    cluster: Cluster, run_operator: OperatorFactory
+) -> None:
+    with run_operator():
+        cluster.create_llmd("chat", SMOLLM2)
+        wait_for("phase Loading", lambda: phase(cluster) == "Loading")
+        cluster.report_deployment("chat", replicas=1, readyReplicas=1, updatedReplicas=1)
+        wait_for("phase Ready", lambda: phase(cluster) == "Ready")
+        template = cluster.objects("deployments")["chat"]["spec"]["template"]
+
+        cluster.patch_llmd("chat", {"model": {"revision": "v2"}, "engine": {"maxModelLen": 2048}})
+        wait_for("phase Progressing", lambda: phase(cluster) == "Progressing")
+        deployment = cluster.objects("deployments")["chat"]
+        new_template = deployment["spec"]["template"]
+        hash_key = contract.ANNOTATION_TEMPLATE_HASH
+        old_hash = template["metadata"]["annotations"][hash_key]
+        assert new_template["metadata"]["annotations"][hash_key] != old_hash
+        args = new_template["spec"]["containers"][0]["args"]
+        assert args[args.index("--max-model-len") + 1] == "2048"
+        assert "--engine-arg=--revision=v2" in args
+        assert cluster.status("chat")["servedRevision"] == "main"  # not yet
+        service = cluster.objects("services")["chat"]
+        assert service["metadata"]["annotations"][contract.ANNOTATION_REVISION] == "v2"
+
+        # maxSurge 1: a new replica starts beside the old one; still rolling.
+        cluster.report_deployment("chat", replicas=2, readyReplicas=1, updatedReplicas=1)
+        wait_for(
+            "the rollout message",
+            lambda: "1/1 replicas updated" in cluster.condition("chat", "Progressing")["message"],
+        )
+        assert phase(cluster) == "Progressing"
+        assert cluster.status("chat")["servedRevision"] == "main"
+
+        cluster.report_deployment("chat", replicas=1, readyReplicas=1, updatedReplicas=1)
+        wait_for("servedRevision v2", lambda: cluster.status("chat").get("servedRevision") == "v2")
+        assert phase(cluster) == "Ready"
+        assert cluster.status("chat")["observedGeneration"] == 2
+
+
+def test_invalid_spec_fails_with_a_reason_and_recovers(
+    cluster: Cluster, run_operator: OperatorFactory
+) -> None:
+    with run_operator() as op:
+        # Both slip past this emulator's (absent) schema, as past an outdated CRD.
+        cluster.create_llmd("chat", {**SMOLLM2, "rollout": {"maxSurge": 0, "maxUnavailable": 0}})
+        cluster.create_llmd(
+            "big",
+            {**SMOLLM2, "engine": {"quantization": "fp8"},
+             "resources": {"gpus": 1, "accelerator": "nvidia-a100"}},
+        )  # fmt: skip
+        wait_for("phase Failed", lambda: phase(cluster) == "Failed")
+        ready = cluster.condition("chat", "Ready")
+        assert ready["reason"] == "InvalidSpec"
+        assert "set maxUnavailable to 1" in ready["message"]
+        wait_for("big Failed", lambda: phase(cluster, "big") == "Failed")
+        fit = cluster.condition("big", "FitCheck")
+        assert fit["status"] == "False" and fit["reason"] == "DoesNotFit"
+        assert "fp8 is not supported on nvidia-a100" in fit["message"]
+        assert "nvidia-h100" in fit["message"]  # says what would work
+        assert children_of(cluster) == {}
+        wait_for(
+            "Warning events for both",
+            lambda: (
+                {
+                    (e["involvedObject"]["name"], e["reason"])
+                    for e in cluster.objects("events").values()
+                    if e["type"] == "Warning"
+                }
+                >= {("chat", "InvalidSpec"), ("big", "DoesNotFit")}
+            ),
+        )
+        assert (op.metric("modelplane_operator_reconcile_total", result="invalid") or 0) >= 2
+
+        cluster.patch_llmd("chat", {"rollout": {"maxUnavailable": 1}})
+        wait_for("recovery to Loading", lambda: phase(cluster) == "Loading")
+        assert set(children_of(cluster)) == set(CHILDREN)
+        deployment = cluster.objects("deployments")["chat"]
+        assert deployment["spec"]["strategy"]["rollingUpdate"] == {
+            "maxSurge": 0,
+            "maxUnavailable": 1,
+        }
+        assert cluster.condition("chat", "FitCheck")["status"] == "True"
+
+
+def test_delete_leaves_nothing_and_a_deleted_child_comes_back(
+    cluster: Cluster, run_operator: OperatorFactory
+) -> None:
+    with run_operator() as op:
+        cluster.create_llmd("chat", SMOLLM2)
+        wait_for("children", lambda: set(children_of(cluster)) == set(CHILDREN))
+        cluster.kubectl.delete("v1", "services", "default", "chat")
+        wait_for("the Service back", lambda: "chat" in cluster.objects("services"))
+        assert "finalizers" not in cluster.llmd("chat")["metadata"]
+
+        cluster.kubectl.delete(contract.API_VERSION, contract.PLURAL, "default", "chat")
+        wait_for("the children collected", lambda: children_of(cluster) == {})
+        seen = len(cluster.operator_requests())
+        # Another resource's reconcile proves the operator is past the deletion events.
+        cluster.create_llmd("other", SMOLLM2)
+        wait_for("other reconciled", lambda: phase(cluster, "other") == "Loading")
+        assert all("/chat" not in write for write in cluster.operator_writes(since=seen))
+        assert children_of(cluster) == {}
+        assert op.metric("modelplane_llmdeployment_max_replicas", namespace="default",
+                         llmdeployment="chat", model="smollm2") is None  # fmt: skip
+
+
+def test_a_restarted_operator_writes_nothing(
+    cluster: Cluster, run_operator: OperatorFactory
+) -> None:
+    with run_operator():
+        cluster.create_llmd("chat", SMOLLM2)
+        wait_for("phase Loading", lambda: phase(cluster) == "Loading")
+    seen = len(cluster.operator_requests())
+    # A slow API server: one child kind is listed long after the resync period has passed.
+    cluster.emulator.emulator.list_delays["networkpolicies"] = 1.5
+    with run_operator(resyncSeconds=0.2) as op:
+        wait_for("reconciles after restart", lambda: op.reconciles() >= 3)
+        assert cluster.operator_writes(since=seen) == []
+
+
+def test_autoscaling_owns_replicas_and_canary_is_flagged(
+    cluster: Cluster, run_operator: OperatorFactory
+) -> None:
+    autoscaled = {**SMOLLM2, "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 5,
+                                               "targets": {"ttftP95Seconds": 1.5}}}  # fmt: skip
+    with run_operator() as op:
+        cluster.create_llmd("chat", autoscaled)
+        cluster.create_llmd("idle", {**autoscaled, "autoscaling": {"enabled": True,
+                                                                  "minReplicas": 0}})  # fmt: skip
+        wait_for("chat created", lambda: "chat" in cluster.objects("deployments"))
+        assert cluster.objects("deployments")["chat"]["spec"]["replicas"] == 2
+        wait_for("idle scaled to zero", lambda: phase(cluster, "idle") == "Ready")
+        assert cluster.objects("deployments")["idle"]["spec"]["replicas"] == 0
+        assert cluster.condition("idle", "Ready")["reason"] == "ScaledToZero"
+
+        # The autoscaler scales through the Deployment; later reconciles keep its count.
+        scale = {"spec": {"replicas": 4}}
+        cluster.kubectl.patch("apps/v1", "deployments", "default", "chat", scale)
+        cluster.patch_llmd("chat", {"engine": {"maxModelLen": 1024},
+                                    "rollout": {"strategy": "Canary"}})  # fmt: skip
+        wait_for("Canary flagged", lambda: cluster.condition("chat", "Canary"))
+        canary = cluster.condition("chat", "Canary")
+        assert canary["status"] == "False" and canary["reason"] == "NotImplemented"
+        deployment = cluster.objects("deployments")["chat"]
+        args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert args[args.index("--max-model-len") + 1] == "1024"
+        assert deployment["spec"]["replicas"] == 4
+        assert op.metric("modelplane_llmdeployment_max_replicas", namespace="default",
+                         llmdeployment="chat", model="smollm2") == 5  # fmt: skip
+        assert op.metric("modelplane_llmdeployment_target_ttft_p95_seconds", namespace="default",
+                         llmdeployment="chat", model="smollm2") == 1.5  # fmt: skip

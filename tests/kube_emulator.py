@@ -1,0 +1,305 @@
+"""A Kubernetes API for tests and benchmarks: KMock's emulator, in a thread, with a kubectl.
+
+Nothing real can run a Kubernetes API server here, so the operator is tested
+against KMock's `KubernetesEmulator` (discovery, CRUD, list and watch over
+HTTP). `ClusterEmulator` adds the API server behaviours the operator relies
+on and the emulator leaves out: uid/generation/resourceVersion/timestamps,
+status subresources (a status patch changes only status, a main patch never
+status), generateName, server-side apply creating a missing object, resourceVersion
+preconditions, and the garbage collector deleting dependents by their owner
+references. `Kubectl` is the test's own client: it writes through the API,
+so watches see every change, exactly as with a real `kubectl`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import threading
+import uuid
+from collections.abc import Iterator, Mapping
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp.web
+import attrs
+import httpx
+import kmock
+import yaml
+
+from modelplane.api import contract
+
+HARNESS_AGENT: Final = "modelplane-tests/kubectl"
+GC_AGENT: Final = "kube-controller-manager/garbage-collector"
+APPLY: Final = "application/apply-patch+yaml"
+
+NAMESPACED_VERBS: Final = ("get", "list", "watch", "create", "update", "patch", "delete")
+
+
+def resource_info(kind: str, *, namespaced: bool = True, subresources: tuple[str, ...] = ()) -> Any:
+    return kmock.ResourceInfo(
+        kind=kind,
+        singular=kind.lower(),
+        namespaced=namespaced,
+        verbs=set(NAMESPACED_VERBS),
+        subresources=set(subresources),
+    )
+
+
+# What a small cluster serves (for discovery), without the Prometheus Operator.
+CLUSTER_RESOURCES: Final[dict[str, Any]] = {
+    f"{contract.API_VERSION}/{contract.PLURAL}": kmock.ResourceInfo(
+        kind=contract.KIND,
+        singular=contract.SINGULAR,
+        namespaced=True,
+        verbs=set(NAMESPACED_VERBS),
+        shortnames={contract.SHORT_NAME},
+        subresources={"status", "scale"},
+    ),
+    "v1/configmaps": resource_info("ConfigMap"),
+    "v1/services": resource_info("Service", subresources=("status",)),
+    "v1/pods": resource_info("Pod", subresources=("status",)),
+    "v1/events": resource_info("Event"),
+    "v1/namespaces": resource_info("Namespace", namespaced=False, subresources=("status",)),
+    "apps/v1/deployments": resource_info("Deployment", subresources=("status", "scale")),
+    "policy/v1/poddisruptionbudgets": resource_info(
+        "PodDisruptionBudget", subresources=("status",)
+    ),
+    "networking.k8s.io/v1/networkpolicies": resource_info("NetworkPolicy"),
+    "apiextensions.k8s.io/v1/customresourcedefinitions": resource_info(
+        "CustomResourceDefinition", namespaced=False, subresources=("status",)
+    ),
+}
+SERVICE_MONITORS: Final = "monitoring.coreos.com/v1/servicemonitors"
+
+
+def _merge(base: Any, patch: Any) -> Any:
+    """RFC 7386 JSON merge patch."""
+    if not isinstance(patch, Mapping):
+        return patch
+    out = dict(base) if isinstance(base, Mapping) else {}
+    for key, value in patch.items():
+        if value is None:
+            out.pop(key, None)
+        else:
+            out[key] = _merge(out.get(key), value)
+    return out
+
+
+def _now() -> str:
+    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+@attrs.define(kw_only=True)
+class ClusterEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
+    _versions: Iterator[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
+    # Seconds to hold list responses of a resource (by plural): a slow, busy API server.
+    list_delays: dict[str, float] = attrs.field(factory=dict, init=False)
+
+    def _stored(self, request: Any) -> Any | None:
+        key = (request.resource, request.namespace, request.name)
+        if key in self.objects and not self.objects[key].deleted:
+            return self.objects[key]
+        return None
+
+    def _has_status_subresource(self, resource: Any) -> bool:
+        return resource in self.resources and "status" in self.resources[resource].subresources
+
+    async def _handle(self, request: Any) -> Any:
+        if request.action == kmock.action.LIST and request.resource is not None:
+            await asyncio.sleep(self.list_delays.get(request.resource.plural, 0))
+        if request.resource is not None and isinstance(request.data, dict):
+            if self._creates_by_apply(request):
+                return await self._create_by_apply(request)
+            self._as_api_server_would(request)
+        response = await super()._handle(request)
+        if request.action == kmock.action.DELETE and request.name is not None:
+            await self._collect_garbage()
+        return response
+
+    def _creates_by_apply(self, request: Any) -> bool:
+        return bool(
+            request.method == kmock.method.PATCH
+            and request.name is not None
+            and request.headers.get("Content-Type") == APPLY
+            and self._stored(request) is None
+        )
+
+    async def _create_by_apply(self, request: Any) -> Any:
+        """Server-side apply creates what does not exist yet."""
+        data: dict[str, Any] = request.data
+        self._stamp_new(request.resource, data)
+        async with self._lock:
+            self.objects[request.resource, request.namespace, request.name] = data
+            await self._buses[request.resource].put({"type": "ADDED", "object": data})
+        return aiohttp.web.json_response(data, status=201)
+
+    def _stamp_new(self, resource: Any, data: dict[str, Any]) -> None:
+        meta = data.setdefault("metadata", {})
+        meta.pop("resourceVersion", None)
+        if "name" not in meta and "generateName" in meta:
+            meta["name"] = f"{meta['generateName']}{uuid.uuid4().hex[:5]}"
+        meta.setdefault("uid", str(uuid.uuid4()))
+        meta.setdefault("creationTimestamp", _now())
+        meta["generation"] = 1
+        meta["resourceVersion"] = str(next(self._versions))
+        if self._has_status_subresource(resource):
+            data.pop("status", None)
+
+    def _as_api_server_would(self, request: Any) -> None:
+        data: dict[str, Any] = request.data
+        meta = data.setdefault("metadata", {})
+        if request.method == kmock.method.PATCH and request.name is not None:
+            stored = self._stored(request)
+            if stored is not None:
+                precondition = meta.pop("resourceVersion", None)
+                current = stored.get("metadata", {}).get("resourceVersion")
+                if precondition is not None and precondition != current:
+                    raise kmock.KubernetesError(
+                        status=409,
+                        reason="Conflict",
+                        message="the object has been modified; please apply your changes "
+                        "to the latest version and try again",
+                    )
+                if request.subresource == "status":
+                    for key in [k for k in data if k not in ("status", "metadata")]:
+                        del data[key]
+                    meta.clear()
+                elif self._has_status_subresource(request.resource):
+                    data.pop("status", None)
+                spec_before = stored.get("spec")
+                if "spec" in data and _merge(spec_before, data["spec"]) != spec_before:
+                    meta["generation"] = int(stored["metadata"].get("generation", 1)) + 1
+                meta["resourceVersion"] = str(next(self._versions))
+        elif request.action == kmock.action.CREATE:
+            self._stamp_new(request.resource, data)
+
+    async def _collect_garbage(self) -> None:
+        """Delete (and announce) every object whose owners are all gone."""
+        while True:
+            async with self._lock:
+                alive = {
+                    obj.get("metadata", {}).get("uid")
+                    for _, obj in self.objects.items()
+                    if not obj.deleted
+                }
+                orphans = [
+                    (key, obj)
+                    for key, obj in self.objects.items()
+                    if not obj.deleted
+                    and (refs := obj.get("metadata", {}).get("ownerReferences"))
+                    and not any(ref.get("uid") in alive for ref in refs)
+                ]
+                for (resource, _, _), obj in orphans:
+                    raw = obj.raw
+                    obj.delete()
+                    await self._buses[resource].put({"type": "DELETED", "object": raw})
+            if not orphans:
+                return
+
+
+class EmulatorThread:
+    """Runs a ClusterEmulator on 127.0.0.1 in its own thread and event loop."""
+
+    def __init__(self, resources: Mapping[str, Any] = CLUSTER_RESOURCES) -> None:
+        self._resources = dict(resources)
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="kube-emulator", daemon=True)
+        self.url = ""
+        self.emulator: ClusterEmulator
+
+    def __enter__(self) -> EmulatorThread:
+        self._thread.start()
+        if not self._ready.wait(30):
+            raise RuntimeError("the Kubernetes emulator did not start")
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join(30)
+
+    def _run(self) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._loop.run_until_complete(self._main())
+        self._loop.close()
+
+    async def _main(self) -> None:
+        self._stop = asyncio.Event()
+        async with ClusterEmulator() as emulator, kmock.Server(emulator) as server:
+            for resource, info in self._resources.items():
+                emulator.resources[resource] = info
+            self.emulator = emulator
+            self.url = str(server.url).rstrip("/")
+            self._ready.set()
+            await self._stop.wait()
+
+    def write_kubeconfig(self, path: Path) -> Path:
+        config = {
+            "apiVersion": "v1",
+            "kind": "Config",
+            "clusters": [{"name": "emulator", "cluster": {"server": self.url}}],
+            "users": [{"name": "operator", "user": {"token": "emulator-token"}}],
+            "contexts": [
+                {"name": "emulator", "context": {"cluster": "emulator", "user": "operator"}}
+            ],
+            "current-context": "emulator",
+        }
+        path.write_text(yaml.safe_dump(config))
+        return path
+
+    def requests(self) -> list[Any]:
+        """Every request served so far (tests read them for the RBAC check)."""
+        return list(self.emulator)
+
+
+class Kubectl:
+    """The test's own API client (it plays the user and the cluster's controllers)."""
+
+    def __init__(self, url: str, timeout: float = 10) -> None:
+        self._http = httpx.Client(
+            base_url=url, headers={"User-Agent": HARNESS_AGENT}, timeout=timeout
+        )
+
+    def close(self) -> None:
+        self._http.close()
+
+    @staticmethod
+    def path(api_version: str, plural: str, namespace: str, name: str | None = None) -> str:
+        prefix = f"/api/{api_version}" if "/" not in api_version else f"/apis/{api_version}"
+        base = f"{prefix}/namespaces/{namespace}/{plural}"
+        return f"{base}/{name}" if name else base
+
+    def create(self, plural: str, manifest: dict[str, Any]) -> dict[str, Any]:
+        meta = manifest["metadata"]
+        path = self.path(manifest["apiVersion"], plural, meta.get("namespace", "default"))
+        return self._ok(self._http.post(path, json=manifest))
+
+    def get(self, api_version: str, plural: str, namespace: str, name: str) -> dict[str, Any]:
+        return self._ok(self._http.get(self.path(api_version, plural, namespace, name)))
+
+    def patch(
+        self,
+        api_version: str,
+        plural: str,
+        namespace: str,
+        name: str,
+        body: dict[str, Any],
+        *,
+        subresource: str | None = None,
+    ) -> dict[str, Any]:
+        path = self.path(api_version, plural, namespace, name)
+        if subresource:
+            path = f"{path}/{subresource}"
+        headers = {"Content-Type": "application/merge-patch+json"}
+        return self._ok(self._http.patch(path, json=body, headers=headers))
+
+    def delete(self, api_version: str, plural: str, namespace: str, name: str) -> None:
+        self._ok(self._http.delete(self.path(api_version, plural, namespace, name)))
+
+    @staticmethod
+    def _ok(response: httpx.Response) -> dict[str, Any]:
+        if response.status_code >= 400:
+            raise AssertionError(f"{response.request.method} {response.url}: {response.text}")
+        data: dict[str, Any] = response.json()
+        return data
