@@ -78,6 +78,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy -p modelplane -p modelplane.operator
+	$(BIN)/mypy e2e
 	$(BIN)/hadolint Dockerfile.server Dockerfile.operator
 
 bench-server: $(STAMP)
