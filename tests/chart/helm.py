@@ -7,6 +7,8 @@ so a broken install can never pass for a green run.
 
 from __future__ import annotations
 
+import functools
+import json
 import subprocess
 import tempfile
 from collections.abc import Iterator
@@ -68,14 +70,21 @@ def notes(values: dict[str, Any] | None = None) -> str:
     return result.stdout.partition("\nNOTES:\n")[2]
 
 
+@functools.cache
+def _rendered(values_json: str, kube_version: str | None) -> str:
+    result = template(json.loads(values_json), kube_version)
+    if result.returncode != 0:
+        pytest.fail(f"helm template failed:\n{result.stderr}")
+    return result.stdout
+
+
 def render(
     values: dict[str, Any] | None = None, kube_version: str | None = None
 ) -> list[dict[str, Any]]:
-    """The objects `helm template` renders; fails the test with helm's message."""
-    result = template(values, kube_version)
-    if result.returncode != 0:
-        pytest.fail(f"helm template failed:\n{result.stderr}")
-    return [doc for doc in yaml.safe_load_all(result.stdout) if doc]
+    """The objects `helm template` renders (fresh objects; helm runs once per values and
+    version in a test session); fails the test with helm's message."""
+    text = _rendered(json.dumps(values or {}, sort_keys=True), kube_version)
+    return [doc for doc in yaml.safe_load_all(text) if doc]
 
 
 def find_all(docs: list[dict[str, Any]], kind: str, name_suffix: str = "") -> list[dict[str, Any]]:
