@@ -88,7 +88,7 @@ def images(environment: Environment) -> None:
 
 
 @pytest.fixture(scope="session")
-def release(environment: Environment, kubectl: Kubectl, images: None) -> Iterator[str]:
+def release(environment: Environment, kubectl: Kubectl, images: None) -> Iterator[None]:
     """The chart installed (CRDs, operator, gateway); uninstalled afterwards."""
     helm = environment.tools["helm"]
     assert helm is not None
@@ -99,18 +99,26 @@ def release(environment: Environment, kubectl: Kubectl, images: None) -> Iterato
         run([helm, "upgrade", "--install", RELEASE, chart, "--namespace", RELEASE_NAMESPACE,
              "--create-namespace", "-f", values.name, "--wait", "--timeout", "10m"],
             timeout=900)  # fmt: skip
+    try:
+        yield
+    finally:
+        run([helm, "uninstall", RELEASE, "--namespace", RELEASE_NAMESPACE, "--wait"], timeout=600)
+        kubectl("delete", "namespace", RELEASE_NAMESPACE, "--wait=false")  # helm leaves it
+
+
+@pytest.fixture(scope="session")
+def models_namespace(release: None, kubectl: Kubectl) -> Iterator[str]:
+    """Where the test's LLMDeployments live; deleted (with them) before the chart goes."""
     namespace = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": MODELS_NAMESPACE}}
     kubectl.apply(yaml.safe_dump(namespace))
     try:
         yield MODELS_NAMESPACE
     finally:
         kubectl("delete", "namespace", MODELS_NAMESPACE, "--wait=true", timeout=600)
-        run([helm, "uninstall", RELEASE, "--namespace", RELEASE_NAMESPACE, "--wait"], timeout=600)
-        kubectl("delete", "namespace", RELEASE_NAMESPACE, "--wait=false")
 
 
 @pytest.fixture(scope="session")
-def gateway_url(release: str, kubectl: Kubectl) -> Iterator[str]:
+def gateway_url(release: None, kubectl: Kubectl) -> Iterator[str]:
     """The gateway's Service, forwarded to this machine."""
     with port_forward(kubectl, RELEASE_NAMESPACE, f"svc/{GATEWAY_SERVICE}", 8080) as url:
         yield url
