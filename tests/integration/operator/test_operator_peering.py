@@ -6,8 +6,9 @@ serving kopf's ClusterKopfPeering, with the peering object the chart
 creates. The other replica is played by the test: its keep-alive, with a
 higher priority, is written into the peering object's status the way kopf
 writes its own. While it is alive this replica must stay paused; when it
-goes, this one must take over. Every API call is checked against the
-ClusterRole the chart renders for two replicas, peering rules included.
+goes, this one must take over. Every API call is checked against the RBAC
+the chart renders for two replicas, peering rules included: the ClusterRole,
+or for a namespaced operator only the Roles in its namespaces.
 """
 
 from __future__ import annotations
@@ -27,11 +28,11 @@ from kopf.testing import KopfRunner
 
 from modelplane.operator.config import CONFIG_ENV, OperatorConfig
 from modelplane.operator.operator_command import kopf_args
-from tests.chart.helm import find, render
+from tests.chart.helm import find, find_all, render
 from tests.conftest import free_port
 from tests.integration.operator.conftest import Cluster, Operator, _metrics_up, wait_for
 from tests.kube_emulator import CLUSTER_RESOURCES, HARNESS_AGENT, EmulatorThread, resource_info
-from tests.rbac_check import disallowed_calls
+from tests.rbac_check import ApiCall, allowed, api_call, disallowed_calls
 
 PEERINGS = "/apis/kopf.dev/v1/clusterkopfpeerings"
 SPEC = {"model": {"source": "hf://HuggingFaceTB/SmolLM2-135M-Instruct"}}
@@ -39,30 +40,63 @@ IDENTITY = "mp-modelplane-operator-7f9c-abcde"  # POD_ID, as the chart sets it
 
 
 @pytest.fixture
-def cluster() -> Iterator[Cluster]:
-    """A cluster with kopf's peering CRD and the chart's ClusterKopfPeering."""
-    resources = {**CLUSTER_RESOURCES, "kopf.dev/v1/clusterkopfpeerings": resource_info(
-        "ClusterKopfPeering", namespaced=False)}  # fmt: skip
-    docs = render({"operator": {"replicas": 2}})
-    peering = find(docs, "ClusterKopfPeering")
+def watched() -> list[str]:
+    """The operator's watched namespaces (operator.watchNamespaces); empty: all of them."""
+    return []
+
+
+def peering_path(watched: list[str]) -> str:
+    if not watched:
+        return f"{PEERINGS}/modelplane"
+    return f"/apis/kopf.dev/v1/namespaces/{watched[0]}/kopfpeerings/modelplane"
+
+
+def refused_by_the_chart(
+    calls: list[tuple[str, str, dict[str, str]]], docs: list[dict[str, Any]], watched: list[str]
+) -> list[ApiCall]:
+    """The calls the RBAC the chart renders for these values would refuse."""
+    if not watched:
+        return disallowed_calls(calls, find(docs, "ClusterRole", "-operator")["rules"])
+    roles = {r["metadata"]["namespace"]: r["rules"] for r in find_all(docs, "Role", "-operator")}
+    refused = []
+    for method, path, query in calls:
+        call = api_call(method, path, query)
+        parts = path.strip("/").split("/")
+        namespace = parts[parts.index("namespaces") + 1] if "namespaces" in parts else None
+        # No ClusterRole at all: anything but discovery outside a watched namespace is refused.
+        if call is not None and not allowed(call, roles.get(namespace or "", [])):
+            refused.append(call)
+    return refused
+
+
+@pytest.fixture
+def cluster(watched: list[str]) -> Iterator[Cluster]:
+    """A cluster with kopf's peering CRDs and the peering objects the chart creates."""
+    resources = {
+        **CLUSTER_RESOURCES,
+        "kopf.dev/v1/clusterkopfpeerings": resource_info("ClusterKopfPeering", namespaced=False),
+        "kopf.dev/v1/kopfpeerings": resource_info("KopfPeering"),
+    }
+    docs = render({"operator": {"replicas": 2, "watchNamespaces": watched}})
     with EmulatorThread(resources) as emulator:
         cluster = Cluster(emulator)
         with httpx.Client(base_url=emulator.url, headers={"User-Agent": HARNESS_AGENT}) as http:
-            http.post(PEERINGS, json=peering).raise_for_status()
+            for peering in [d for d in docs if d["apiVersion"] == "kopf.dev/v1"]:
+                path = peering_path([peering["metadata"].get("namespace", "")] if watched else [])
+                http.post(path.rsplit("/", 1)[0], json=peering).raise_for_status()
         yield cluster
         cluster.kubectl.close()
         calls = [(r.method.value, r.url.path, dict(r.params)) for r in cluster.operator_requests()]
-        rules = find(docs, "ClusterRole", "-operator")["rules"]
-        refused = disallowed_calls(calls, rules)
-        assert not refused, "API calls the chart's ClusterRole does not allow:\n" + "\n".join(
+        refused = refused_by_the_chart(calls, docs, watched)
+        assert not refused, "API calls the chart's RBAC does not allow:\n" + "\n".join(
             map(str, refused)
         )
-        assert any(path.startswith(PEERINGS) for _, path, _ in calls)
+        assert any(path == peering_path(watched) for _, path, _ in calls)
 
 
-def peers(cluster: Cluster) -> dict[str, Any]:
+def peers(cluster: Cluster, watched: list[str]) -> dict[str, Any]:
     with httpx.Client(base_url=cluster.emulator.url, headers={"User-Agent": HARNESS_AGENT}) as http:
-        status: dict[str, Any] = http.get(f"{PEERINGS}/modelplane").json().get("status", {})
+        status: dict[str, Any] = http.get(peering_path(watched)).json().get("status", {})
     return status
 
 
@@ -70,7 +104,7 @@ def set_peer(cluster: Cluster, identity: str, record: dict[str, Any] | None) -> 
     """Write (or, with None, remove) a replica's keep-alive, as kopf's `touch` does."""
     with httpx.Client(base_url=cluster.emulator.url, headers={"User-Agent": HARNESS_AGENT}) as http:
         http.patch(
-            f"{PEERINGS}/modelplane",
+            peering_path([]),
             json={"status": {identity: record}},
             headers={"Content-Type": "application/merge-patch+json"},
         ).raise_for_status()
@@ -78,12 +112,17 @@ def set_peer(cluster: Cluster, identity: str, record: dict[str, Any] | None) -> 
 
 @pytest.fixture
 def run_peered(
-    cluster: Cluster, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    cluster: Cluster, watched: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> Callable[[], AbstractContextManager[Operator]]:
     """`with run_peered() as op:` runs one replica, peered, with priority 100."""
     monkeypatch.setenv("KUBECONFIG", str(cluster.emulator.write_kubeconfig(tmp_path / "kube")))
     monkeypatch.setenv("POD_ID", IDENTITY)
-    values = {"metricsPort": free_port(), "healthPort": None, "logFormat": "plain"}
+    values = {
+        "metricsPort": free_port(),
+        "healthPort": None,
+        "logFormat": "plain",
+        "namespaces": watched,
+    }
     config_path = tmp_path / "operator.yaml"
     config_path.write_text(yaml.safe_dump(values))
     monkeypatch.setenv(CONFIG_ENV, str(config_path))
@@ -105,15 +144,25 @@ def logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
     return any(text in message for message in caplog.messages)
 
 
+@pytest.mark.parametrize("watched", [[], ["team-a"]], ids=["all-namespaces", "namespaced"])
 def test_a_lone_replica_works_and_keeps_its_record_in_the_peering_object(
-    cluster: Cluster, run_peered: Callable[[], AbstractContextManager[Operator]]
+    cluster: Cluster,
+    watched: list[str],
+    run_peered: Callable[[], AbstractContextManager[Operator]],
 ) -> None:
+    """Namespaced, it also needs nothing cluster-wide: the chart gives it only Roles."""
+    namespace = watched[0] if watched else "default"
     with run_peered():
-        wait_for("this replica's keep-alive", lambda: peers(cluster)[IDENTITY]["priority"] == 100)
-        cluster.create_llmd("chat", SPEC)
-        wait_for("the model's Deployment", lambda: cluster.objects("deployments")["chat"])
+        wait_for(
+            "this replica's keep-alive",
+            lambda: peers(cluster, watched)[IDENTITY]["priority"] == 100,
+        )
+        cluster.create_llmd("chat", SPEC, namespace=namespace)
+        wait_for(
+            "the model's Deployment", lambda: cluster.objects("deployments", namespace)["chat"]
+        )
     # A replica that stops takes its record out, so a standby need not wait for it to expire.
-    assert IDENTITY not in peers(cluster)
+    assert IDENTITY not in peers(cluster, watched)
 
 
 def test_the_standby_waits_while_a_higher_priority_replica_lives_then_takes_over(
