@@ -24,6 +24,7 @@ export MODELPLANE_MODELS_DIR := $(MODELS_DIR)
 .PHONY: help venv model run test test-fast lint bench-server bench-autoscale clean tools helm prometheus
 .PHONY: chromium bench-tools bench-gateway bench-prefix
 .PHONY: crd bench-operator
+.PHONY: chart-crds chart-schema manifests e2e
 
 help:
 	@echo "make run           serve the local model on CPU behind the gateway at http://$(HOST):$(PORT)/v1"
@@ -37,7 +38,10 @@ help:
 	@echo "make bench-autoscale  autoscaling policies side by side in a simulator (about 30 s)"
 	@echo "make bench-gateway the gateway's overhead: direct vs through it, and vs nginx"
 	@echo "make bench-prefix  round-robin vs least-load vs prefix-affine routing on two servers"
-	@echo "make crd           regenerate crds/ from the typed LLMDeployment model"
+	@echo "make crd           regenerate crds/ from the typed LLMDeployment model (and the chart's copies)"
+	@echo "make chart-schema  regenerate operator.config's schema in the chart's values.schema.json"
+	@echo "make manifests     render manifests/install.yaml (kubectl apply bundle) from the chart"
+	@echo "make e2e           end-to-end tests on a real cluster (kind + KUBECONFIG; skipped without one)"
 	@echo "make bench-operator  the operator with 30 and 300 LLMDeployments on the Kubernetes emulator"
 
 venv: $(STAMP)
@@ -74,6 +78,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy -p modelplane -p modelplane.operator
+	$(BIN)/mypy e2e
 	$(BIN)/hadolint Dockerfile.server Dockerfile.operator
 
 bench-server: $(STAMP)
@@ -108,6 +113,28 @@ bench-operator: $(STAMP)
 # The CRD is generated from modelplane.api.llmdeployment; a test fails when it is stale.
 crd: $(STAMP)
 	$(BIN)/python -m modelplane.operator.crd > crds/llmdeployments.modelplane.io.yaml
+	@$(MAKE) --no-print-directory chart-crds manifests
+
+# The chart installs crds/ unchanged (Helm's crds/ folder); tests/chart fails when
+# the copies differ or install.yaml is stale.
+CHART := charts/modelplane
+chart-crds:
+	rm -f $(CHART)/crds/*.yaml && mkdir -p $(CHART)/crds && cp crds/*.yaml $(CHART)/crds/
+
+# operator.config in values.schema.json is generated from OperatorConfig.
+chart-schema: $(STAMP)
+	$(BIN)/python -m modelplane.operator.config_schema $(CHART)/values.schema.json
+
+# The kubectl bundle: the chart with default values in namespace modelplane-system,
+# CRDs and the Namespace included (tests/chart/test_install_bundle.py renders the same).
+manifests: helm chart-crds
+	$(HELM) template modelplane $(CHART) --namespace modelplane-system --include-crds \
+		--set createNamespace=true > manifests/install.yaml
+
+# Against a real cluster: kind (or any) in $$KUBECONFIG, docker and kind on PATH.
+# Skipped, with the reason, when any is missing. Not part of `make test`.
+e2e: $(STAMP) helm
+	$(BIN)/python -m pytest e2e $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -4,8 +4,10 @@ Every case of the values matrix is rendered by the real helm binary and each
 object is validated for Kubernetes 1.30 (the chart's minimum) and the newest
 version kubernetes-validate knows (see validate.py for how the Prometheus
 Operator kinds are checked). The other tests read the rendered objects for
-what a user relies on: watch scope, peering, and the labels, ports and job
-names the operator, dashboards and alerts agree on (modelplane.api.contract).
+what a user relies on: watch scope, peering, the gateway, and the labels,
+ports and job names the operator, gateway, dashboards and alerts agree on
+(modelplane.api.contract). RBAC, the operator's config file, the command
+lines and the install bundle have their own modules beside this one.
 """
 
 from __future__ import annotations
@@ -19,12 +21,22 @@ import pytest
 import yaml
 
 from modelplane.api import contract
-from tests.chart.helm import CHART, NAMESPACE, find, kinds, lint, render
+from tests.chart.helm import (
+    CHART,
+    NAMESPACE,
+    container,
+    find,
+    kinds,
+    lint,
+    operator_config,
+    render,
+)
 from tests.chart.validate import validate
 
 MONITORING_ON: dict[str, Any] = {
     "modelServers": {"enabled": True},
     "operator": {"enabled": True},
+    "gateway": {"enabled": True},
     "dashboards": {"enabled": True},
     "alerts": {"enabled": True},
 }
@@ -40,6 +52,24 @@ MATRIX: dict[str, dict[str, Any]] = {
         },
     },
     "cluster-wide-2-replicas": {"operator": {"replicas": 2}, "monitoring": MONITORING_ON},
+    "namespaced-2-replicas-gateway": {
+        "operator": {"replicas": 2, "watchNamespaces": ["ml-team-a", "ml-team-b"]},
+        "gateway": {"enabled": True, "apiKeys": {"secretName": "llm-keys"}},
+        "monitoring": MONITORING_ON,
+    },
+    "gateway-on": {
+        "gateway": {"enabled": True, "requestsPerMinute": 600, "extraArgs": ["--max-attempts=2"]},
+        "monitoring": MONITORING_ON,
+    },
+    "gateway-one-replica-own-image": {
+        "gateway": {
+            "enabled": True,
+            "replicas": 1,
+            "image": {"repository": "registry.example.com/gw", "tag": "1.2.3"},
+            "serviceAccount": {"create": False, "name": "existing"},
+            "service": {"type": "LoadBalancer", "port": 80},
+        },
+    },
     "servicemonitor-custom-grafana": {
         "commonLabels": {"team": "ml-platform"},
         "monitoring": {
@@ -61,13 +91,14 @@ KUBE_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 
 
 def operator_args(docs: list[dict[str, Any]]) -> list[str]:
-    deployment = find(docs, "Deployment", "-operator")
-    container = deployment["spec"]["template"]["spec"]["containers"][0]
-    args: list[str] = container["args"]
+    args: list[str] = container(docs, "-operator")["args"]
     return args
 
 
-@pytest.mark.parametrize("case", ["defaults", "monitoring-on", "cluster-wide-2-replicas"])
+@pytest.mark.parametrize(
+    "case",
+    ["defaults", "monitoring-on", "cluster-wide-2-replicas", "namespaced-2-replicas-gateway"],
+)
 def test_helm_lint_strict_is_clean(case: str) -> None:
     result = lint(MATRIX[case])
     assert result.returncode == 0, result.stdout + result.stderr
@@ -100,10 +131,21 @@ def test_validation_catches_what_the_api_server_would_reject() -> None:
 
 
 def test_defaults_install_only_the_operator() -> None:
-    """Monitoring objects need the Prometheus Operator CRDs, so they are opt-in."""
+    """Monitoring objects need the Prometheus Operator CRDs, so they are opt-in; so is the
+    gateway."""
     docs = render()
-    assert kinds(docs) == ["ConfigMap", "Deployment", "ServiceAccount"]
-    assert all(d["metadata"]["namespace"] == NAMESPACE for d in docs)
+    assert kinds(docs) == [
+        "ClusterRole",
+        "ClusterRoleBinding",
+        "ConfigMap",
+        "Deployment",
+        "ServiceAccount",
+    ]
+    cluster_scoped = {"ClusterRole", "ClusterRoleBinding"}
+    for d in docs:
+        assert d["metadata"].get("namespace") == (
+            None if d["kind"] in cluster_scoped else NAMESPACE
+        )
 
 
 def test_monitoring_off_renders_no_monitoring_object() -> None:
@@ -113,54 +155,151 @@ def test_monitoring_off_renders_no_monitoring_object() -> None:
 
 
 def test_cluster_wide_watches_all_namespaces() -> None:
-    args = operator_args(render())
-    assert "--all-namespaces" in args
-    assert not [a for a in args if a.startswith("--namespace")]
+    docs = render()
+    assert operator_config(docs)["namespaces"] == []
+    assert not [a for a in operator_args(docs) if "namespace" in a]
 
 
 def test_namespaced_watches_only_the_listed_namespaces() -> None:
-    args = operator_args(render(MATRIX["namespaced"]))
-    assert [a for a in args if a.startswith("--namespace")] == [
-        "--namespace=ml-team-a",
-        "--namespace=ml-team-b",
-    ]
-    assert "--all-namespaces" not in args
-    monitor = find(render(MATRIX["namespaced"]), "PodMonitor", "-model-servers")
+    docs = render(MATRIX["namespaced"])
+    assert operator_config(docs)["namespaces"] == ["ml-team-a", "ml-team-b"]
+    monitor = find(docs, "PodMonitor", "-model-servers")
     assert monitor["spec"]["namespaceSelector"] == {"matchNames": ["ml-team-a", "ml-team-b"]}
 
 
 def test_two_replicas_peer_and_one_runs_standalone() -> None:
     one = render()
-    assert "--standalone" in operator_args(one)
     assert not [a for a in operator_args(one) if a.startswith("--peering")]
     assert find(one, "Deployment")["spec"]["strategy"]["type"] == "Recreate"
+    assert not [d for d in one if d["apiVersion"].startswith("kopf.dev/")]
 
     two = render(MATRIX["cluster-wide-2-replicas"])
-    deployment = find(two, "Deployment")
+    deployment = find(two, "Deployment", "-operator")
     assert deployment["spec"]["replicas"] == 2
     assert "--peering=modelplane" in operator_args(two)
-    assert "--standalone" not in operator_args(two)
     assert deployment["spec"]["strategy"]["type"] == "RollingUpdate"
+    # kopf names each replica in the peering object by POD_ID.
+    env = {
+        e["name"]: e["valueFrom"]["fieldRef"]["fieldPath"]
+        for e in container(two, "-operator")["env"]
+    }
+    assert env["POD_ID"] == "metadata.name"
+    (peering,) = [d for d in two if d["apiVersion"] == "kopf.dev/v1"]
+    assert (peering["kind"], peering["metadata"]["name"]) == ("ClusterKopfPeering", "modelplane")
+
+
+def test_namespaced_replicas_peer_in_each_watched_namespace() -> None:
+    docs = render(MATRIX["namespaced-2-replicas-gateway"])
+    peerings = [d for d in docs if d["apiVersion"] == "kopf.dev/v1"]
+    assert {(d["kind"], d["metadata"]["namespace"], d["metadata"]["name"]) for d in peerings} == {
+        ("KopfPeering", "ml-team-a", "modelplane"),
+        ("KopfPeering", "ml-team-b", "modelplane"),
+    }
 
 
 def test_operator_runs_its_command_with_the_mounted_config() -> None:
-    docs = render({"operator": {"logLevel": "debug", "config": {"x": 1}}})
+    docs = render({"operator": {"logLevel": "debug", "config": {"resyncSeconds": 60}}})
     pod = find(docs, "Deployment")["spec"]["template"]["spec"]
-    container = pod["containers"][0]
-    assert container["command"] == ["modelplane"]
-    assert container["args"][:3] == [
+    operator = pod["containers"][0]
+    assert operator["command"] == ["modelplane"]
+    assert operator["args"] == [
         "operator",
         "--config=/etc/modelplane/operator.yaml",
         "--log-level=debug",
     ]
-    mount = next(m for m in container["volumeMounts"] if m["name"] == "config")
+    mount = next(m for m in operator["volumeMounts"] if m["name"] == "config")
     assert mount["mountPath"] == "/etc/modelplane"
     volume = next(v for v in pod["volumes"] if v["name"] == "config")
     config_map = find(docs, "ConfigMap", "-operator-config")
     assert volume["configMap"]["name"] == config_map["metadata"]["name"]
-    assert yaml.safe_load(config_map["data"]["operator.yaml"]) == {"x": 1}
+    assert operator_config(docs)["resyncSeconds"] == 60
     assert pod["serviceAccountName"] == find(docs, "ServiceAccount")["metadata"]["name"]
-    assert container["securityContext"]["readOnlyRootFilesystem"] is True
+    assert operator["securityContext"]["readOnlyRootFilesystem"] is True
+
+
+def test_operator_pods_roll_when_their_config_changes() -> None:
+    def checksum(values: dict[str, Any]) -> str:
+        template = find(render(values), "Deployment", "-operator")["spec"]["template"]
+        value: str = template["metadata"]["annotations"]["checksum/config"]
+        return value
+
+    base = checksum({})
+    assert checksum({"operator": {"config": {"resyncSeconds": 60}}}) != base
+    # The watched namespaces are written into the config file by the chart: they count too.
+    assert checksum({"operator": {"watchNamespaces": ["ml"]}}) != base
+    assert checksum({"operator": {"logLevel": "debug"}}) == base
+
+
+def test_operator_ports_follow_its_config() -> None:
+    docs = render({"operator": {"healthPort": 9001, "config": {"metricsPort": 9000}}})
+    ports = {p["name"]: p["containerPort"] for p in container(docs, "-operator")["ports"]}
+    assert ports == {"metrics": 9000, "healthz": 9001}
+    config = operator_config(docs)
+    assert (config["metricsPort"], config["healthPort"]) == (9000, 9001)
+
+
+# --- the gateway ---------------------------------------------------------------
+
+
+def test_gateway_is_a_deployment_and_service_on_the_contract_port() -> None:
+    docs = render(MATRIX["gateway-on"])
+    deployment = find(docs, "Deployment", "-gateway")
+    pod = deployment["spec"]["template"]
+    gateway = pod["spec"]["containers"][0]
+    assert deployment["spec"]["replicas"] == 2
+    # The operator's default NetworkPolicy admits exactly these pod labels.
+    labels = pod["metadata"]["labels"]
+    assert labels[contract.LABEL_PART_OF] == contract.PART_OF
+    assert labels[contract.LABEL_COMPONENT] == contract.COMPONENT_GATEWAY
+    ports = {p["name"]: p["containerPort"] for p in gateway["ports"]}
+    assert ports == {"http": contract.GATEWAY_PORT}
+    assert gateway["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
+    assert gateway["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
+    assert gateway["securityContext"] == container(docs, "-operator")["securityContext"]
+    assert pod["spec"]["securityContext"]["runAsNonRoot"] is True
+    # The drain (30 s) fits in the grace period, after the preStop pause.
+    assert pod["spec"]["terminationGracePeriodSeconds"] > 30 + 5
+    # One control-plane image runs the operator and the gateway.
+    assert gateway["image"] == container(docs, "-operator")["image"] == "modelplane/operator:0.1.0"
+
+    service = find(docs, "Service", "-gateway")
+    assert service["spec"]["selector"].items() <= labels.items()
+    (port,) = service["spec"]["ports"]
+    assert (port["port"], port["targetPort"]) == (8080, "http")
+    pdb = find(docs, "PodDisruptionBudget", "-gateway")
+    assert pdb["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
+
+
+def test_gateway_can_run_its_own_image_and_service_account() -> None:
+    docs = render(MATRIX["gateway-one-replica-own-image"])
+    pod = find(docs, "Deployment", "-gateway")["spec"]["template"]["spec"]
+    assert pod["containers"][0]["image"] == "registry.example.com/gw:1.2.3"
+    assert pod["serviceAccountName"] == "existing"
+    assert not [
+        d for d in docs if d["kind"] == "ServiceAccount" and "gateway" in d["metadata"]["name"]
+    ]
+    binding = find(docs, "ClusterRoleBinding", "-gateway")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": "existing", "namespace": NAMESPACE}
+    ]
+    assert find(docs, "Service", "-gateway")["spec"]["type"] == "LoadBalancer"
+    assert not [
+        d for d in docs if d["kind"] == "PodDisruptionBudget"
+    ]  # one replica: nothing to keep
+
+
+def test_gateway_reads_api_keys_from_the_secret() -> None:
+    docs = render(MATRIX["namespaced-2-replicas-gateway"])
+    pod = find(docs, "Deployment", "-gateway")["spec"]["template"]["spec"]
+    gateway = pod["containers"][0]
+    key_file = next(a for a in gateway["args"] if a.startswith("--api-key-file="))
+    mount = next(m for m in gateway["volumeMounts"] if m["name"] == "api-keys")
+    volume = next(v for v in pod["volumes"] if v["name"] == "api-keys")
+    assert volume["secret"]["secretName"] == "llm-keys"
+    (item,) = volume["secret"]["items"]
+    assert item["key"] == "keys"
+    assert key_file.removeprefix("--api-key-file=") == f"{mount['mountPath']}/{item['path']}"
+    assert "--api-key-file" not in str(container(render(MATRIX["gateway-on"]), "-gateway")["args"])
 
 
 def meta_label(label: str) -> str:
@@ -218,12 +357,29 @@ def job_names(docs: list[dict[str, Any]]) -> set[str]:
 
 
 def test_alerts_and_dashboards_select_the_jobs_the_monitors_create() -> None:
-    docs = render({"monitoring": MONITORING_ON})
-    assert job_names(docs) == {"modelplane-model-server", "modelplane-operator"}
+    docs = render(MATRIX["gateway-on"])
+    assert job_names(docs) == {
+        contract.JOB_MODEL_SERVER,
+        contract.JOB_OPERATOR,
+        contract.JOB_GATEWAY,
+    }
     alerts = (CHART / "files" / "alerts.yaml").read_text()
     operator_dashboard = (CHART / "dashboards" / "operator.json").read_text()
     used = set(re.findall(r'job=\\?"([^"\\]+)', alerts + operator_dashboard))
-    assert used == job_names(docs)
+    assert used == {contract.JOB_MODEL_SERVER, contract.JOB_OPERATOR}
+
+
+def test_gateway_pod_monitor_scrapes_the_gateway_pods() -> None:
+    docs = render(MATRIX["gateway-on"])
+    monitor = find(docs, "PodMonitor", "-gateway")["spec"]
+    pod_labels = find(docs, "Deployment", "-gateway")["spec"]["template"]["metadata"]["labels"]
+    assert monitor["selector"]["matchLabels"].items() <= pod_labels.items()
+    assert monitor["namespaceSelector"] == {"matchNames": [NAMESPACE]}
+    (endpoint,) = monitor["podMetricsEndpoints"]
+    assert (endpoint["port"], endpoint["path"]) == ("http", "/metrics")
+    # No gateway, nothing to scrape.
+    off = render({"monitoring": {"gateway": {"enabled": True}}})
+    assert not [d for d in off if "gateway" in d["metadata"]["name"]]
 
 
 @pytest.mark.parametrize("case", ["monitoring-on", "servicemonitor-custom-grafana"])
@@ -251,7 +407,7 @@ def test_dashboards_are_configmaps_for_the_grafana_sidecar(case: str) -> None:
 def test_monitoring_labels_reach_monitors_and_rules() -> None:
     docs = render(MATRIX["servicemonitor-custom-grafana"])
     monitoring = [d for d in docs if d["apiVersion"].startswith("monitoring.coreos.com")]
-    assert kinds(monitoring) == ["PodMonitor", "PrometheusRule", "ServiceMonitor"]
+    assert kinds(monitoring) == ["PodMonitor", "PrometheusRule", "ServiceMonitor"]  # no gateway
     for d in monitoring:
         assert d["metadata"]["labels"]["release"] == "kube-prometheus-stack"
     assert all(d["metadata"]["labels"]["team"] == "ml-platform" for d in docs)

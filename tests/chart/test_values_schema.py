@@ -18,7 +18,7 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
     ({"operator": {"replicas": "2"}}, "at '/operator/replicas': got string, want integer"),
     (
         {"operator": {"logLevel": "loud"}},
-        "at '/operator/logLevel': value must be one of 'debug', 'info', 'warning', 'error'",
+        "at '/operator/logLevel': value must be one of 'debug', 'info', 'warning'",
     ),
     (
         {"operator": {"watchNamespaces": ["ML_Team"]}},
@@ -36,8 +36,46 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
         {"operator": {"resources": {"limits": {"memory": "lots"}}}},
         "at '/operator/resources/limits/memory'",
     ),
-    ({"operator": {"healthPort": 8080}}, "at '/operator/healthPort'"),
-    ({"gateway": {"enabled": True}}, "at '/gateway/enabled': value must be false"),
+    ({"operator": {"healthPort": 80}}, "at '/operator/healthPort': minimum: got 80, want 1,024"),
+    (
+        {"operator": {"config": {"imagess": {}}}},
+        "at '/operator/config': additional properties 'imagess'",
+    ),
+    (
+        {"operator": {"config": {"startupProbe": {"failureTreshold": 3}}}},
+        "at '/operator/config/startupProbe': additional properties 'failureTreshold'",
+    ),
+    (
+        {"operator": {"config": {"accelerators": {"mi300": {"memory": "lots"}}}}},
+        "at '/operator/config/accelerators/mi300/memory': 'lots' does not match pattern",
+    ),
+    (
+        {"operator": {"config": {"accelerators": {"l40s": {"quantizations": ["int3"]}}}}},
+        "at '/operator/config/accelerators/l40s/quantizations/0': value must be one of",
+    ),
+    (
+        {"operator": {"config": {"drainTimeoutSeconds": "30s"}}},
+        "at '/operator/config/drainTimeoutSeconds': got string, want integer",
+    ),
+    ({"gateway": {"enabled": "true"}}, "at '/gateway/enabled': got string, want boolean"),
+    (
+        {"gateway": {"defaultRouting": "random"}},
+        "at '/gateway/defaultRouting': value must be one of 'least-load', 'prefix', 'round-robin'",
+    ),
+    ({"gateway": {"requestsPerMinute": 0}}, "at '/gateway/requestsPerMinute': minimum: got 0"),
+    (
+        {"gateway": {"apiKeys": {"secret": "x"}}},
+        "at '/gateway/apiKeys': additional properties 'secret'",
+    ),
+    (
+        {"gateway": {"service": {"type": "Ingress"}}},
+        "at '/gateway/service/type': value must be one of",
+    ),
+    (
+        {"gateway": {"logFormat": "plain"}},
+        "at '/gateway/logFormat': value must be one of 'json', 'text'",
+    ),
+    ({"monitoring": {"gateway": {"interval": "often"}}}, "at '/monitoring/gateway/interval'"),
     (
         {"monitoring": {"modelServers": {"kind": "Probe"}}},
         "at '/monitoring/modelServers/kind': value must be one of 'PodMonitor', 'ServiceMonitor'",
@@ -74,7 +112,37 @@ def test_bad_value_fails_with_a_message_naming_it(values: dict[str, Any], messag
     assert message in result.stderr, result.stderr
 
 
-def test_a_service_account_that_is_not_created_must_be_named() -> None:
-    result = template({"operator": {"serviceAccount": {"create": False}}})
-    assert result.returncode != 0
-    assert "operator.serviceAccount.name is required" in result.stderr
+REFUSED_BY_THE_TEMPLATES: list[tuple[dict[str, Any], str]] = [
+    (
+        {"operator": {"serviceAccount": {"create": False}}},
+        "operator.serviceAccount.name is required when operator.serviceAccount.create is false",
+    ),
+    (
+        {"gateway": {"enabled": True, "serviceAccount": {"create": False}}},
+        "gateway.serviceAccount.name is required when gateway.serviceAccount.create is false",
+    ),
+    # The chart decides these (they also shape the RBAC and the probes).
+    (
+        {"operator": {"config": {"namespaces": ["ml"]}}},
+        "operator.config.namespaces is set by the chart: use operator.watchNamespaces",
+    ),
+    (
+        {"operator": {"config": {"healthPort": 9000}}},
+        "operator.config.healthPort is set by the chart: use operator.healthPort",
+    ),
+    (
+        {"operator": {"healthPort": 8080}},
+        "operator.healthPort 8080 is also operator.config.metricsPort: give them different ports",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("values", "message"), REFUSED_BY_THE_TEMPLATES, ids=[m for _, m in REFUSED_BY_THE_TEMPLATES]
+)
+def test_values_the_schema_cannot_judge_fail_with_a_message(
+    values: dict[str, Any], message: str
+) -> None:
+    result = template(values)
+    assert result.returncode != 0, f"helm accepted {values}"
+    assert message in result.stderr, result.stderr

@@ -10,13 +10,22 @@ CRDs' OpenAPI schemas (v0.80). They check types, enums and patterns as the
 CRD does (durations, relabel actions, ...). Like the API server, the models
 silently drop fields they do not know, so strictness is added here: any field
 of the input missing from what the model kept is reported as unknown.
+
+Kinds the chart's own CRDs define (LLMDeployment, kopf's peering objects):
+the CRD's openAPIV3Schema with jsonschema, made strict the way the API
+server's field validation is (unknown fields are errors, except under
+x-kubernetes-preserve-unknown-fields).
 """
 
 from __future__ import annotations
 
+from functools import cache
+from pathlib import Path
 from typing import Any
 
+import jsonschema
 import kubernetes_validate
+import yaml
 from cloudcoil.models.prometheus_operator import v1 as monitoring_v1
 from pydantic import BaseModel, ValidationError
 
@@ -26,6 +35,52 @@ MONITORING_MODELS: dict[str, type[BaseModel]] = {
     "ServiceMonitor": monitoring_v1.ServiceMonitor,
     "PrometheusRule": monitoring_v1.PrometheusRule,
 }
+
+
+CHART_CRDS = Path(__file__).resolve().parents[2] / "charts" / "modelplane" / "crds"
+# What the API server accepts at the root of every custom resource.
+OBJECT_ROOT = {"apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {}}
+
+
+def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
+    """A structural schema refusing unknown fields, as strict field validation does."""
+    out = dict(schema)
+    if "properties" in out:
+        out["properties"] = {k: strict_schema(v) for k, v in out["properties"].items()}
+        if not out.get("x-kubernetes-preserve-unknown-fields"):
+            out.setdefault("additionalProperties", False)
+    if "items" in out:
+        out["items"] = strict_schema(out["items"])
+    return out
+
+
+@cache
+def custom_resource_schemas() -> dict[tuple[str, str], dict[str, Any]]:
+    """(apiVersion, kind) -> strict root schema, for every CRD in the chart."""
+    schemas: dict[tuple[str, str], dict[str, Any]] = {}
+    for path in sorted(CHART_CRDS.glob("*.yaml")):
+        for crd in yaml.safe_load_all(path.read_text()):
+            if not crd:
+                continue
+            spec = crd["spec"]
+            for version in spec["versions"]:
+                root = dict(version["schema"]["openAPIV3Schema"])
+                root["properties"] = {**OBJECT_ROOT, **root.get("properties", {})}
+                api_version = f"{spec['group']}/{version['name']}"
+                schemas[(api_version, spec["names"]["kind"])] = strict_schema(root)
+    return schemas
+
+
+def validate_custom_resource(doc: dict[str, Any]) -> list[str] | None:
+    """Errors for an object of a chart CRD's kind; None when no chart CRD defines it."""
+    schema = custom_resource_schemas().get((doc["apiVersion"], doc["kind"]))
+    if schema is None:
+        return None
+    validator = jsonschema.Draft7Validator(schema)
+    return [
+        f"{'.'.join(str(p) for p in e.absolute_path)}: {e.message}"
+        for e in validator.iter_errors(doc)
+    ]
 
 
 def unknown_fields(given: Any, kept: Any, path: str = "") -> list[str]:
@@ -63,6 +118,9 @@ def validate(doc: dict[str, Any], kube_version: str) -> list[str]:
     """Errors for one object; empty when valid."""
     if doc["apiVersion"].startswith("monitoring.coreos.com/"):
         return validate_monitoring(doc)
+    custom = validate_custom_resource(doc)
+    if custom is not None:
+        return custom
     try:
         kubernetes_validate.validate(doc, kube_version, strict=True)
     except kubernetes_validate.ValidationError as e:

@@ -39,7 +39,7 @@ def test_server_image_runs_as_non_root() -> None:
     assert user.split(":")[0] not in ("root", "0")
 
 
-def test_operator_image_runs_modelplane_operator_as_non_root_without_an_engine() -> None:
+def test_control_plane_image_runs_the_operator_and_gateway_without_an_engine() -> None:
     found = instructions(REPO / "Dockerfile.operator")
     (entrypoint,) = found["ENTRYPOINT"]
     assert json.loads(entrypoint) == ["modelplane", "operator"]
@@ -48,7 +48,7 @@ def test_operator_image_runs_modelplane_operator_as_non_root_without_an_engine()
     (user,) = found["USER"]
     assert user.split(":")[0] not in ("root", "0")
     (install,) = [run for run in found["RUN"] if "pip install" in run]
-    assert '".[operator]"' in install and "vllm" not in install and "[cpu" not in install
+    assert '".[operator,gateway]"' in install and "vllm" not in install and "[cpu" not in install
 
 
 def test_modelplane_operator_runs_kopf_with_the_arguments_the_tests_use(

@@ -79,3 +79,79 @@ Operator dashboard select by these values, so they are not configurable.
 */}}
 {{- define "modelplane.job.modelServer" -}}modelplane-model-server{{- end }}
 {{- define "modelplane.job.operator" -}}modelplane-operator{{- end }}
+{{- define "modelplane.job.gateway" -}}modelplane-gateway{{- end }}
+
+{{/* The gateway's names, labels and image (empty image fields take the operator's). */}}
+{{- define "modelplane.gateway.fullname" -}}
+{{- printf "%s-gateway" (include "modelplane.fullname" .) | trunc 63 | trimSuffix "-" }}
+{{- end }}
+
+{{- define "modelplane.gateway.selectorLabels" -}}
+app.kubernetes.io/name: {{ include "modelplane.name" . }}
+app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/component: gateway
+{{- end }}
+
+{{- define "modelplane.gateway.labels" -}}
+{{ include "modelplane.labels" . }}
+app.kubernetes.io/component: gateway
+{{- end }}
+
+{{- define "modelplane.gateway.serviceAccountName" -}}
+{{- if .Values.gateway.serviceAccount.create }}
+{{- default (include "modelplane.gateway.fullname" .) .Values.gateway.serviceAccount.name }}
+{{- else }}
+{{- required "gateway.serviceAccount.name is required when gateway.serviceAccount.create is false" .Values.gateway.serviceAccount.name }}
+{{- end }}
+{{- end }}
+
+{{- define "modelplane.gateway.image" -}}
+{{- $repository := default .Values.operator.image.repository .Values.gateway.image.repository }}
+{{- $tag := default (default .Chart.AppVersion .Values.operator.image.tag) .Values.gateway.image.tag }}
+{{- printf "%s:%s" $repository $tag }}
+{{- end }}
+
+{{/*
+RBAC rules from a rules file (files/*-rbac-rules.yaml), split by scope, as JSON:
+{"namespaced": [...], "cluster": [...]}. A rule is cluster-scoped when every
+resource it names is; those have no effect in a namespaced Role.
+Call with (dict "root" $ "file" "files/NAME.yaml").
+*/}}
+{{- define "modelplane.rbac.rulesByScope" -}}
+{{- $clusterScoped := list "customresourcedefinitions" "namespaces" "nodes" "persistentvolumes" "storageclasses" "clusterroles" "clusterrolebindings" "priorityclasses" "runtimeclasses" "ingressclasses" "clusterkopfpeerings" "apiservices" "csidrivers" "csinodes" "volumeattachments" "certificatesigningrequests" "mutatingwebhookconfigurations" "validatingwebhookconfigurations" }}
+{{- $out := dict "namespaced" (list) "cluster" (list) }}
+{{- range (.root.Files.Get .file | fromYamlArray) }}
+{{- $cluster := true }}
+{{- range .resources }}
+{{- if not (has (first (splitList "/" .)) $clusterScoped) }}{{ $cluster = false }}{{ end }}
+{{- end }}
+{{- if $cluster }}
+{{- $_ := set $out "cluster" (append $out.cluster .) }}
+{{- else }}
+{{- $_ := set $out "namespaced" (append $out.namespaced .) }}
+{{- end }}
+{{- end }}
+{{- toJson $out }}
+{{- end }}
+
+{{/*
+The operator's config file: operator.config, plus what the chart decides
+(watched namespaces, liveness port) and monitoring.labels on its ServiceMonitors.
+*/}}
+{{- define "modelplane.operator.configFile" -}}
+{{- $config := deepCopy .Values.operator.config }}
+{{- if hasKey $config "namespaces" }}
+{{- fail "operator.config.namespaces is set by the chart: use operator.watchNamespaces (it also scopes the RBAC)" }}
+{{- end }}
+{{- if hasKey $config "healthPort" }}
+{{- fail "operator.config.healthPort is set by the chart: use operator.healthPort" }}
+{{- end }}
+{{- if eq (int .Values.operator.healthPort) (int (default 8080 $config.metricsPort)) }}
+{{- fail (printf "operator.healthPort %d is also operator.config.metricsPort: give them different ports" (int .Values.operator.healthPort)) }}
+{{- end }}
+{{- $_ := set $config "namespaces" .Values.operator.watchNamespaces }}
+{{- $_ := set $config "healthPort" .Values.operator.healthPort }}
+{{- $labels := merge (deepCopy (default dict $config.serviceMonitorLabels)) .Values.monitoring.labels }}
+{{- $_ := set $config "serviceMonitorLabels" $labels }}
+{{- toYaml $config }}
+{{- end }}

@@ -18,6 +18,7 @@ Example (any subset):
     startupProbe: {periodSeconds: 10, failureThreshold: 180}
     drainTimeoutSeconds: 30
     modelCache: {sizeLimit: 200Gi}        # or {claimName: model-cache}
+    serviceMonitorLabels: {release: kube-prometheus-stack}
     namespaces: [llm-prod, llm-staging]   # empty: all namespaces
 """
 
@@ -164,6 +165,11 @@ class OperatorConfig(ConfigModel):
     model_cache: ModelCache = Field(default_factory=ModelCache)
     network_policy: NetworkPolicySettings = Field(default_factory=NetworkPolicySettings)
     service_monitor_interval: str = "15s"
+    service_monitor_labels: dict[str, str] = Field(
+        default_factory=dict,
+        description="Extra labels on the ServiceMonitors, for a Prometheus that selects "
+        "monitors by label (kube-prometheus-stack: release: <its release>).",
+    )
     namespaces: list[str] = Field(
         default_factory=list, description="Namespaces to watch; empty: all namespaces."
     )

@@ -64,6 +64,13 @@ ANNOTATION_DEMAND_AT: Final = f"{GROUP}/scale-from-zero-requested-at"
 # so an operator restart neither scales down early nor loses the timers.
 ANNOTATION_AUTOSCALER_STATE: Final = f"{GROUP}/autoscaler-state"
 
+# The Prometheus `job` label of scraped series, whichever monitor scrapes them (the
+# chart's PodMonitors/ServiceMonitor or the operator's per-model ServiceMonitors):
+# the alerts and dashboards select by these values.
+JOB_MODEL_SERVER: Final = "modelplane-model-server"
+JOB_OPERATOR: Final = "modelplane-operator"
+JOB_GATEWAY: Final = "modelplane-gateway"
+
 # Ports.
 SERVER_PORT: Final = 8000  # modelplane serve, in pods and locally
 SERVER_PORT_NAME: Final = "http"

@@ -1,0 +1,103 @@
+"""The CRDs the chart installs, and manifests/install.yaml: `kubectl apply` installs what Helm does.
+
+crds/ is the one source of the CRDs (`make crd` generates the LLMDeployment
+one); the chart's crds/ folder holds byte-identical copies (`make
+chart-crds`). manifests/install.yaml is `helm template` of the chart with
+default values in namespace modelplane-system, CRDs and the Namespace
+included (`make manifests`): rendered here again by the real helm binary,
+it must be identical, and every object in it must validate.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import kubernetes_validate
+import pytest
+import yaml
+
+from tests.chart.helm import CHART, REPO, helm
+from tests.chart.validate import validate
+
+CRDS = REPO / "crds"
+CHART_CRDS = CHART / "crds"
+INSTALL = REPO / "manifests" / "install.yaml"
+BUNDLE_RELEASE = "modelplane"
+BUNDLE_NAMESPACE = "modelplane-system"
+KUBE_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
+
+
+def yaml_files(folder: Path) -> dict[str, str]:
+    return {p.name: p.read_text() for p in sorted(folder.glob("*.yaml"))}
+
+
+def crd_docs(folder: Path) -> list[dict[str, Any]]:
+    return [
+        d for p in sorted(folder.glob("*.yaml")) for d in yaml.safe_load_all(p.read_text()) if d
+    ]
+
+
+def bundle_docs() -> list[dict[str, Any]]:
+    return [d for d in yaml.safe_load_all(INSTALL.read_text()) if d]
+
+
+def helm_template(*args: str) -> str:
+    result = helm("template", BUNDLE_RELEASE, str(CHART), "--namespace", BUNDLE_NAMESPACE, *args)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_chart_crds_are_copies_of_crds() -> None:
+    assert yaml_files(CHART_CRDS) == yaml_files(CRDS), "run `make chart-crds` and commit"
+    assert {d["metadata"]["name"] for d in crd_docs(CRDS)} == {
+        "llmdeployments.modelplane.io",
+        "clusterkopfpeerings.kopf.dev",
+        "kopfpeerings.kopf.dev",
+    }
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+def test_peering_crds_are_valid(kube_version: str) -> None:
+    for doc in yaml.safe_load_all((CRDS / "kopf-peering.yaml").read_text()):
+        kubernetes_validate.validate(doc, kube_version, strict=True)
+        spec = doc["spec"]
+        # Where kopf looks for them (kopf/_cogs/structs/references.py: kopf.dev/v1).
+        assert spec["group"] == "kopf.dev" and [v["name"] for v in spec["versions"]] == ["v1"]
+        scope = "Cluster" if spec["names"]["kind"] == "ClusterKopfPeering" else "Namespaced"
+        assert spec["scope"] == scope
+
+
+def test_install_bundle_is_the_rendered_chart() -> None:
+    rendered = helm_template("--include-crds", "--set", "createNamespace=true")
+    assert INSTALL.read_text() == rendered, "run `make manifests` and commit the result"
+
+
+def test_install_bundle_installs_what_helm_installs_and_its_namespace() -> None:
+    """Helm installs crds/ and then the templates; the bundle holds both, and the Namespace
+    that `helm install --create-namespace` would create."""
+    bundle = [(d["kind"], d["metadata"]["name"]) for d in bundle_docs()]
+    templates = [d for d in yaml.safe_load_all(helm_template()) if d]
+    crds = crd_docs(CHART_CRDS)
+    expected = [("Namespace", BUNDLE_NAMESPACE)]
+    expected += [(d["kind"], d["metadata"]["name"]) for d in [*crds, *templates]]
+    assert sorted(bundle) == sorted(expected)
+
+
+def test_kubectl_apply_meets_each_object_s_prerequisites_first() -> None:
+    """`kubectl apply -f` creates objects in file order: CRDs and the Namespace come first."""
+    docs = bundle_docs()
+    order = [d["kind"] for d in docs]
+    namespace_at = order.index("Namespace")
+    assert all(kind == "CustomResourceDefinition" for kind in order[:namespace_at])
+    for doc in docs[namespace_at + 1 :]:
+        assert doc["kind"] not in ("CustomResourceDefinition", "Namespace")
+        assert doc["metadata"].get("namespace", BUNDLE_NAMESPACE) == BUNDLE_NAMESPACE
+
+
+@pytest.mark.parametrize("kube_version", KUBE_VERSIONS)
+def test_every_object_of_the_bundle_validates(kube_version: str) -> None:
+    errors = {
+        f"{d['kind']}/{d['metadata']['name']}": validate(d, kube_version) for d in bundle_docs()
+    }
+    assert not {k: v for k, v in errors.items() if v}, errors

@@ -1,0 +1,238 @@
+"""The chart's RBAC: the operator's and the gateway's rules files, scoped the way the values say.
+
+The operator's rules file is the one its integration tests check every API
+call against (tests/rbac_check.py); the gateway's is checked here against
+every call its Kubernetes discovery makes, run with the official client
+against KMock's Kubernetes emulator (no API server can run here; the
+emulator serves list, watch and patch over real HTTP).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import kmock
+import pytest
+from kubernetes import client
+
+from modelplane.api import contract
+from modelplane.gateway.kubernetes_discovery import KubernetesDiscovery
+from modelplane.gateway.routes import DemandTarget, ModelRoute, RoutingTable
+from tests.chart.helm import CHART, NAMESPACE, find, find_all, render
+from tests.rbac_check import ApiCall, allowed, api_call, load_rules
+
+OPERATOR_RULES = load_rules()
+GATEWAY_RULES = load_rules(CHART / "files" / "gateway-rbac-rules.yaml")
+WATCHED = ["ml-team-a", "ml-team-b"]
+CLUSTER_SCOPED = {"customresourcedefinitions", "namespaces", "nodes", "clusterkopfpeerings"}
+
+
+def canonical(rules: list[dict[str, Any]]) -> list[str]:
+    return sorted(json.dumps(rule, sort_keys=True) for rule in rules)
+
+
+def is_cluster_scoped(rule: dict[str, Any]) -> bool:
+    return all(r.split("/")[0] in CLUSTER_SCOPED for r in rule["resources"])
+
+
+def role_docs(docs: list[dict[str, Any]], component: str) -> list[dict[str, Any]]:
+    rbac = "rbac.authorization.k8s.io/v1"
+    return [
+        d for d in docs if d["apiVersion"] == rbac and d["metadata"]["name"].endswith(component)
+    ]
+
+
+def test_cluster_wide_operator_gets_exactly_its_rules_file() -> None:
+    docs = render()
+    role = find(docs, "ClusterRole", "-operator")
+    assert canonical(role["rules"]) == canonical(OPERATOR_RULES)
+    binding = find(docs, "ClusterRoleBinding", "-operator")
+    assert binding["roleRef"] == {
+        "apiGroup": "rbac.authorization.k8s.io",
+        "kind": "ClusterRole",
+        "name": role["metadata"]["name"],
+    }
+    service_account = find(docs, "ServiceAccount", "-operator")["metadata"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": service_account["name"], "namespace": NAMESPACE}
+    ]
+    assert not find_all(docs, "Role") and not find_all(docs, "RoleBinding")
+
+
+def test_namespaced_operator_gets_a_role_in_each_watched_namespace_and_nothing_cluster_wide() -> (
+    None
+):
+    """Watching chosen namespaces, the operator turns kopf's CRD scanning off (handlers.py),
+    so it needs no cluster-scoped permission at all."""
+    docs = render({"operator": {"watchNamespaces": WATCHED}})
+    roles = find_all(docs, "Role", "-operator")
+    bindings = find_all(docs, "RoleBinding", "-operator")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == WATCHED
+    assert sorted(b["metadata"]["namespace"] for b in bindings) == WATCHED
+    namespaced = [rule for rule in OPERATOR_RULES if not is_cluster_scoped(rule)]
+    for role in roles:
+        assert canonical(role["rules"]) == canonical(namespaced)
+    for binding in bindings:
+        assert binding["roleRef"]["kind"] == "Role"
+        (subject,) = binding["subjects"]
+        assert subject["namespace"] == NAMESPACE  # the operator runs in the release namespace
+    dropped = [rule for rule in OPERATOR_RULES if is_cluster_scoped(rule)]
+    assert [r["resources"] for r in dropped] == [["customresourcedefinitions"]]
+    assert not find_all(docs, "ClusterRole", "-operator")
+    assert not [d for d in role_docs(docs, "-operator-cluster")]
+
+
+def peering_calls(namespace: str | None) -> list[ApiCall]:
+    """What kopf does with its peering object (kopf/_core/engines/peering.py): list and watch
+    the peering resource, and patch its keep-alive into the object's status."""
+    if namespace is None:
+        base = "/apis/kopf.dev/v1/clusterkopfpeerings"
+        name = f"{base}/modelplane"
+    else:
+        base = "/apis/kopf.dev/v1/kopfpeerings"
+        name = f"/apis/kopf.dev/v1/namespaces/{namespace}/kopfpeerings/modelplane"
+    calls = [
+        api_call("GET", base, {}),
+        api_call("GET", base, {"watch": "true"}),
+        api_call("PATCH", name, {}),
+    ]
+    return [c for c in calls if c is not None]
+
+
+def test_peered_operators_may_use_their_peering_object_and_nothing_more() -> None:
+    single = render({"operator": {"replicas": 1}})
+    assert not [c for c in peering_calls(None) if allowed(c, find(single, "ClusterRole")["rules"])]
+
+    cluster_wide = render({"operator": {"replicas": 2}})
+    rules = find(cluster_wide, "ClusterRole", "-operator")["rules"]
+    assert all(allowed(c, rules) for c in peering_calls(None))
+    assert canonical([r for r in rules if "kopf.dev" not in r["apiGroups"]]) == canonical(
+        OPERATOR_RULES
+    )
+
+    namespaced = render({"operator": {"replicas": 2, "watchNamespaces": WATCHED}})
+    for role in find_all(namespaced, "Role", "-operator"):
+        calls = peering_calls(role["metadata"]["namespace"])
+        assert all(allowed(c, role["rules"]) for c in calls)
+        assert not any(allowed(c, role["rules"]) for c in peering_calls(None))
+
+
+def test_gateway_gets_its_rules_file_cluster_wide_or_per_namespace() -> None:
+    docs = render({"gateway": {"enabled": True}})
+    role = find(docs, "ClusterRole", "-gateway")
+    assert canonical(role["rules"]) == canonical(GATEWAY_RULES)
+    binding = find(docs, "ClusterRoleBinding", "-gateway")
+    account = find(docs, "ServiceAccount", "-gateway")["metadata"]["name"]
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE}
+    ]
+    pod = find(docs, "Deployment", "-gateway")["spec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == account
+
+    namespaced = render({"gateway": {"enabled": True}, "operator": {"watchNamespaces": WATCHED}})
+    assert not find_all(namespaced, "ClusterRole", "-gateway")
+    roles = find_all(namespaced, "Role", "-gateway")
+    assert sorted(r["metadata"]["namespace"] for r in roles) == WATCHED
+    assert all(canonical(r["rules"]) == canonical(GATEWAY_RULES) for r in roles)
+    assert len(find_all(namespaced, "RoleBinding", "-gateway")) == len(WATCHED)
+
+
+def test_gateway_rules_are_read_only_but_for_its_demand_annotation() -> None:
+    for rule in GATEWAY_RULES:
+        writes = set(rule["verbs"]) - {"get", "list", "watch"}
+        assert not writes or (rule["resources"] == [contract.PLURAL] and writes == {"patch"})
+    secrets = api_call("GET", f"/api/v1/namespaces/{NAMESPACE}/secrets/x", {})
+    assert secrets is not None and not allowed(secrets, GATEWAY_RULES)
+
+
+# ---- the gateway's real calls, against the emulator ---------------------------------------
+
+
+@pytest.fixture
+def emulator(kmock: kmock.KubernetesEmulator) -> kmock.KubernetesEmulator:
+    kmock.resources["v1/services"] = kmock.ResourceInfo(kind="Service", namespaced=True)
+    kmock.resources["discovery.k8s.io/v1/endpointslices"] = kmock.ResourceInfo(
+        kind="EndpointSlice", namespaced=True
+    )
+    kmock.resources[f"{contract.API_VERSION}/{contract.PLURAL}"] = kmock.ResourceInfo(
+        kind=contract.KIND, namespaced=True
+    )
+    return kmock
+
+
+@pytest.fixture
+def api_client(emulator: kmock.KubernetesEmulator) -> Iterator[Callable[[], client.ApiClient]]:
+    configuration = client.Configuration()
+    configuration.host = str(emulator.url).rstrip("/")
+    clients: list[client.ApiClient] = []
+
+    def factory() -> client.ApiClient:
+        clients.append(client.ApiClient(configuration))
+        return clients[-1]
+
+    yield factory
+    for c in clients:
+        c.close()
+
+
+def llmdeployment(namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": contract.API_VERSION,
+        "kind": contract.KIND,
+        "metadata": {"name": "chat", "namespace": namespace},
+        "spec": {"model": {"source": "hf://HuggingFaceTB/SmolLM2-135M-Instruct"}},
+    }
+
+
+@pytest.mark.parametrize("watch", [[], WATCHED], ids=["all-namespaces", "namespaced"])
+async def test_every_call_of_the_gateway_is_allowed_by_the_chart(
+    watch: list[str], emulator: kmock.KubernetesEmulator, api_client: Callable[[], Any]
+) -> None:
+    custom = client.CustomObjectsApi(api_client())
+    for namespace in watch or [WATCHED[0]]:
+        await asyncio.to_thread(
+            custom.create_namespaced_custom_object,
+            contract.GROUP,
+            contract.VERSION,
+            namespace,
+            contract.PLURAL,
+            llmdeployment(namespace),
+        )
+    setup = len(list(emulator))
+    table = RoutingTable()
+    discovery = KubernetesDiscovery(table, api_client, namespaces=watch, retry_delay_s=0.1)
+    task = asyncio.create_task(discovery.run())
+    try:
+        async with asyncio.timeout(10):
+            while not table.synced:
+                await table.wait_changed()
+        targets = tuple(DemandTarget(ns, "chat") for ns in watch or [WATCHED[0]])
+        await discovery.record_demand(ModelRoute("chat", tracks=(), demand=targets))
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    calls = [api_call(r.method.value, r.url.path, dict(r.params)) for r in list(emulator)[setup:]]
+    made = [c for c in calls if c is not None]
+    assert {c.verb for c in made} >= {"list", "watch", "patch"}
+    patches = [c for c in made if c.verb == "patch"]
+    assert len(patches) == len(targets)  # the demand annotation reached each LLMDeployment
+
+    docs = render({"gateway": {"enabled": True}, "operator": {"watchNamespaces": watch}})
+    if not watch:
+        rules = find(docs, "ClusterRole", "-gateway")["rules"]
+        refused = [c for c in made if not allowed(c, rules)]
+    else:
+        by_namespace = {
+            r["metadata"]["namespace"]: r["rules"] for r in find_all(docs, "Role", "-gateway")
+        }
+        refused = [c for c in made if not allowed(c, by_namespace.get(namespace_of(c), []))]
+    assert not refused, refused
+
+
+def namespace_of(call: ApiCall) -> str | None:
+    parts = call.path.strip("/").split("/")
+    return parts[parts.index("namespaces") + 1] if "namespaces" in parts else None
