@@ -45,6 +45,7 @@ from modelplane.operator.metrics import (
 )
 from modelplane.operator.observed import ObservedChild, ObservedDeployment, observe_child
 from modelplane.operator.parsing import INVALID_SPEC, parse_spec
+from modelplane.operator.pods import ObservedPod
 from modelplane.operator.replicas import deployment_replicas, replicas_owned_by_operator
 from modelplane.operator.resources import CHILD_TYPES
 from modelplane.operator.rollout import RolloutPlan, plan_rollout
@@ -63,6 +64,8 @@ class ClusterView(Protocol):
     def children(self, key: OwnerKey) -> dict[ChildKey, ObservedChild]: ...
 
     def llmdeployment_keys(self) -> list[OwnerKey]: ...
+
+    def pods(self, key: OwnerKey) -> list[ObservedPod]: ...
 
 
 @dataclass(frozen=True)
@@ -115,10 +118,26 @@ class Reconciler:
         self._backoff: dict[OwnerKey, float] = {}
         self._tasks: set[asyncio.Task[str]] = set()
 
+    def lock(self, key: OwnerKey) -> asyncio.Lock:
+        """One writer per LLMDeployment at a time: reconciles and the autoscaler share it."""
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    @property
+    def expectations(self) -> Expectations:
+        """Writes not yet seen in the indexes (the autoscaler records its own here too)."""
+        return self._expect
+
+    def observed_children(self, key: OwnerKey, view: ClusterView) -> dict[ChildKey, ObservedChild]:
+        """The children as the indexes show them, with this operator's unseen writes."""
+        return self._expect.children(key, view.children(key))
+
+    def observed_status(self, key: OwnerKey, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The status as the index shows it, with this operator's unseen status patches."""
+        return self._expect.status(key, body.get("status") or {})
+
     async def reconcile(self, key: OwnerKey, view: ClusterView) -> str:
         """Bring one LLMDeployment's children and status in line; returns the metrics result."""
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
+        async with self.lock(key):
             started = time.perf_counter()
             try:
                 result = await self._reconcile(key, view)
@@ -186,12 +205,12 @@ class Reconciler:
         namespace, name = key
         meta = body["metadata"]
         generation = meta.get("generation")
-        current = self._expect.status(key, body.get("status") or {})
+        current = self.observed_status(key, body)
         try:
             previous = LLMDeploymentStatus.model_validate(current)
         except ValidationError:
             previous = LLMDeploymentStatus()
-        observed = self._expect.children(key, view.children(key))
+        observed = self.observed_children(key, view)
 
         parsed = parse_spec(name, body.get("spec"), self.config)
         spec, problems, reason = parsed.spec, parsed.problems, parsed.reason or INVALID_SPEC
