@@ -3,7 +3,7 @@
 `data/prometheus_range.json` is a real answer of Debian's Prometheus 2.42 to
 the collector's range query, recorded while it scraped a pod serving
 vLLM-style metrics every second (10 requests answered before the window's
-first scrape, 30 more before its second). The end-to-end path against a
+first scrape, 30 more and 2 failures (HTTP 500) before its second). The end-to-end path against a
 running Prometheus is in tests/integration/operator/test_operator_autoscaling.py.
 """
 
@@ -73,6 +73,7 @@ async def test_collect_from_a_recorded_answer(prometheus_answering: str) -> None
     )
     a, b, c = collection.observations
     assert a.finished_per_s == pytest.approx(15)  # 30 requests over the 2 s between scrapes
+    assert (a.requests, a.errors) == (32, 2)  # and 2 answered 500 (a series new in the range)
     assert a.ttft is not None and a.ttft.total == 30
     assert 0.25 < (a.ttft.quantile(0.95) or 0) <= 0.5
     assert b.error == "Prometheus has no vLLM samples of pod chat-b in the last 3s"

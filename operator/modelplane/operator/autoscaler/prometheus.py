@@ -30,6 +30,7 @@ from modelplane.operator.autoscaler.observations import (
     FINISHED_NAMES,
     GPU_UTIL_NAMES,
     KV_CACHE_NAMES,
+    REQUESTS_NAMES,
     RUNNING_NAMES,
     TTFT_NAMES,
     WAITING_NAMES,
@@ -42,7 +43,7 @@ from modelplane.operator.autoscaler.observations import (
 POD_LABEL: Final = "pod"
 NAMESPACE_LABEL: Final = "namespace"
 GAUGES: Final = (*WAITING_NAMES, *RUNNING_NAMES, *KV_CACHE_NAMES, *GPU_UTIL_NAMES)
-COUNTERS: Final = tuple(f"{name}_total" for name in FINISHED_NAMES)
+COUNTERS: Final = tuple(f"{name}_total" for name in (*FINISHED_NAMES, *REQUESTS_NAMES))
 BUCKETS: Final = tuple(f"{name}_bucket" for name in TTFT_NAMES)
 
 Sample = tuple[str, dict[str, str], float]  # (series name, labels, value)
