@@ -1,12 +1,14 @@
 """The autoscaler in the operator: measure, decide, write, for every autoscaled LLMDeployment.
 
-Every `autoscalerIntervalSeconds` the operator's autoscaling loop calls
+Every `autoscalerIntervalSeconds` the operator's measuring loop calls
 `Autoscaler.tick`. For each LLMDeployment with `autoscaling.enabled` and a
-servable spec it takes the model's stable-track pods from the watch-fed pod
-index (ready ones are measured and count as capacity; loading ones are
-neither), reads their metrics (straight from each pod's `/metrics`, or from
-Prometheus when the operator config names one), asks the pure policy
-(`autoscaler.decide`) and applies the pure plan (`scaling_plan`):
+servable spec it takes the model's pods from the watch-fed pod index (ready
+ones are measured and count as capacity; loading ones are neither; while a
+canary runs, its pods too: the load is the model's, and the stable's count,
+which the autoscaler sets, sizes the canary), reads their metrics (straight
+from each pod's `/metrics`, or from Prometheus when the operator config
+names one), asks the pure policy (`autoscaler.decide`) and applies the pure
+plan (`scaling_plan`):
 
 - the Deployment's replicas through its scale subresource, only when they
   change, with the resourceVersion the decision was based on as a
@@ -35,9 +37,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 import httpx
@@ -67,6 +68,7 @@ from modelplane.operator.reconciler import ClusterView, Reconciler
 from modelplane.operator.resources import DEPLOYMENTS, LLMDEPLOYMENTS
 from modelplane.operator.scaling_plan import Bounds, plan_autoscaling_off, plan_scaling
 from modelplane.operator.scaling_state import needs_storing, resume
+from modelplane.operator.timestamps import rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -82,7 +84,11 @@ class MetricsSource(Protocol):
         namespace: str,
         targets: Sequence[ScrapeTarget],
         previous: Mapping[str, MetricsSnapshot],
-    ) -> Collection: ...
+        window_s: float | None = None,
+    ) -> Collection:
+        """Observations over the window since `previous` (pods) or the last `window_s`
+        seconds (Prometheus, which keeps the history itself)."""
+        ...
 
     async def close(self) -> None: ...
 
@@ -99,6 +105,7 @@ class PodScraper:
         namespace: str,
         targets: Sequence[ScrapeTarget],
         previous: Mapping[str, MetricsSnapshot],
+        window_s: float | None = None,
     ) -> Collection:
         return await collect(targets, previous, client=self._client, timeout_s=self._timeout_s)
 
@@ -120,12 +127,13 @@ class PrometheusSource:
         namespace: str,
         targets: Sequence[ScrapeTarget],
         previous: Mapping[str, MetricsSnapshot],
+        window_s: float | None = None,
     ) -> Collection:
         return await collect_from_prometheus(
             self._url,
             namespace,
             targets,
-            window_s=self._window_s,
+            window_s=window_s or self._window_s,
             client=self._client,
             timeout_s=self._timeout_s,
         )
@@ -134,23 +142,40 @@ class PrometheusSource:
         await self._client.aclose()
 
 
+async def for_each_llmdeployment(
+    view: ClusterView,
+    action: Callable[[OwnerKey, ClusterView], Awaitable[None]],
+    what: str,
+) -> None:
+    """`action` on every LLMDeployment, CONCURRENCY at a time; one failing stops no other
+    (the next tick tries again)."""
+    slots = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(key: OwnerKey) -> None:
+        async with slots:
+            try:
+                await action(key, view)
+            except (KubeError, OSError) as err:
+                log.warning("%s %s/%s failed (next tick retries): %s", what, *key, err)
+            except Exception:
+                log.exception("%s %s/%s failed (next tick retries)", what, *key)
+
+    await asyncio.gather(*(one(key) for key in view.llmdeployment_keys()))
+
+
 def metrics_source(config: OperatorConfig) -> MetricsSource:
     if config.prometheus_url:
         return PrometheusSource(config.prometheus_url, config.prometheus_window_seconds)
     return PodScraper()
 
 
-def rfc3339(epoch: float) -> str:
-    moment = datetime.fromtimestamp(epoch, UTC).replace(microsecond=0)
-    return moment.isoformat().replace("+00:00", "Z")
-
-
-def scrape_targets(pods: Sequence[ObservedPod], track: str) -> list[ScrapeTarget]:
-    """The track's pods that exist for good: serving ones to measure, the others loading."""
+def scrape_targets(pods: Sequence[ObservedPod], track: str | None = None) -> list[ScrapeTarget]:
+    """The pods (of one track, or all) that exist for good: serving ones to measure, the
+    others loading."""
     return [
         ScrapeTarget(p.name, p.metrics_url or "", ready=p.serving)
         for p in pods
-        if p.track == track and not p.terminating
+        if (track is None or p.track == track) and not p.terminating
     ]
 
 
@@ -199,26 +224,12 @@ class Autoscaler:
         self._state_removed: set[OwnerKey] = set()
 
     async def tick(self, view: ClusterView) -> None:
-        """Decide for every LLMDeployment once; one failing never stops the others."""
-        slots = asyncio.Semaphore(CONCURRENCY)
-
-        async def one(key: OwnerKey) -> None:
-            async with slots:
-                try:
-                    await self.autoscale(key, view)
-                except (KubeError, OSError) as err:
-                    log.warning("autoscaling %s/%s failed (next tick retries): %s", *key, err)
-                except Exception:
-                    log.exception("autoscaling %s/%s failed (next tick retries)", *key)
-
-        await asyncio.gather(*(one(key) for key in view.llmdeployment_keys()))
+        """Decide for every LLMDeployment once."""
+        await for_each_llmdeployment(view, self.autoscale, "autoscaling")
 
     def forget(self, key: OwnerKey) -> None:
         self._memory.pop(key, None)
         self._state_removed.discard(key)
-
-    async def close(self) -> None:
-        await self._source.close()
 
     async def autoscale(self, key: OwnerKey, view: ClusterView) -> None:
         body = view.llmdeployment(key)
@@ -241,7 +252,9 @@ class Autoscaler:
             return  # created at minReplicas by the reconciler first
         memory = self._memory.get(key) or self._recall(annotations)
         self._memory[key] = memory
-        targets = scrape_targets(view.pods(key), contract.TRACK_STABLE)
+        # Every track: while a canary takes a share of the traffic, the model's load is the
+        # load of both, and the canary's replicas follow the stable's count.
+        targets = scrape_targets(view.pods(key))
         collection = await self._source.collect(namespace, targets, memory.snapshots)
         memory.snapshots = dict(collection.snapshots)
         now = self._clock()
@@ -318,14 +331,14 @@ class Autoscaler:
             )
             self._reconciler.metrics.scaling_decisions.labels(namespace, name, plan.direction).inc()
             log.info("%s/%s: %s", namespace, name, decision.reason)
-            if plan.event is not None:
-                try:
-                    await asyncio.to_thread(api.post_event, body, "Normal", *plan.event)
-                except KubeError as err:  # the scale happened; status still says why
-                    log.warning("%s/%s: no %s event: %s", namespace, name, plan.event[0], err)
         if plan.status:
             await asyncio.to_thread(api.patch_status, namespace, name, plan.status)
             expect.expect_status(key, plan.status)
+        if plan.event is not None:  # after the status, so both tell the same story
+            try:
+                await asyncio.to_thread(api.post_event, body, "Normal", *plan.event)
+            except KubeError as err:  # the scale happened; status says why
+                log.warning("%s/%s: no %s event: %s", namespace, name, plan.event[0], err)
         if needs_storing(decision.state, memory.stored):
             await asyncio.to_thread(
                 api.patch_annotations, LLMDEPLOYMENTS, namespace, name,

@@ -178,6 +178,12 @@ class OperatorConfig(ConfigModel):
         description="Read replica metrics from this Prometheus (series labelled with the pod's "
         "namespace and pod, as the chart's PodMonitor does); None: scrape each pod's /metrics.",
     )
+    canary_min_requests: Annotated[int, Field(ge=0)] = Field(
+        10,
+        description="Requests a canary step must have answered before it may pass: less "
+        "traffic is no evidence (the step waits longer). Its dwell is the resource's "
+        "rollout.canary.stepSeconds.",
+    )
     prometheus_window_seconds: Annotated[float, Field(gt=0)] = Field(
         60,
         description="The range of Prometheus samples one decision reads: rates and the TTFT "

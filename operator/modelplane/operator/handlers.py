@@ -6,8 +6,9 @@ operator manages; kopf starts handlers only after they are first filled, so
 a restarted operator sees existing children and writes nothing. Any event
 on an LLMDeployment or on one of its children reconciles that LLMDeployment
 from the indexes; a periodic resync (`resyncSeconds`) does the same for all
-of them. The autoscaler runs as a loop of its own, started here like the
-resync (every `autoscalerIntervalSeconds`, over the pods' index): a
+of them. The autoscaler and the canary analysis run in a loop of their own,
+started here like the resync (every `autoscalerIntervalSeconds`, over the
+pods' index): a
 `@kopf.timer` would make kopf add a finalizer and progress annotations to
 every LLMDeployment. No change-tracking handlers, timers or daemons are
 used, so kopf itself writes nothing to the resources: no annotations, and no
@@ -27,6 +28,7 @@ import kopf
 
 from modelplane.api import contract
 from modelplane.operator.autoscaling import Autoscaler, metrics_source
+from modelplane.operator.canary_analysis import CanaryAnalysis
 from modelplane.operator.children_plan import ChildKey
 from modelplane.operator.config import config_from_environment
 from modelplane.operator.expectations import OwnerKey
@@ -142,9 +144,13 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
     view = IndexView(
         {name: indexes[name] for name in ["llmdeployments_idx", "pods_idx", *CHILD_INDEXES]}
     )
-    autoscaler = Autoscaler(reconciler, metrics_source(config))
+    source = metrics_source(config)
+    autoscaler = Autoscaler(reconciler, source)
+    canary = CanaryAnalysis(reconciler, source)
     memo.reconciler = reconciler
     memo.autoscaler = autoscaler
+    memo.canary = canary
+    memo.metrics_source = source
     memo.metrics = metrics
     memo.api = api
     memo.view = view
@@ -154,7 +160,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
     memo.tasks = [
         asyncio.create_task(_resync_forever(reconciler, view, config.resync_seconds, memo.indexed)),
         asyncio.create_task(
-            _autoscale_forever(autoscaler, view, config.autoscaler_interval_seconds, memo.indexed)
+            _measure_forever(
+                autoscaler, canary, view, config.autoscaler_interval_seconds, memo.indexed
+            )
         ),
     ]
     log.info(
@@ -177,14 +185,19 @@ async def _resync_forever(
         await reconciler.resync(view)
 
 
-async def _autoscale_forever(
-    autoscaler: Autoscaler, view: IndexView, every: float, indexed: asyncio.Event
+async def _measure_forever(
+    autoscaler: Autoscaler,
+    canary: CanaryAnalysis,
+    view: IndexView,
+    every: float,
+    indexed: asyncio.Event,
 ) -> None:
+    """The autoscaler's decisions and the canary steps' analysis, on one clock."""
     await indexed.wait()
     loop = asyncio.get_running_loop()
     while True:
         started = loop.time()
-        await autoscaler.tick(view)
+        await asyncio.gather(autoscaler.tick(view), canary.tick(view))
         # A tick that took long (slow scrapes) shortens the wait, never stacks ticks up.
         await asyncio.sleep(max(0.0, every - (loop.time() - started)))
 
@@ -195,8 +208,8 @@ async def stop(memo: kopf.Memo, **_: Any) -> None:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-    if "autoscaler" in memo:
-        await memo.autoscaler.close()
+    if "metrics_source" in memo:
+        await memo.metrics_source.close()
     if "reconciler" in memo:
         memo.reconciler.close()
     if "metrics" in memo:
@@ -242,6 +255,7 @@ async def llmdeployment_changed(
     if type == "DELETED":
         memo.reconciler.forget(key)
         memo.autoscaler.forget(key)
+        memo.canary.forget(key)
         return
     await memo.reconciler.reconcile(key, memo.view)
 
