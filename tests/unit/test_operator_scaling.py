@@ -278,11 +278,14 @@ def test_scrape_targets_take_one_track_and_skip_terminating_pods() -> None:
     assert [(t.name, t.ready) for t in targets] == [("a", True), ("b", False)]
 
 
-def test_held_demand_counts_only_at_zero() -> None:
+def test_held_demand_counts_at_zero_when_newer_than_the_last_scale() -> None:
     held = {contract.ANNOTATION_DEMAND_AT: "2026-01-01T00:00:00+00:00"}
-    assert held_demand(held, 0) == 1767225600.0
-    assert held_demand(held, 1) is None
-    assert held_demand({}, 0) is None
+    at = 1767225600.0
+    assert held_demand(held, 0, None) == at  # created at zero: any demand wakes it
+    assert held_demand(held, 0, at - 60) == at  # held after it went to zero
+    assert held_demand(held, 0, at + 60) is None  # held before: already answered
+    assert held_demand(held, 1, None) is None  # replicas run: they speak for the load
+    assert held_demand({}, 0, None) is None
 
 
 # --- what goes to the API ---------------------------------------------------------

@@ -21,7 +21,8 @@ plan (`scaling_plan`):
   its durable part changed (see `scaling_state`).
 
 The gateway's `modelplane.io/scale-from-zero-requested-at` is passed to the
-policy while the Deployment is at zero replicas (see `held_demand`).
+policy while the Deployment is at zero replicas and when it is newer than
+the last scale (see `held_demand`).
 
 Writes happen under the reconciler's per-resource lock and are recorded in
 its expectations, so a reconcile running between a write and its watch
@@ -68,7 +69,7 @@ from modelplane.operator.reconciler import ClusterView, Reconciler
 from modelplane.operator.resources import DEPLOYMENTS, LLMDEPLOYMENTS
 from modelplane.operator.scaling_plan import Bounds, plan_autoscaling_off, plan_scaling
 from modelplane.operator.scaling_state import needs_storing, resume
-from modelplane.operator.timestamps import rfc3339
+from modelplane.operator.timestamps import epoch_of, rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -179,19 +180,26 @@ def scrape_targets(pods: Sequence[ObservedPod], track: str | None = None) -> lis
     ]
 
 
-def held_demand(annotations: Mapping[str, str], current_replicas: int) -> float | None:
+def held_demand(
+    annotations: Mapping[str, str], current_replicas: int, last_scale_at: float | None
+) -> float | None:
     """The gateway's scale-from-zero signal, while there is something to wake.
 
     The gateway records when it held a request and never removes the
-    annotation. The policy counts demand newer than its own last scale to
-    zero as activity; a model that started at zero has no such time, so an
-    old annotation would keep it active, and at one replica for good. Only a
-    Deployment at zero replicas has demand to answer: above zero, replicas
-    that are loading or serving speak for the load themselves.
+    annotation. The policy counts demand newer than its own scale-to-zero
+    rule's last firing as activity; but a model that started at zero, or went
+    there by an ordinary scale-down, has no such time, so an old annotation
+    would keep it at one replica for good, or wake it right after it went to
+    zero. So the demand counts only while the Deployment is at zero replicas
+    (above zero, loading or serving replicas speak for the load) and only if
+    it is newer than the autoscaler's last change of the count.
     """
     if current_replicas > 0:
         return None
-    return demand_time(annotations.get(contract.ANNOTATION_DEMAND_AT))
+    demand = demand_time(annotations.get(contract.ANNOTATION_DEMAND_AT))
+    if demand is None or (last_scale_at is not None and demand <= last_scale_at):
+        return None
+    return demand
 
 
 def policy_spec(spec: LLMDeploymentSpec) -> AutoscalingSpec:
@@ -260,13 +268,14 @@ class Autoscaler:
         now = self._clock()
         autoscaling = policy_spec(spec)
         current = seen.deployment.spec_replicas
+        scaled_at = (self._reconciler.observed_status(key, body) or {}).get("lastScaleTime")
         decision = decide(
             collection.observations,
             current,
             autoscaling,
             memory.state,
             now,
-            demand_at=held_demand(annotations, current),
+            demand_at=held_demand(annotations, current, epoch_of(scaled_at)),
         )
         memory.state = decision.state
         bounds = Bounds(autoscaling.min_replicas, autoscaling.max_replicas)

@@ -105,7 +105,7 @@ def test_scale_from_zero_on_held_requests_and_back_to_zero_when_idle(
     cluster: Cluster, run_operator: OperatorFactory, fake_pods: FakePods
 ) -> None:
     spec = autoscaled(minReplicas=0, maxReplicas=2, scaleDownDelaySeconds=1)
-    with run_operator(autoscalerIntervalSeconds=TICK):
+    with run_operator(autoscalerIntervalSeconds=TICK, resyncSeconds=TICK) as op:
         cluster.create_llmd("chat", spec)
         wait_for("a first decision", lambda: cluster.status("chat").get("scaleReason"))
         assert replicas(cluster) == 0
@@ -130,6 +130,16 @@ def test_scale_from_zero_on_held_requests_and_back_to_zero_when_idle(
         wait_for(
             "Ready, scaled to zero", lambda: cluster.condition("chat", "Ready")["reason"] == zero
         )
+        fake_pods.stop(pod)
+
+        # The gateway never removes its annotation: the old request wakes nothing...
+        reconciles = op.reconciles()
+        wait_for("a few more ticks", lambda: op.reconciles() >= reconciles + 5)
+        assert replicas(cluster) == 0 and len(cluster.events("chat", "ScaledUp")) == 1
+        # ...a new one does.
+        held_again = datetime.now(UTC).isoformat()
+        cluster.annotate_llmd("chat", {contract.ANNOTATION_DEMAND_AT: held_again})
+        wait_for("1 replica again", lambda: replicas(cluster) == 1)
 
 
 def test_a_restart_keeps_the_scale_down_timer_and_does_not_scale_down_early(
