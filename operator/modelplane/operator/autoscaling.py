@@ -343,17 +343,17 @@ class Autoscaler:
         if plan.status:
             await asyncio.to_thread(api.patch_status, namespace, name, plan.status)
             expect.expect_status(key, plan.status)
-        if plan.event is not None:  # after the status, so both tell the same story
-            try:
-                await asyncio.to_thread(api.post_event, body, "Normal", *plan.event)
-            except KubeError as err:  # the scale happened; status says why
-                log.warning("%s/%s: no %s event: %s", namespace, name, plan.event[0], err)
         if needs_storing(decision.state, memory.stored):
             await asyncio.to_thread(
                 api.patch_annotations, LLMDEPLOYMENTS, namespace, name,
                 {STATE: decision.state.to_json()},
             )  # fmt: skip
             memory.stored = decision.state
+        if plan.event is not None:  # last: whoever sees it finds status and state written
+            try:
+                await asyncio.to_thread(api.post_event, body, "Normal", *plan.event)
+            except KubeError as err:  # the scale happened; status says why
+                log.warning("%s/%s: no %s event: %s", namespace, name, plan.event[0], err)
 
     async def _switch_off(
         self, key: OwnerKey, body: Mapping[str, Any], annotations: Mapping[str, str]

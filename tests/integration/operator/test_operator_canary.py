@@ -58,7 +58,9 @@ def serving(cluster: Cluster) -> None:
 def canary_started(cluster: Cluster, fake_pods: FakePods) -> FakePod:
     """Revision v2 asked for: the canary track appears; its replica becomes ready."""
     cluster.patch_llmd("chat", {"model": {"revision": "v2"}})
-    wait_for("a canary Deployment", lambda: "chat-canary" in cluster.objects("deployments"))
+    wait_for(
+        "a canary starting", lambda: "starting 1 canary replica" in progressing(cluster)["message"]
+    )
     canary = cluster.objects("deployments")["chat-canary"]
     assert canary["spec"]["replicas"] == 1  # 10% of 2 replicas, at least one
     assert revision_of(cluster, "chat-canary") == "v2"
@@ -68,11 +70,12 @@ def canary_started(cluster: Cluster, fake_pods: FakePods) -> FakePod:
         "chat-server-config",
         "chat-canary-server-config",
     }
-    assert "starting 1 canary replica" in progressing(cluster)["message"]
     pod = fake_pods.start("chat", "chat-canary-7f9-a", track=contract.TRACK_CANARY)
     cluster.report_deployment("chat-canary", replicas=1, readyReplicas=1, updatedReplicas=1)
-    wait_for("10% to the canary", lambda: weights(cluster) == {"chat": "90", "chat-canary": "10"})
-    assert progressing(cluster)["message"] == "canary step 1/3: 10% of traffic to revision v2"
+    # The weights are written before the status that reports them.
+    step_1 = "canary step 1/3: 10% of traffic to revision v2"
+    wait_for("step 1", lambda: progressing(cluster)["message"] == step_1)
+    assert weights(cluster) == {"chat": "90", "chat-canary": "10"}
     assert cluster.status("chat")["phase"] == "Progressing"
     service = cluster.objects("services")["chat"]["metadata"]["annotations"]
     assert service[contract.ANNOTATION_REVISION] == "main"
@@ -90,8 +93,9 @@ def test_a_healthy_canary_is_promoted_step_by_step(
             pod.metrics.serve(1, ttft=0.2)  # the canary answers its share of traffic well
             return check()
 
-        wait_for("step 2", lambda: answering(lambda: weights(cluster)["chat-canary"] == "50"))
-        assert progressing(cluster)["message"] == "canary step 2/3: 50% of traffic to revision v2"
+        step_2 = "canary step 2/3: 50% of traffic to revision v2"
+        wait_for("step 2", lambda: answering(lambda: progressing(cluster)["message"] == step_2))
+        assert weights(cluster) == {"chat": "50", "chat-canary": "50"}
         assert progressing(cluster)["reason"] == "CanaryProgressing"
         assert cluster.status("chat")["canary"]["step"] == 2
 
