@@ -5,7 +5,8 @@ against KMock's `KubernetesEmulator` (discovery, CRUD, list and watch over
 HTTP). `ClusterEmulator` adds the API server behaviours the operator relies
 on and the emulator leaves out: uid/generation/resourceVersion/timestamps,
 status subresources (a status patch changes only status, a main patch never
-status), generateName, server-side apply creating a missing object, resourceVersion
+status), the scale subresource (a patch sets spec.replicas and answers a
+Scale), generateName, server-side apply creating a missing object, resourceVersion
 preconditions, and the garbage collector deleting dependents by their owner
 references. `Kubectl` is the test's own client: it writes through the API,
 so watches see every change, exactly as with a real `kubectl`.
@@ -87,6 +88,24 @@ def _merge(base: Any, patch: Any) -> Any:
     return out
 
 
+def _scale_of(workload: Mapping[str, Any]) -> dict[str, Any]:
+    """The autoscaling/v1 Scale the API server answers for a workload's scale subresource."""
+    meta = workload.get("metadata", {})
+    selector = workload.get("spec", {}).get("selector", {}).get("matchLabels", {})
+    return {
+        "apiVersion": "autoscaling/v1",
+        "kind": "Scale",
+        "metadata": {
+            k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion") if k in meta
+        },
+        "spec": {"replicas": workload.get("spec", {}).get("replicas", 0)},
+        "status": {
+            "replicas": (workload.get("status") or {}).get("replicas", 0),
+            "selector": ",".join(f"{k}={v}" for k, v in sorted(selector.items())),
+        },
+    }
+
+
 def _now() -> str:
     return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
 
@@ -116,6 +135,10 @@ class ClusterEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         response = await super()._handle(request)
         if request.action == kmock.action.DELETE and request.name is not None:
             await self._collect_garbage()
+        if request.subresource == "scale" and request.name is not None:
+            stored = self._stored(request)
+            if stored is not None:
+                return aiohttp.web.json_response(_scale_of(stored.raw))
         return response
 
     def _creates_by_apply(self, request: Any) -> bool:

@@ -42,6 +42,7 @@ def test_what_the_operator_and_autoscaler_need_is_allowed() -> None:
         ("PATCH", "/apis/modelplane.io/v1alpha1/namespaces/a/llmdeployments/x/status", {}),
         ("PATCH", "/apis/apps/v1/namespaces/a/deployments/x", {}),
         ("PATCH", "/apis/apps/v1/namespaces/a/deployments/x/scale", {}),
+        ("PATCH", "/apis/modelplane.io/v1alpha1/namespaces/a/llmdeployments/x", {}),
         ("GET", "/api/v1/namespaces/a/pods", {}),
         ("PATCH", "/apis/monitoring.coreos.com/v1/namespaces/a/servicemonitors/x", {}),
         ("POST", "/api/v1/namespaces/a/events", {}),
@@ -54,7 +55,7 @@ def test_least_privilege_refuses_what_it_should() -> None:
         ("GET", "/api/v1/namespaces/a/secrets/x", {}),
         ("POST", "/api/v1/namespaces/a/pods/x/exec", {}),
         ("DELETE", "/apis/modelplane.io/v1alpha1/namespaces/a/llmdeployments/x", {}),
-        ("PATCH", "/apis/modelplane.io/v1alpha1/namespaces/a/llmdeployments/x", {}),
+        ("PUT", "/apis/modelplane.io/v1alpha1/namespaces/a/llmdeployments/x", {}),
         ("DELETE", "/api/v1/namespaces/a/pods/x", {}),
         ("PATCH", "/apis/rbac.authorization.k8s.io/v1/clusterroles/x", {}),
     ]

@@ -116,10 +116,11 @@ def test_problems_mean_failed_with_the_reason() -> None:
     assert status["readyReplicas"] == 1  # what still runs is still reported
 
 
-def test_canary_is_flagged_not_ignored() -> None:
-    status = observe(deployment(1, 1), canary_requested=True)
-    assert conditions(status)["Canary"] == ("False", "NotImplemented")
-    assert "Canary" not in conditions(observe(deployment(1, 1)))
+def test_the_canary_condition_of_older_operators_is_dropped() -> None:
+    """Canary rollouts used to be flagged NotImplemented; now `status.canary` tells."""
+    old = {"type": "Canary", "status": "False", "reason": "NotImplemented"}
+    status = observe(deployment(1, 1), previous={"servedRevision": "v1", "conditions": [old]})
+    assert "Canary" not in conditions(status)
 
 
 def test_transition_time_moves_only_when_status_changes() -> None:

@@ -176,8 +176,25 @@ class OperatorConfig(ConfigModel):
     metrics_port: Annotated[int, Field(ge=0, le=65535)] = contract.OPERATOR_METRICS_PORT
     health_port: Annotated[int, Field(ge=0, le=65535)] | None = 8081
     resync_seconds: Annotated[float, Field(gt=0)] = 300
-    autoscaler_interval_seconds: Annotated[float, Field(gt=0)] = 10
-    prometheus_url: str | None = None
+    autoscaler_interval_seconds: Annotated[float, Field(gt=0)] = Field(
+        10, description="How often the autoscaler measures and decides for each LLMDeployment."
+    )
+    prometheus_url: str | None = Field(
+        None,
+        description="Read replica metrics from this Prometheus (series labelled with the pod's "
+        "namespace and pod, as the chart's PodMonitor does); None: scrape each pod's /metrics.",
+    )
+    canary_min_requests: Annotated[int, Field(ge=0)] = Field(
+        10,
+        description="Requests a canary step must have answered before it may pass: less "
+        "traffic is no evidence (the step waits longer). Its dwell is the resource's "
+        "rollout.canary.stepSeconds.",
+    )
+    prometheus_window_seconds: Annotated[float, Field(gt=0)] = Field(
+        60,
+        description="The range of Prometheus samples one decision reads: rates and the TTFT "
+        "p95 are taken between its oldest and newest scrape (at least two scrape intervals).",
+    )
     log_format: str = Field("json", pattern="^(json|plain|full)$")
 
     @field_validator("accelerators", mode="before")

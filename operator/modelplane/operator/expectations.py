@@ -62,7 +62,12 @@ class Expectations:
         return merged
 
     def expect_status(self, owner: OwnerKey, status: Mapping[str, Any]) -> None:
-        self._status[owner] = _Expected(dict(status), self._clock() + self._ttl)
+        """A status patch written; it joins one still unconfirmed (two writers: the
+        reconciler and the autoscaler), the later value of a field winning."""
+        now = self._clock()
+        pending = self._status.get(owner)
+        earlier = pending.value if pending is not None and pending.until >= now else {}
+        self._status[owner] = _Expected({**earlier, **status}, now + self._ttl)
 
     def status(self, owner: OwnerKey, current: Mapping[str, Any]) -> dict[str, Any]:
         """The observed status with the unconfirmed status patch laid over it."""

@@ -6,9 +6,13 @@ operator manages; kopf starts handlers only after they are first filled, so
 a restarted operator sees existing children and writes nothing. Any event
 on an LLMDeployment or on one of its children reconciles that LLMDeployment
 from the indexes; a periodic resync (`resyncSeconds`) does the same for all
-of them. No change-tracking handlers, timers or daemons are used, so kopf
-itself writes nothing to the resources: no annotations, and no finalizer
-(owner references delete the children with their LLMDeployment).
+of them. The autoscaler and the canary analysis run in a loop of their own,
+started here like the resync (every `autoscalerIntervalSeconds`, over the
+pods' index): a
+`@kopf.timer` would make kopf add a finalizer and progress annotations to
+every LLMDeployment. No change-tracking handlers, timers or daemons are
+used, so kopf itself writes nothing to the resources: no annotations, and no
+finalizer (owner references delete the children with their LLMDeployment).
 """
 
 from __future__ import annotations
@@ -23,12 +27,15 @@ from typing import Any, Final
 import kopf
 
 from modelplane.api import contract
+from modelplane.operator.autoscaling import Autoscaler, metrics_source
+from modelplane.operator.canary_analysis import CanaryAnalysis
 from modelplane.operator.children_plan import ChildKey
 from modelplane.operator.config import config_from_environment
 from modelplane.operator.expectations import OwnerKey
 from modelplane.operator.kube import KubeApi, bearer_credentials, load_client_configuration
 from modelplane.operator.metrics import OperatorMetrics
 from modelplane.operator.observed import ObservedChild, observe_child
+from modelplane.operator.pods import ObservedPod, observe_pod
 from modelplane.operator.reconciler import Reconciler
 from modelplane.operator.resources import (
     CONFIG_MAPS,
@@ -65,6 +72,7 @@ class IndexView:
     def __init__(self, indexes: Mapping[str, Any]) -> None:
         self._llmds: kopf.Index[OwnerKey, dict[str, Any]] = indexes["llmdeployments_idx"]
         self._children = [indexes[name] for name in CHILD_INDEXES]
+        self._pods: kopf.Index[OwnerKey, ObservedPod] = indexes["pods_idx"]
 
     def llmdeployment(self, key: OwnerKey) -> Mapping[str, Any] | None:
         store = self._llmds.get(key)
@@ -79,6 +87,9 @@ class IndexView:
 
     def llmdeployment_keys(self) -> list[OwnerKey]:
         return list(self._llmds)
+
+    def pods(self, key: OwnerKey) -> list[ObservedPod]:
+        return list(self._pods.get(key, ()))
 
 
 def _owner(namespace: str | None, labels: Mapping[str, str]) -> OwnerKey:
@@ -130,21 +141,37 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
         service_monitor_api=service_monitor_api,
         report_failure=_report_failure,
     )
-    view = IndexView({name: indexes[name] for name in ["llmdeployments_idx", *CHILD_INDEXES]})
+    view = IndexView(
+        {name: indexes[name] for name in ["llmdeployments_idx", "pods_idx", *CHILD_INDEXES]}
+    )
+    source = metrics_source(config)
+    autoscaler = Autoscaler(reconciler, source)
+    canary = CanaryAnalysis(reconciler, source)
     memo.reconciler = reconciler
+    memo.autoscaler = autoscaler
+    memo.canary = canary
+    memo.metrics_source = source
     memo.metrics = metrics
     memo.api = api
     memo.view = view
-    # kopf runs handlers only once every index is filled; the resync must wait for that too,
-    # or after a slow start it would see children missing from half-filled indexes.
+    # kopf runs handlers only once every index is filled; the loops must wait for that too,
+    # or after a slow start they would see children missing from half-filled indexes.
     memo.indexed = asyncio.Event()
-    memo.resync_task = asyncio.create_task(
-        _resync_forever(reconciler, view, config.resync_seconds, memo.indexed)
-    )
+    memo.tasks = [
+        asyncio.create_task(_resync_forever(reconciler, view, config.resync_seconds, memo.indexed)),
+        asyncio.create_task(
+            _measure_forever(
+                autoscaler, canary, view, config.autoscaler_interval_seconds, memo.indexed
+            )
+        ),
+    ]
     log.info(
-        "modelplane operator started: metrics on :%d, resync every %.0fs, ServiceMonitors %s",
+        "modelplane operator started: metrics on :%d, resync every %.0fs, autoscaler every "
+        "%gs from %s, ServiceMonitors %s",
         config.metrics_port,
         config.resync_seconds,
+        config.autoscaler_interval_seconds,
+        config.prometheus_url or "the pods' /metrics",
         "on" if service_monitor_api else "off (no monitoring.coreos.com API)",
     )
 
@@ -158,13 +185,31 @@ async def _resync_forever(
         await reconciler.resync(view)
 
 
+async def _measure_forever(
+    autoscaler: Autoscaler,
+    canary: CanaryAnalysis,
+    view: IndexView,
+    every: float,
+    indexed: asyncio.Event,
+) -> None:
+    """The autoscaler's decisions and the canary steps' analysis, on one clock."""
+    await indexed.wait()
+    loop = asyncio.get_running_loop()
+    while True:
+        started = loop.time()
+        await asyncio.gather(autoscaler.tick(view), canary.tick(view))
+        # A tick that took long (slow scrapes) shortens the wait, never stacks ticks up.
+        await asyncio.sleep(max(0.0, every - (loop.time() - started)))
+
+
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
-    task = memo.get("resync_task")
-    if task is not None:
+    for task in memo.get("tasks", []):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    if "metrics_source" in memo:
+        await memo.metrics_source.close()
     if "reconciler" in memo:
         memo.reconciler.close()
     if "metrics" in memo:
@@ -189,6 +234,17 @@ def _register_child_index(index_name: str, rtype: ResourceType) -> None:
 for _name, _rtype in CHILD_INDEXES.items():
     _register_child_index(_name, _rtype)
 
+# The model servers' pods (labelled by their Deployment's template), for the autoscaler.
+MODEL_PODS: Final[dict[str, Any]] = {
+    **MANAGED,
+    contract.LABEL_COMPONENT: contract.COMPONENT_MODEL_SERVER,
+}
+
+
+@kopf.index("", "v1", "pods", labels=MODEL_PODS)
+def pods_idx(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: Any) -> Any:
+    return {_owner(namespace, labels): observe_pod(body)}
+
 
 @kopf.on.event(*LLMD)
 async def llmdeployment_changed(
@@ -198,6 +254,8 @@ async def llmdeployment_changed(
     key = (namespace or "", name)
     if type == "DELETED":
         memo.reconciler.forget(key)
+        memo.autoscaler.forget(key)
+        memo.canary.forget(key)
         return
     await memo.reconciler.reconcile(key, memo.view)
 

@@ -6,7 +6,9 @@ builders' dicts go through untouched. Children are written with server-side
 apply (field manager `modelplane-operator`, forced): one call creates or
 updates, and fields the operator stops setting are removed, which a merge
 patch would leave behind (e.g. a GPU limit after a switch to CPU). Status is
-a JSON merge patch of the changed fields only. Calls are blocking; the
+a JSON merge patch of the changed fields only; so are the autoscaler's writes
+(the Deployment's scale subresource, with a resourceVersion precondition, and
+its state annotation on the LLMDeployment). Calls are blocking; the
 reconciler runs them in worker threads.
 """
 
@@ -14,15 +16,52 @@ from __future__ import annotations
 
 import json
 import os
+import socket
+from collections.abc import Mapping
+from datetime import UTC, datetime
 from typing import Any, Final
 
 from modelplane.api import contract
-from modelplane.operator.resources import LLMDEPLOYMENTS, ResourceType
+from modelplane.operator.resources import EVENTS, LLMDEPLOYMENTS, ResourceType
 
 FIELD_MANAGER: Final = contract.MANAGED_BY
 USER_AGENT: Final = f"{contract.MANAGED_BY}/0.1.0"
 APPLY: Final = "application/apply-patch+yaml"
 MERGE_PATCH: Final = "application/merge-patch+json"
+EVENT_MESSAGE_LIMIT: Final = 1024
+
+
+def build_event(
+    about: Mapping[str, Any], type_: str, reason: str, message: str, now: datetime
+) -> dict[str, Any]:
+    """A core/v1 Event about the object `about` (what `kubectl describe` lists)."""
+    meta = about["metadata"]
+    if len(message) > EVENT_MESSAGE_LIMIT:
+        message = message[: EVENT_MESSAGE_LIMIT - 3] + "..."
+    seconds = now.replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return {
+        "apiVersion": "v1",
+        "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {
+            "apiVersion": about.get("apiVersion", contract.API_VERSION),
+            "kind": about.get("kind", contract.KIND),
+            "name": meta["name"],
+            "namespace": meta["namespace"],
+            "uid": meta.get("uid", ""),
+        },
+        "type": type_,
+        "reason": reason,
+        "action": reason,
+        "message": message,
+        "source": {"component": FIELD_MANAGER},
+        "reportingComponent": FIELD_MANAGER,
+        "reportingInstance": socket.gethostname(),
+        "firstTimestamp": seconds,
+        "lastTimestamp": seconds,
+        "eventTime": now.isoformat(timespec="microseconds").replace("+00:00", "Z"),
+        "count": 1,
+    }
 
 
 def load_client_configuration() -> Any:
@@ -132,6 +171,40 @@ class KubeApi:
             LLMDEPLOYMENTS.object_path(namespace, name, "status"),
             body={"status": status},
             content_type=MERGE_PATCH,
+        )
+
+    def scale(
+        self, rtype: ResourceType, namespace: str, name: str, replicas: int, resource_version: str
+    ) -> dict[str, Any]:
+        """Set replicas through the scale subresource, only if the object is still at
+        `resource_version` (409 otherwise); returns the Scale."""
+        return self.request(
+            "PATCH",
+            rtype.object_path(namespace, name, "scale"),
+            body={
+                "metadata": {"resourceVersion": resource_version},
+                "spec": {"replicas": replicas},
+            },
+            content_type=MERGE_PATCH,
+        )
+
+    def patch_annotations(
+        self, rtype: ResourceType, namespace: str, name: str, annotations: dict[str, str | None]
+    ) -> dict[str, Any]:
+        """Set (or, with None, remove) annotations, leaving all others as they are."""
+        return self.request(
+            "PATCH",
+            rtype.object_path(namespace, name),
+            body={"metadata": {"annotations": annotations}},
+            content_type=MERGE_PATCH,
+        )
+
+    def post_event(
+        self, about: Mapping[str, Any], type_: str, reason: str, message: str
+    ) -> dict[str, Any]:
+        event = build_event(about, type_, reason, message, datetime.now(UTC))
+        return self.request(
+            "POST", EVENTS.collection_path(event["metadata"]["namespace"]), body=event
         )
 
     def api_exists(self, api_version: str) -> bool:

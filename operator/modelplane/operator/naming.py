@@ -44,8 +44,9 @@ def service_name(name: str, track: str = contract.TRACK_STABLE) -> str:
     return name if track == contract.TRACK_STABLE else f"{name}-{track}"
 
 
-def config_map_name(name: str) -> str:
-    return f"{name}{CONFIG_SUFFIX}"
+def config_map_name(name: str, track: str = contract.TRACK_STABLE) -> str:
+    """Each track mounts its own settings file: a canary must not change the stable's."""
+    return f"{service_name(name, track)}{CONFIG_SUFFIX}"
 
 
 def endpoint(name: str, namespace: str) -> str:

@@ -17,21 +17,28 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any, Final, Protocol
 
 from pydantic import ValidationError
 
 from modelplane.api import contract
 from modelplane.api.llmdeployment import (
+    CanaryStatus,
     LLMDeploymentSpec,
     LLMDeploymentStatus,
     Phase,
     RolloutStrategy,
     served_model_name,
 )
-from modelplane.operator.builders import BuildOptions, build_children
+from modelplane.operator.builders import BuildOptions, CanaryTrack, build_children
 from modelplane.operator.builders.deployment import template_hash_of
+from modelplane.operator.canary import (
+    NO_CANARY,
+    CanaryMetrics,
+    CanaryObserved,
+    CanaryPlan,
+    plan_canary,
+)
 from modelplane.operator.children_plan import ChildKey, child_key, plan_children
 from modelplane.operator.config import OperatorConfig
 from modelplane.operator.expectations import Expectations, OwnerKey
@@ -43,12 +50,15 @@ from modelplane.operator.metrics import (
     OperatorMetrics,
     sample_of,
 )
+from modelplane.operator.naming import config_map_name
 from modelplane.operator.observed import ObservedChild, ObservedDeployment, observe_child
 from modelplane.operator.parsing import INVALID_SPEC, parse_spec
+from modelplane.operator.pods import ObservedPod
 from modelplane.operator.replicas import deployment_replicas, replicas_owned_by_operator
 from modelplane.operator.resources import CHILD_TYPES
-from modelplane.operator.rollout import RolloutPlan, plan_rollout
+from modelplane.operator.rollout import RolloutPlan, RolloutState, plan_rollout
 from modelplane.operator.status import Observation, compute_status, status_patch
+from modelplane.operator.timestamps import rfc3339
 
 log = logging.getLogger(__name__)
 
@@ -64,11 +74,28 @@ class ClusterView(Protocol):
 
     def llmdeployment_keys(self) -> list[OwnerKey]: ...
 
+    def pods(self, key: OwnerKey) -> list[ObservedPod]: ...
+
 
 @dataclass(frozen=True)
 class Converged:
-    desired_deployment: dict[str, Any]
-    written_deployment: ObservedDeployment | None  # as the API returned it, if written
+    desired_deployment: dict[str, Any]  # the stable track's
+    written_deployment: ObservedDeployment | None  # the stable's, as the API returned it
+    canary: CanaryPlan = NO_CANARY
+
+
+@dataclass(frozen=True)
+class CanaryMeasurement:
+    """The canary's metrics over one step (`step` identifies it, as status.canary does)."""
+
+    step: tuple[str, int, str | None]  # (templateHash, step, stepStartedAt)
+    metrics: CanaryMetrics
+
+
+def canary_step(status: CanaryStatus | None) -> tuple[str, int, str | None] | None:
+    if status is None:
+        return None
+    return (status.template_hash, status.step, status.step_started_at)
 
 
 # Called with (LLMDeployment body, reason, message) when it enters phase Failed.
@@ -76,7 +103,12 @@ FailureReporter = Callable[[Mapping[str, Any], str, str], None]
 
 
 def utc_now() -> str:
-    return datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+    return rfc3339(time.time())
+
+
+def owner_key(body: Mapping[str, Any]) -> OwnerKey:
+    meta = body.get("metadata", {})
+    return (str(meta.get("namespace", "")), str(meta.get("name", "")))
 
 
 def owner_reference(body: Mapping[str, Any]) -> dict[str, Any]:
@@ -102,6 +134,7 @@ class Reconciler:
         report_failure: FailureReporter | None = None,
         expectations: Expectations | None = None,
         now: Callable[[], str] = utc_now,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         self.api = api
         self.config = config
@@ -110,15 +143,34 @@ class Reconciler:
         self._report_failure = report_failure
         self._expect = expectations or Expectations()
         self._now = now
+        self._clock = clock
+        # The canary analysis' latest measurement per resource (the measuring loop writes it).
+        self.canary_measurements: dict[OwnerKey, CanaryMeasurement] = {}
         self._locks: dict[OwnerKey, asyncio.Lock] = {}
         self._retries: dict[OwnerKey, asyncio.TimerHandle] = {}
         self._backoff: dict[OwnerKey, float] = {}
         self._tasks: set[asyncio.Task[str]] = set()
 
+    def lock(self, key: OwnerKey) -> asyncio.Lock:
+        """One writer per LLMDeployment at a time: reconciles and the autoscaler share it."""
+        return self._locks.setdefault(key, asyncio.Lock())
+
+    @property
+    def expectations(self) -> Expectations:
+        """Writes not yet seen in the indexes (the autoscaler records its own here too)."""
+        return self._expect
+
+    def observed_children(self, key: OwnerKey, view: ClusterView) -> dict[ChildKey, ObservedChild]:
+        """The children as the indexes show them, with this operator's unseen writes."""
+        return self._expect.children(key, view.children(key))
+
+    def observed_status(self, key: OwnerKey, body: Mapping[str, Any]) -> dict[str, Any]:
+        """The status as the index shows it, with this operator's unseen status patches."""
+        return self._expect.status(key, body.get("status") or {})
+
     async def reconcile(self, key: OwnerKey, view: ClusterView) -> str:
         """Bring one LLMDeployment's children and status in line; returns the metrics result."""
-        lock = self._locks.setdefault(key, asyncio.Lock())
-        async with lock:
+        async with self.lock(key):
             started = time.perf_counter()
             try:
                 result = await self._reconcile(key, view)
@@ -148,6 +200,7 @@ class Reconciler:
         """The LLMDeployment is gone: drop what is kept about it."""
         self._expect.forget(key)
         self.metrics.forget(*key)
+        self.canary_measurements.pop(key, None)
         self._backoff.pop(key, None)
         handle = self._retries.pop(key, None)
         if handle is not None:
@@ -186,12 +239,12 @@ class Reconciler:
         namespace, name = key
         meta = body["metadata"]
         generation = meta.get("generation")
-        current = self._expect.status(key, body.get("status") or {})
+        current = self.observed_status(key, body)
         try:
             previous = LLMDeploymentStatus.model_validate(current)
         except ValidationError:
             previous = LLMDeploymentStatus()
-        observed = self._expect.children(key, view.children(key))
+        observed = self.observed_children(key, view)
 
         parsed = parse_spec(name, body.get("spec"), self.config)
         spec, problems, reason = parsed.spec, parsed.problems, parsed.reason or INVALID_SPEC
@@ -199,9 +252,11 @@ class Reconciler:
         seen = observed.get(("Deployment", name))
         deployment = seen.deployment if seen else None
         rollout: RolloutPlan | None = None
+        canary = NO_CANARY
         if spec is not None and not problems:
-            converged = await self._converge_children(key, body, spec, observed)
+            converged = await self._converge_children(key, body, spec, observed, previous)
             deployment = converged.written_deployment or deployment
+            canary = converged.canary
             rollout = plan_rollout(
                 target_revision=spec.model.revision,
                 target_template_hash=template_hash_of(converged.desired_deployment) or "",
@@ -217,9 +272,9 @@ class Reconciler:
             served_name=served,
             problems=tuple(problems),
             problem_reason=reason,
-            canary_requested=spec is not None and spec.rollout.strategy is RolloutStrategy.CANARY,
             deployment=deployment,
             rollout=rollout,
+            canary=canary if spec is not None and not problems else None,
             previous=previous,
         )
         wanted = compute_status(obs)
@@ -229,6 +284,8 @@ class Reconciler:
             self._expect.expect_status(key, patch)
             if problems and previous.phase is not Phase.FAILED and self._report_failure:
                 self._report_failure(body, reason, "; ".join(problems))
+            if canary.event is not None and "canary" in patch:
+                await self._post_event(body, *canary.event)
         phase = Phase(wanted["phase"])
         self.metrics.record(
             sample_of(
@@ -244,36 +301,118 @@ class Reconciler:
         )
         return RESULT_INVALID if problems else RESULT_OK
 
+    async def _post_event(
+        self, body: Mapping[str, Any], type_: str, reason: str, message: str
+    ) -> None:
+        try:
+            await asyncio.to_thread(self.api.post_event, body, type_, reason, message)
+        except KubeError as err:  # the status already says it
+            log.warning("%s/%s: no %s event: %s", *owner_key(body), reason, err)
+
+    def _plan_canary(
+        self,
+        key: OwnerKey,
+        spec: LLMDeploymentSpec,
+        observed: dict[ChildKey, ObservedChild],
+        previous: LLMDeploymentStatus,
+        replicas: int,
+    ) -> CanaryPlan:
+        """Where a canary stands, from the children, status.canary and the latest metrics."""
+        namespace, name = key
+        canary_key = ("Deployment", f"{name}-{contract.TRACK_CANARY}")
+        if (
+            spec.rollout.strategy is not RolloutStrategy.CANARY
+            and previous.canary is None
+            and canary_key not in observed
+        ):
+            return NO_CANARY
+        probe = build_children(
+            name, namespace, spec, self.config,
+            BuildOptions(replicas=replicas, canary=CanaryTrack(replicas=1, weight=0)),
+        )  # fmt: skip
+        hashes = {
+            m["metadata"]["name"]: template_hash_of(m) or ""
+            for m in probe
+            if m["kind"] == "Deployment"
+        }
+        stable_seen = observed.get(("Deployment", name))
+        canary_seen = observed.get(canary_key)
+        stable = stable_seen.deployment if stable_seen else None
+        canary = canary_seen.deployment if canary_seen else None
+        target = hashes[name]
+        complete = plan_rollout(
+            target_revision=spec.model.revision,
+            target_template_hash=target,
+            deployment=stable,
+            served_revision=previous.served_revision,
+        )
+        measured = self.canary_measurements.get(key)
+        step = canary_step(previous.canary)
+        metrics = measured.metrics if measured is not None and measured.step == step else None
+        return plan_canary(
+            CanaryObserved(
+                target_revision=spec.model.revision,
+                target_hash=target,
+                stable=stable,
+                stable_rollout_complete=complete.state is RolloutState.COMPLETE,
+                served_revision=previous.served_revision,
+                canary=canary,
+                canary_on_target=canary is not None
+                and canary.template_hash == hashes[canary_key[1]],
+                previous=previous.canary,
+            ),
+            spec.rollout,
+            metrics,
+            self._clock(),
+            min_requests=self.config.canary_min_requests,
+        )
+
     async def _converge_children(
         self,
         key: OwnerKey,
         body: Mapping[str, Any],
         spec: LLMDeploymentSpec,
         observed: dict[ChildKey, ObservedChild],
+        previous: LLMDeploymentStatus,
     ) -> Converged:
         """Apply/delete what differs."""
         namespace, name = key
         seen = observed.get(("Deployment", name))
         current_replicas = seen.deployment.spec_replicas if seen and seen.deployment else None
         replicas = deployment_replicas(spec, current_replicas)
+        canary = self._plan_canary(key, spec, observed, previous, replicas)
+        stable = seen.deployment if seen else None
         desired = build_children(
             name,
             namespace,
             spec,
             self.config,
-            BuildOptions(replicas=replicas, service_monitor_api=self.service_monitor_api),
+            BuildOptions(
+                replicas=replicas,
+                service_monitor_api=self.service_monitor_api,
+                canary=CanaryTrack(canary.replicas, canary.weight) if canary.active else None,
+                stable_revision=stable.revision if canary.pin_stable and stable else None,
+            ),
         )
         owner = owner_reference(body)
         desired_deployment: dict[str, Any] = {}
         for manifest in desired:
             manifest["metadata"]["ownerReferences"] = [owner]
-            if manifest["kind"] == "Deployment":
+            if child_key(manifest) == ("Deployment", name):
                 desired_deployment = manifest
                 if not replicas_owned_by_operator(spec) and seen and seen.resource_version:
                     # The count we write is the autoscaler's, as last seen: refuse to write
                     # it back if the autoscaler changed it since (409, then a retry).
                     manifest["metadata"]["resourceVersion"] = seen.resource_version
-        plan = plan_children(desired, observed, replicas_owned=replicas_owned_by_operator(spec))
+        # While a canary runs, the stable track keeps the template (and settings) it runs.
+        pinned = {("Deployment", name), ("ConfigMap", config_map_name(name))}
+        plan = plan_children(
+            desired,
+            observed,
+            replicas_owned=replicas_owned_by_operator(spec),
+            keep=pinned if canary.pin_stable else (),
+            always_rescale={("Deployment", f"{name}-{contract.TRACK_CANARY}")},
+        )
         written: ObservedDeployment | None = None
         for manifest in plan.apply:
             rtype = CHILD_TYPES[manifest["kind"]]
@@ -281,7 +420,7 @@ class Reconciler:
             ckey = child_key(manifest)
             child = observe_child(rtype.kind, response)
             self._expect.expect_child(key, ckey, child)
-            if child.deployment is not None:
+            if ckey == ("Deployment", name):
                 written = child.deployment
         for kind, child_name in plan.delete:
             await asyncio.to_thread(self.api.delete, CHILD_TYPES[kind], namespace, child_name)
@@ -294,4 +433,4 @@ class Reconciler:
                 [child_key(m) for m in plan.apply],
                 plan.delete,
             )
-        return Converged(desired_deployment, written)
+        return Converged(desired_deployment, written, canary)

@@ -2,8 +2,9 @@
 
 While `autoscaling.enabled`, the autoscaler owns the replica count: the
 operator creates the Deployment at `minReplicas` (0 allowed: scale to zero)
-and never overwrites the count afterwards. With autoscaling disabled the
-count follows `spec.replicas`.
+and never overwrites the count afterwards; the autoscaler (`autoscaling`)
+changes it through the Deployment's scale subresource. With autoscaling
+disabled the count follows `spec.replicas`.
 """
 
 from __future__ import annotations

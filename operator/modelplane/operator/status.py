@@ -5,8 +5,10 @@ the rollout plan, the previous status) in, the status fields the operator
 owns out. Conditions follow the Kubernetes convention (`type`, `status`,
 `reason`, `message`, `lastTransitionTime`, `observedGeneration`), and a
 condition keeps its `lastTransitionTime` while its status does not change.
-Conditions of types the operator does not own (the autoscaler's
-`ScalingLimited`) are carried over untouched, and `status_patch` writes only
+While a canary runs (or after one was aborted) the canary plan, not the
+pinned stable track, says where the rollout stands. Conditions of types the
+operator does not own (the autoscaler's `ScalingLimited`) are carried over
+untouched, and `status_patch` writes only
 the fields that changed, so a resync with nothing new writes nothing.
 """
 
@@ -16,12 +18,14 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from modelplane.api.llmdeployment import (
+    CanaryPhase,
     Condition,
     ConditionStatus,
     ConditionType,
     LLMDeploymentStatus,
     Phase,
 )
+from modelplane.operator.canary import CANARY_ABORTED, CanaryPlan
 from modelplane.operator.naming import endpoint, pod_selector, selector_string
 from modelplane.operator.observed import ObservedDeployment
 from modelplane.operator.rollout import RolloutPlan, RolloutState
@@ -34,11 +38,6 @@ OWNED_CONDITIONS: Final = frozenset(
         ConditionType.FIT_CHECK,
         ConditionType.CANARY,
     }
-)
-CANARY_NOT_IMPLEMENTED: Final = (
-    "rollout.strategy Canary is not implemented yet: changes roll out with RollingUpdate "
-    "(maxSurge/maxUnavailable) and no traffic split; set strategy RollingUpdate to "
-    "acknowledge"
 )
 
 
@@ -53,9 +52,9 @@ class Observation:
     served_name: str | None = None
     problems: tuple[str, ...] = ()  # non-empty: the spec cannot be served as written
     problem_reason: str = "InvalidSpec"
-    canary_requested: bool = False
-    deployment: ObservedDeployment | None = None
-    rollout: RolloutPlan | None = None
+    deployment: ObservedDeployment | None = None  # the stable track's
+    rollout: RolloutPlan | None = None  # the stable track's
+    canary: CanaryPlan | None = None  # where a Canary rollout stands (None: spec not servable)
     previous: LLMDeploymentStatus = field(default_factory=LLMDeploymentStatus)
 
 
@@ -86,10 +85,6 @@ def _phase_and_conditions(obs: Observation) -> tuple[Phase, list[Condition]]:
             cond(obs, ConditionType.FIT_CHECK, False, obs.problem_reason, message),
         ]
     extra = [cond(obs, ConditionType.FIT_CHECK, True, "Fits", "fits the accelerator profile")]
-    if obs.canary_requested:
-        extra.append(
-            cond(obs, ConditionType.CANARY, False, "NotImplemented", CANARY_NOT_IMPLEMENTED)
-        )
     d, plan = obs.deployment, obs.rollout
     if d is None or plan is None or plan.state is RolloutState.NOT_STARTED:
         return Phase.PENDING, [
@@ -146,6 +141,29 @@ def _phase_and_conditions(obs: Observation) -> tuple[Phase, list[Condition]]:
         why if short else "AsDesired",
         plan.message if stalled else counts,
     )
+    canary = obs.canary
+    if canary is not None and canary.status is not None:
+        # A canary runs (or was aborted): it, not the pinned stable track, says where the
+        # rollout stands; the stable's readiness still decides Ready.
+        if canary.aborted:
+            phase = Phase.DEGRADED
+            progressing = cond(
+                obs, ConditionType.PROGRESSING, False, CANARY_ABORTED, canary.message
+            )
+            degraded = cond(obs, ConditionType.DEGRADED, True, CANARY_ABORTED, canary.message)
+        else:
+            promoting = canary.status.phase is CanaryPhase.PROMOTING
+            reason = "CanaryPromoting" if promoting else "CanaryProgressing"
+            progressing = cond(obs, ConditionType.PROGRESSING, True, reason, canary.message)
+            short = want > 0 and ready < want and not promoting
+            degraded = cond(
+                obs,
+                ConditionType.DEGRADED,
+                short,
+                "ReplicasUnavailable" if short else "AsDesired",
+                counts,
+            )
+            phase = Phase.DEGRADED if short else Phase.PROGRESSING
     return phase, [readiness, progressing, degraded, *extra]
 
 
@@ -164,6 +182,7 @@ def compute_status(obs: Observation) -> dict[str, Any]:
         served_revision=(
             obs.rollout.served_revision if obs.rollout else obs.previous.served_revision
         ),
+        canary=(obs.canary.status if obs.canary is not None else obs.previous.canary),
     )
     d = obs.deployment
     if d is not None:
@@ -192,6 +211,7 @@ _OWNED_FIELDS: Final = {
     "served_revision",
     "endpoint",
     "selector",
+    "canary",
 }
 
 

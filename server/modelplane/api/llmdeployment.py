@@ -451,6 +451,31 @@ class Condition(StatusModel):
     )
 
 
+class CanaryPhase(StrEnum):
+    PROGRESSING = "Progressing"  # moving through the steps (starting replicas, or analysing)
+    PROMOTING = "Promoting"  # every step passed: the stable Deployment takes the new template
+    ABORTED = "Aborted"  # a step breached a bound: traffic back on stable, canary deleted
+
+
+class CanaryStatus(StatusModel):
+    """Where a canary rollout stands (strategy Canary): the operator's own progress record."""
+
+    phase: CanaryPhase = Field(description="Progressing, Promoting or Aborted.")
+    revision: str = Field(description="The model revision the canary runs.")
+    template_hash: str = Field(
+        description="Hash of the pod template the canary brings (what an abort refuses again)."
+    )
+    step: int = Field(0, description="Current step, 1-based, of the canary's traffic shares.")
+    steps: int = Field(0, description="Number of steps.")
+    weight: int = Field(0, description="Share of traffic (percent) the canary takes now.")
+    step_started_at: str | None = Field(
+        None,
+        description="When the current step's share took effect; empty while its replicas start.",
+        json_schema_extra={"format": "date-time"},
+    )
+    message: str | None = Field(None, description="What happened last, for people.")
+
+
 class LLMDeploymentStatus(StatusModel):
     """What the operator observed, written from the children's actual state."""
 
@@ -482,3 +507,6 @@ class LLMDeploymentStatus(StatusModel):
         None, description="When the autoscaler last changed the replica count (RFC 3339)."
     )
     scale_reason: str | None = Field(None, description="Why the autoscaler chose desiredReplicas.")
+    canary: CanaryStatus | None = Field(
+        None, description="The canary rollout in progress, or the last one aborted."
+    )

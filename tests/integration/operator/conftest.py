@@ -29,6 +29,7 @@ from modelplane.operator.config import CONFIG_ENV, OperatorConfig
 from modelplane.operator.kube import USER_AGENT
 from modelplane.operator.operator_command import kopf_args
 from tests.conftest import free_port
+from tests.integration.operator.fake_pods import FakePods
 from tests.kube_emulator import CLUSTER_RESOURCES, HARNESS_AGENT, EmulatorThread, Kubectl
 from tests.rbac_check import disallowed_calls, load_rules
 
@@ -124,6 +125,21 @@ class Cluster:
     def patch_llmd(self, name: str, spec: dict[str, Any], namespace: str = "default") -> None:
         self.kubectl.patch(contract.API_VERSION, contract.PLURAL, namespace, name, {"spec": spec})
 
+    def annotate_llmd(self, name: str, annotations: dict[str, str | None]) -> None:
+        body = {"metadata": {"annotations": annotations}}
+        self.kubectl.patch(contract.API_VERSION, contract.PLURAL, "default", name, body)
+
+    def events(self, name: str, reason: str | None = None) -> list[dict[str, Any]]:
+        """Events about the LLMDeployment `name` (of one reason), oldest first."""
+        found = [
+            e
+            for e in self.objects("events").values()
+            if e["involvedObject"].get("name") == name
+            and e["involvedObject"].get("kind") == contract.KIND
+            and (reason is None or e["reason"] == reason)
+        ]
+        return sorted(found, key=lambda e: str(e.get("eventTime", "")))
+
     def report_deployment(self, name: str, namespace: str = "default", **status: int) -> None:
         """Play the Deployment controller: report replica counts for the current generation."""
         deployment = self.objects("deployments", namespace)[name]
@@ -152,6 +168,14 @@ def cluster(cluster_resources: dict[str, Any]) -> Iterator[Cluster]:
         )
         agents = {r.headers.get("User-Agent", "") for r in cluster.operator_requests()}
         assert {agent.split("/")[0] for agent in agents} <= {USER_AGENT.split("/")[0], "kopf"}
+
+
+@pytest.fixture
+def fake_pods(cluster: Cluster) -> Iterator[FakePods]:
+    """Model-server pods with real /metrics endpoints (see fake_pods.py)."""
+    pods = FakePods(cluster.kubectl)
+    yield pods
+    pods.close()
 
 
 OperatorFactory = Callable[..., Any]

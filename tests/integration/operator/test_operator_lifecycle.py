@@ -203,7 +203,7 @@ def test_a_restarted_operator_writes_nothing(
         assert cluster.operator_writes(since=seen) == []
 
 
-def test_autoscaling_owns_replicas_and_canary_is_flagged(
+def test_autoscaling_owns_replicas_and_a_canary_needs_something_served(
     cluster: Cluster, run_operator: OperatorFactory
 ) -> None:
     autoscaled = {**SMOLLM2, "autoscaling": {"enabled": True, "minReplicas": 2, "maxReplicas": 5,
@@ -223,12 +223,17 @@ def test_autoscaling_owns_replicas_and_canary_is_flagged(
         cluster.kubectl.patch("apps/v1", "deployments", "default", "chat", scale)
         cluster.patch_llmd("chat", {"engine": {"maxModelLen": 1024},
                                     "rollout": {"strategy": "Canary"}})  # fmt: skip
-        wait_for("Canary flagged", lambda: cluster.condition("chat", "Canary"))
-        canary = cluster.condition("chat", "Canary")
-        assert canary["status"] == "False" and canary["reason"] == "NotImplemented"
+
+        # Nothing was served yet, so there is nothing for a canary to protect: it rolls.
+        def rolled() -> bool:
+            pod = cluster.objects("deployments")["chat"]["spec"]["template"]["spec"]
+            args = pod["containers"][0]["args"]
+            return args[args.index("--max-model-len") + 1] == "1024"
+
+        wait_for("the new template", rolled)
         deployment = cluster.objects("deployments")["chat"]
-        args = deployment["spec"]["template"]["spec"]["containers"][0]["args"]
-        assert args[args.index("--max-model-len") + 1] == "1024"
+        assert "chat-canary" not in cluster.objects("deployments")
+        assert "canary" not in cluster.status("chat")
         assert deployment["spec"]["replicas"] == 4
         assert op.metric("modelplane_llmdeployment_max_replicas", namespace="default",
                          llmdeployment="chat", model="smollm2") == 5  # fmt: skip

@@ -9,8 +9,10 @@ not the replica's lifetime.
 
 vLLM renamed some metrics across versions (`vllm:gpu_cache_usage_perc`
 became `vllm:kv_cache_usage_perc`); each signal lists the names it accepts,
-newest first. A replica that could not be scraped, or is still loading, is
-an observation too, so the policy can say what it did without it.
+newest first. The server's own `modelplane_requests_total` by status code is
+read too (the canary analysis' error ratio; the policy does not use it). A
+replica that could not be scraped, or is still loading, is an observation
+too, so the policy can say what it did without it.
 """
 
 from __future__ import annotations
@@ -35,6 +37,9 @@ TTFT_NAMES = ("vllm:time_to_first_token_seconds", "modelplane_time_to_first_toke
 GPU_UTIL_NAMES = ("DCGM_FI_DEV_GPU_UTIL",)
 # Requests the engine finished (a counter; the parser drops the `_total` suffix).
 FINISHED_NAMES = ("vllm:request_success",)
+# Requests the server answered, by HTTP status `code` (the canary analysis' error ratio).
+REQUESTS_NAMES = ("modelplane_requests",)
+SERVER_ERROR = 500  # codes from here on are the server's failures; 4xx are the client's
 
 
 @dataclass(frozen=True)
@@ -99,6 +104,8 @@ class MetricsSnapshot:
     finished: float | None = None  # requests completed since the engine started
     at: float | None = None  # when it was scraped (seconds, the policy's clock)
     found: frozenset[str] = field(default_factory=frozenset)  # metric names that were present
+    requests: float | None = None  # requests the server answered since it started
+    errors: float | None = None  # of those, answered with a 5xx status
 
 
 @dataclass(frozen=True)
@@ -115,6 +122,8 @@ class ReplicaObservation:
     ttft: Histogram | None = None  # first tokens since the previous scrape
     finished_per_s: float | None = None  # requests completed per second since then
     arrived_per_s: float | None = None  # requests that came in per second since then
+    requests: float | None = None  # requests the server answered since then
+    errors: float | None = None  # of those, with a 5xx status
 
     @property
     def measured(self) -> bool:
@@ -162,8 +171,17 @@ def parse_metrics(text: str, at: float | None = None) -> MetricsSnapshot:
         *FINISHED_NAMES,
     }
     wanted_histograms = set(TTFT_NAMES)
+    answered = {"requests": 0.0, "errors": 0.0}
+    requests_found = False
     for family in text_string_to_metric_families(text):
-        if family.name in wanted_gauges:
+        if family.name in REQUESTS_NAMES:
+            for sample in family.samples:
+                if sample.name.endswith("_total"):
+                    requests_found = True
+                    answered["requests"] += sample.value
+                    if _is_server_error(sample.labels.get("code", "")):
+                        answered["errors"] += sample.value
+        elif family.name in wanted_gauges:
             values = gauges.setdefault(family.name, [])
             values.extend(s.value for s in family.samples if not s.name.endswith("_created"))
         elif family.name in wanted_histograms:
@@ -182,7 +200,20 @@ def parse_metrics(text: str, at: float | None = None) -> MetricsSnapshot:
         finished=_gauge(gauges, FINISHED_NAMES, "sum"),
         at=at,
         found=frozenset(gauges) | frozenset(buckets),
+        requests=answered["requests"] if requests_found else None,
+        errors=answered["errors"] if requests_found else None,
     )
+
+
+def _is_server_error(code: str) -> bool:
+    return code.isdigit() and int(code) >= SERVER_ERROR
+
+
+def _counted_since(now: float | None, then: float | None) -> float | None:
+    """A counter's increase; all of it if the counter started again (a restart)."""
+    if now is None or then is None:
+        return None
+    return now - then if now >= then else now
 
 
 def observe(
@@ -211,6 +242,10 @@ def observe(
         # Every request that came in has either finished or is still in the engine.
         inside = (current.running + current.waiting) - (previous.running + previous.waiting)
         arrived_per_s = max(0.0, finished_per_s + inside / elapsed)
+    requests = errors = None
+    if previous is not None:
+        requests = _counted_since(current.requests, previous.requests)
+        errors = _counted_since(current.errors, previous.errors)
     return ReplicaObservation(
         name=name,
         waiting=current.waiting,
@@ -220,4 +255,6 @@ def observe(
         ttft=ttft,
         finished_per_s=finished_per_s,
         arrived_per_s=arrived_per_s,
+        requests=requests,
+        errors=errors,
     )

@@ -27,11 +27,23 @@ from modelplane.operator.model_source import locate_model
 
 
 @dataclass(frozen=True)
+class CanaryTrack:
+    """A canary rollout's second track: its replicas and its share of the traffic."""
+
+    replicas: int
+    weight: int
+
+
+@dataclass(frozen=True)
 class BuildOptions:
     """What the builders need to know about the cluster and the current state."""
 
     replicas: int
     service_monitor_api: bool = False
+    canary: CanaryTrack | None = (
+        None  # also build the canary track's ConfigMap, Service, Deployment
+    )
+    stable_revision: str | None = None  # what the stable Service announces, if not the spec's
 
 
 def spec_hash(manifest: dict[str, Any]) -> str:
@@ -62,9 +74,13 @@ def build_children(
         raise ValueError(f"no accelerator profile for {name}; run the fit check first")
     location = locate_model(spec.model)
     config_map = build_config_map(name, namespace, spec, config, location)
+    canary = options.canary
+    stable_weight = 100 - canary.weight if canary is not None else 100
     children = [
         config_map,
-        build_service(name, namespace, spec),
+        build_service(
+            name, namespace, spec, traffic_weight=stable_weight, revision=options.stable_revision
+        ),
         build_deployment(
             name,
             namespace,
@@ -77,6 +93,17 @@ def build_children(
         ),
         build_pod_disruption_budget(name, namespace),
     ]
+    if canary is not None:
+        track = contract.TRACK_CANARY
+        canary_config = build_config_map(name, namespace, spec, config, location, track=track)
+        children += [
+            canary_config,
+            build_service(name, namespace, spec, track=track, traffic_weight=canary.weight),
+            build_deployment(
+                name, namespace, spec, config, placement, location, replicas=canary.replicas,
+                config_map_data=canary_config["data"], track=track,
+            ),
+        ]  # fmt: skip
     if config.network_policy.enabled:
         children.append(build_network_policy(name, namespace, config))
     if options.service_monitor_api and spec.monitoring.service_monitor:

@@ -63,7 +63,11 @@ def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
 
 
 def _volumes(
-    name: str, spec: LLMDeploymentSpec, config: OperatorConfig, location: ModelLocation
+    name: str,
+    spec: LLMDeploymentSpec,
+    config: OperatorConfig,
+    location: ModelLocation,
+    track: str,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     cache = config.model_cache
     cache_volume: dict[str, Any] = (
@@ -72,7 +76,7 @@ def _volumes(
         else {"emptyDir": {"sizeLimit": cache.size_limit}}
     )
     volumes: list[dict[str, Any]] = [
-        {"name": "config", "configMap": {"name": config_map_name(name)}},
+        {"name": "config", "configMap": {"name": config_map_name(name, track)}},
         {"name": "cache", **cache_volume},
         {"name": "tmp", "emptyDir": {}},
         {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": config.shm_size_limit}},
@@ -106,7 +110,7 @@ def build_pod_template(
     track: str = contract.TRACK_STABLE,
 ) -> dict[str, Any]:
     image = spec.engine.image or (config.images.gpu if placement.on_gpu else config.images.cpu)
-    volumes, mounts = _volumes(name, spec, config, location)
+    volumes, mounts = _volumes(name, spec, config, location, track)
     startup = config.startup_probe
     container: dict[str, Any] = {
         "name": CONTAINER,

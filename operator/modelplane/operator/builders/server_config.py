@@ -12,6 +12,7 @@ from typing import Any, Final
 
 import yaml
 
+from modelplane.api import contract
 from modelplane.api.llmdeployment import LLMDeploymentSpec, served_model_name
 from modelplane.operator.config import OperatorConfig
 from modelplane.operator.model_source import ModelLocation
@@ -39,15 +40,17 @@ def build_config_map(
     spec: LLMDeploymentSpec,
     config: OperatorConfig,
     location: ModelLocation,
+    *,
+    track: str = contract.TRACK_STABLE,
 ) -> dict[str, Any]:
     settings = serve_settings(name, spec, config, location)
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": {
-            "name": config_map_name(name),
+            "name": config_map_name(name, track),
             "namespace": namespace,
-            "labels": child_labels(name),
+            "labels": child_labels(name, track),
         },
         "data": {CONFIG_FILE: yaml.safe_dump(settings, sort_keys=True)},
     }

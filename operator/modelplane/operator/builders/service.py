@@ -21,7 +21,10 @@ def build_service(
     *,
     track: str = contract.TRACK_STABLE,
     traffic_weight: int = 100,
+    revision: str | None = None,
 ) -> dict[str, Any]:
+    """`revision`: what the track's pods serve, when not the spec's (a stable track pinned
+    while a canary runs)."""
     return {
         "apiVersion": "v1",
         "kind": "Service",
@@ -32,7 +35,7 @@ def build_service(
             "annotations": {
                 contract.ANNOTATION_SERVED_MODEL: served_model_name(name, spec),
                 contract.ANNOTATION_TRAFFIC_WEIGHT: str(traffic_weight),
-                contract.ANNOTATION_REVISION: spec.model.revision,
+                contract.ANNOTATION_REVISION: revision or spec.model.revision,
                 contract.ANNOTATION_ROUTING: routing_strategy(spec),
             },
         },

@@ -1,0 +1,376 @@
+"""The autoscaler in the operator: measure, decide, write, for every autoscaled LLMDeployment.
+
+Every `autoscalerIntervalSeconds` the operator's measuring loop calls
+`Autoscaler.tick`. For each LLMDeployment with `autoscaling.enabled` and a
+servable spec it takes the model's pods from the watch-fed pod index (ready
+ones are measured and count as capacity; loading ones are neither; while a
+canary runs, its pods too: the load is the model's, and the stable's count,
+which the autoscaler sets, sizes the canary), reads their metrics (straight
+from each pod's `/metrics`, or from Prometheus when the operator config
+names one), asks the pure policy (`autoscaler.decide`) and applies the pure
+plan (`scaling_plan`):
+
+- the Deployment's replicas through its scale subresource, only when they
+  change, with the resourceVersion the decision was based on as a
+  precondition (a count someone else changed meanwhile wins; the next tick
+  decides again);
+- a Normal Event ScaledUp/ScaledDown whose message is the decision's reason,
+  and `modelplane_operator_scaling_decisions_total{direction}`;
+- the autoscaler's status fields and its `ScalingLimited` condition;
+- the policy's state in the `modelplane.io/autoscaler-state` annotation, when
+  its durable part changed (see `scaling_state`).
+
+The gateway's `modelplane.io/scale-from-zero-requested-at` is passed to the
+policy while the Deployment is at zero replicas and when it is newer than
+the last scale (see `held_demand`).
+
+Writes happen under the reconciler's per-resource lock and are recorded in
+its expectations, so a reconcile running between a write and its watch
+event neither undoes the count nor drops the condition. Measuring (network
+I/O, up to the scrape timeout) happens outside the lock. With autoscaling
+switched off the autoscaler removes what it wrote, once. A failing scrape
+of one pod is an observation like any other; a failing API call is logged
+and retried on the next tick.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import Any, Final, Protocol
+
+import httpx
+
+from modelplane.api import contract
+from modelplane.api.llmdeployment import LLMDeploymentSpec
+from modelplane.operator.autoscaler import (
+    AutoscalingSpec,
+    Collection,
+    Decision,
+    MetricsSnapshot,
+    PolicyState,
+    ScrapeTarget,
+    collect,
+    decide,
+    demand_time,
+)
+from modelplane.operator.autoscaler.collector import DEFAULT_TIMEOUT_S
+from modelplane.operator.autoscaler.prometheus import collect_from_prometheus
+from modelplane.operator.config import OperatorConfig
+from modelplane.operator.expectations import OwnerKey
+from modelplane.operator.kube import KubeError
+from modelplane.operator.observed import ObservedChild
+from modelplane.operator.parsing import parse_spec
+from modelplane.operator.pods import ObservedPod
+from modelplane.operator.reconciler import ClusterView, Reconciler
+from modelplane.operator.resources import DEPLOYMENTS, LLMDEPLOYMENTS
+from modelplane.operator.scaling_plan import Bounds, plan_autoscaling_off, plan_scaling
+from modelplane.operator.scaling_state import needs_storing, resume
+from modelplane.operator.timestamps import epoch_of, rfc3339
+
+log = logging.getLogger(__name__)
+
+STATE: Final = contract.ANNOTATION_AUTOSCALER_STATE
+CONCURRENCY: Final = 16  # LLMDeployments measured at once
+
+
+class MetricsSource(Protocol):
+    """Where replica metrics come from: the pods themselves, or Prometheus."""
+
+    async def collect(
+        self,
+        namespace: str,
+        targets: Sequence[ScrapeTarget],
+        previous: Mapping[str, MetricsSnapshot],
+        window_s: float | None = None,
+    ) -> Collection:
+        """Observations over the window since `previous` (pods) or the last `window_s`
+        seconds (Prometheus, which keeps the history itself)."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+class PodScraper:
+    """GET each ready pod's /metrics (one client, kept open across ticks)."""
+
+    def __init__(self, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self._timeout_s = timeout_s
+        self._client = httpx.AsyncClient(timeout=timeout_s)
+
+    async def collect(
+        self,
+        namespace: str,
+        targets: Sequence[ScrapeTarget],
+        previous: Mapping[str, MetricsSnapshot],
+        window_s: float | None = None,
+    ) -> Collection:
+        return await collect(targets, previous, client=self._client, timeout_s=self._timeout_s)
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+class PrometheusSource:
+    """One range query to Prometheus per LLMDeployment (see autoscaler.prometheus)."""
+
+    def __init__(self, url: str, window_s: float, timeout_s: float = DEFAULT_TIMEOUT_S) -> None:
+        self._url = url
+        self._window_s = window_s
+        self._timeout_s = timeout_s
+        self._client = httpx.AsyncClient(timeout=timeout_s)
+
+    async def collect(
+        self,
+        namespace: str,
+        targets: Sequence[ScrapeTarget],
+        previous: Mapping[str, MetricsSnapshot],
+        window_s: float | None = None,
+    ) -> Collection:
+        return await collect_from_prometheus(
+            self._url,
+            namespace,
+            targets,
+            window_s=window_s or self._window_s,
+            client=self._client,
+            timeout_s=self._timeout_s,
+        )
+
+    async def close(self) -> None:
+        await self._client.aclose()
+
+
+async def for_each_llmdeployment(
+    view: ClusterView,
+    action: Callable[[OwnerKey, ClusterView], Awaitable[None]],
+    what: str,
+) -> None:
+    """`action` on every LLMDeployment, CONCURRENCY at a time; one failing stops no other
+    (the next tick tries again)."""
+    slots = asyncio.Semaphore(CONCURRENCY)
+
+    async def one(key: OwnerKey) -> None:
+        async with slots:
+            try:
+                await action(key, view)
+            except (KubeError, OSError) as err:
+                log.warning("%s %s/%s failed (next tick retries): %s", what, *key, err)
+            except Exception:
+                log.exception("%s %s/%s failed (next tick retries)", what, *key)
+
+    await asyncio.gather(*(one(key) for key in view.llmdeployment_keys()))
+
+
+def metrics_source(config: OperatorConfig) -> MetricsSource:
+    if config.prometheus_url:
+        return PrometheusSource(config.prometheus_url, config.prometheus_window_seconds)
+    return PodScraper()
+
+
+def scrape_targets(pods: Sequence[ObservedPod], track: str | None = None) -> list[ScrapeTarget]:
+    """The pods (of one track, or all) that exist for good: serving ones to measure, the
+    others loading."""
+    return [
+        ScrapeTarget(p.name, p.metrics_url or "", ready=p.serving)
+        for p in pods
+        if (track is None or p.track == track) and not p.terminating
+    ]
+
+
+def held_demand(
+    annotations: Mapping[str, str], current_replicas: int, last_scale_at: float | None
+) -> float | None:
+    """The gateway's scale-from-zero signal, while there is something to wake.
+
+    The gateway records when it held a request and never removes the
+    annotation. The policy counts demand newer than its own scale-to-zero
+    rule's last firing as activity; but a model that started at zero, or went
+    there by an ordinary scale-down, has no such time, so an old annotation
+    would keep it at one replica for good, or wake it right after it went to
+    zero. So the demand counts only while the Deployment is at zero replicas
+    (above zero, loading or serving replicas speak for the load) and only if
+    it is newer than the autoscaler's last change of the count.
+    """
+    if current_replicas > 0:
+        return None
+    demand = demand_time(annotations.get(contract.ANNOTATION_DEMAND_AT))
+    if demand is None or (last_scale_at is not None and demand <= last_scale_at):
+        return None
+    return demand
+
+
+def policy_spec(spec: LLMDeploymentSpec) -> AutoscalingSpec:
+    """The policy's copy of `spec.autoscaling`, defaults included (the typed spec's)."""
+    return AutoscalingSpec.from_dict(spec.autoscaling.model_dump(by_alias=True, mode="json"))
+
+
+@dataclass
+class _Memory:
+    """What the autoscaler keeps about one LLMDeployment between ticks."""
+
+    state: PolicyState
+    stored: PolicyState | None  # what the annotation holds (None: nothing yet)
+    snapshots: dict[str, MetricsSnapshot] = field(default_factory=dict)
+    driver: str | None = None  # of the last decision (None: none since the operator started)
+
+
+class Autoscaler:
+    def __init__(
+        self,
+        reconciler: Reconciler,
+        source: MetricsSource,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._reconciler = reconciler
+        self._source = source
+        self._clock = clock
+        self._memory: dict[OwnerKey, _Memory] = {}
+        self._state_removed: set[OwnerKey] = set()
+
+    async def tick(self, view: ClusterView) -> None:
+        """Decide for every LLMDeployment once."""
+        await for_each_llmdeployment(view, self.autoscale, "autoscaling")
+
+    def forget(self, key: OwnerKey) -> None:
+        self._memory.pop(key, None)
+        self._state_removed.discard(key)
+
+    async def autoscale(self, key: OwnerKey, view: ClusterView) -> None:
+        body = view.llmdeployment(key)
+        if body is None or body.get("metadata", {}).get("deletionTimestamp"):
+            self.forget(key)
+            return
+        namespace, name = key
+        parsed = parse_spec(name, body.get("spec"), self._reconciler.config)
+        if parsed.spec is None or not parsed.servable:
+            return  # the reconciler reports the spec's problems; nothing runs to scale
+        spec = parsed.spec
+        annotations: Mapping[str, str] = body["metadata"].get("annotations") or {}
+        if not spec.autoscaling.enabled:
+            self._memory.pop(key, None)
+            await self._switch_off(key, body, annotations)
+            return
+        self._state_removed.discard(key)
+        seen = self._reconciler.observed_children(key, view).get(("Deployment", name))
+        if seen is None or seen.deployment is None or seen.resource_version is None:
+            return  # created at minReplicas by the reconciler first
+        memory = self._memory.get(key) or self._recall(annotations)
+        self._memory[key] = memory
+        # Every track: while a canary takes a share of the traffic, the model's load is the
+        # load of both, and the canary's replicas follow the stable's count.
+        targets = scrape_targets(view.pods(key))
+        collection = await self._source.collect(namespace, targets, memory.snapshots)
+        memory.snapshots = dict(collection.snapshots)
+        now = self._clock()
+        autoscaling = policy_spec(spec)
+        current = seen.deployment.spec_replicas
+        scaled_at = (self._reconciler.observed_status(key, body) or {}).get("lastScaleTime")
+        decision = decide(
+            collection.observations,
+            current,
+            autoscaling,
+            memory.state,
+            now,
+            demand_at=held_demand(annotations, current, epoch_of(scaled_at)),
+        )
+        memory.state = decision.state
+        bounds = Bounds(autoscaling.min_replicas, autoscaling.max_replicas)
+        async with self._reconciler.lock(key):
+            await self._apply(key, view, seen, decision, bounds, memory, now)
+
+    def _recall(self, annotations: Mapping[str, str]) -> _Memory:
+        """After a start: the state the annotation holds, continued to now."""
+        text = annotations.get(STATE)
+        if text is None:
+            return _Memory(PolicyState(), None)
+        stored = PolicyState.from_json(text)
+        return _Memory(resume(stored, self._clock()), stored)
+
+    async def _apply(
+        self,
+        key: OwnerKey,
+        view: ClusterView,
+        decided_on: ObservedChild,
+        decision: Decision,
+        bounds: Bounds,
+        memory: _Memory,
+        now: float,
+    ) -> None:
+        namespace, name = key
+        body = view.llmdeployment(key)
+        seen = self._reconciler.observed_children(key, view).get(("Deployment", name))
+        if body is None or seen is None or seen.deployment is None or decided_on.deployment is None:
+            return
+        if seen.deployment.spec_replicas != decided_on.deployment.spec_replicas:
+            return  # scaled by someone else while measuring: decide again next tick
+        api, expect = self._reconciler.api, self._reconciler.expectations
+        generation = body["metadata"].get("generation")
+        plan = plan_scaling(
+            decision,
+            current_replicas=seen.deployment.spec_replicas,
+            status=self._reconciler.observed_status(key, body),
+            bounds=bounds,
+            generation=int(generation) if generation is not None else None,
+            now=rfc3339(now),
+            # Unknown after a start: the status says what it said, until the next change.
+            driver_changed=memory.driver is not None and memory.driver != decision.driver,
+        )
+        memory.driver = decision.driver
+        if plan.replicas is not None and plan.direction is not None:
+            try:
+                scale = await asyncio.to_thread(
+                    api.scale, DEPLOYMENTS, namespace, name, plan.replicas,
+                    seen.resource_version or "",
+                )  # fmt: skip
+            except KubeError as err:
+                if err.status != 409:
+                    raise
+                log.info("%s/%s: replicas changed meanwhile; deciding again next tick", *key)
+                return
+            version = (scale.get("metadata") or {}).get("resourceVersion")
+            written = replace(seen.deployment, spec_replicas=plan.replicas)
+            expect.expect_child(
+                key,
+                ("Deployment", name),
+                replace(seen, resource_version=version, deployment=written),
+            )
+            self._reconciler.metrics.scaling_decisions.labels(namespace, name, plan.direction).inc()
+            log.info("%s/%s: %s", namespace, name, decision.reason)
+        if plan.status:
+            await asyncio.to_thread(api.patch_status, namespace, name, plan.status)
+            expect.expect_status(key, plan.status)
+        if needs_storing(decision.state, memory.stored):
+            await asyncio.to_thread(
+                api.patch_annotations, LLMDEPLOYMENTS, namespace, name,
+                {STATE: decision.state.to_json()},
+            )  # fmt: skip
+            memory.stored = decision.state
+        if plan.event is not None:  # last: whoever sees it finds status and state written
+            try:
+                await asyncio.to_thread(api.post_event, body, "Normal", *plan.event)
+            except KubeError as err:  # the scale happened; status says why
+                log.warning("%s/%s: no %s event: %s", namespace, name, plan.event[0], err)
+
+    async def _switch_off(
+        self, key: OwnerKey, body: Mapping[str, Any], annotations: Mapping[str, str]
+    ) -> None:
+        """Autoscaling is off: remove the autoscaler's status fields and state, once."""
+        namespace, name = key
+        if STATE not in annotations:
+            self._state_removed.discard(key)
+        remove_state = STATE in annotations and key not in self._state_removed
+        async with self._reconciler.lock(key):
+            patch = plan_autoscaling_off(self._reconciler.observed_status(key, body))
+            if patch:
+                await asyncio.to_thread(self._reconciler.api.patch_status, namespace, name, patch)
+                self._reconciler.expectations.expect_status(key, patch)
+            if remove_state:
+                await asyncio.to_thread(
+                    self._reconciler.api.patch_annotations, LLMDEPLOYMENTS, namespace, name,
+                    {STATE: None},
+                )  # fmt: skip
+                self._state_removed.add(key)

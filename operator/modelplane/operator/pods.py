@@ -1,0 +1,66 @@
+"""Compact views of a model's pods, as the autoscaler and the canary analysis need them.
+
+The operator keeps these in a watch-fed index (no list call per tick): the
+pod's name and track, whether it is ready (serving: capacity) or still
+loading, whether it is going away, and where its `/metrics` answer. The
+metrics port is the container port named `http` (the one the Service and
+the chart's PodMonitor use), falling back to the server's port when a pod
+has no such name, so the operator scrapes exactly what Prometheus would.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from modelplane.api import contract
+
+
+@dataclass(frozen=True)
+class ObservedPod:
+    name: str
+    track: str
+    ip: str | None  # status.podIP; None until the pod is scheduled and started
+    port: int
+    ready: bool  # the Ready condition is True: it passes /ready and takes traffic
+    terminating: bool  # deletionTimestamp set: going away, neither capacity nor loading
+    template_hash: str | None = None  # which pod template (revision and settings) it runs
+
+    @property
+    def metrics_url(self) -> str | None:
+        if not self.ip:
+            return None
+        host = f"[{self.ip}]" if ":" in self.ip else self.ip
+        return f"http://{host}:{self.port}/metrics"
+
+    @property
+    def serving(self) -> bool:
+        """Ready with an address: scrape it, count it as capacity."""
+        return self.ready and not self.terminating and self.ip is not None
+
+
+def _http_port(spec: Mapping[str, Any]) -> int:
+    for container in spec.get("containers") or []:
+        for port in container.get("ports") or []:
+            if port.get("name") == contract.SERVER_PORT_NAME and port.get("containerPort"):
+                return int(port["containerPort"])
+    return contract.SERVER_PORT
+
+
+def observe_pod(body: Mapping[str, Any]) -> ObservedPod:
+    meta = body.get("metadata", {})
+    status = body.get("status") or {}
+    ready = any(
+        c.get("type") == "Ready" and c.get("status") == "True"
+        for c in status.get("conditions") or []
+    )
+    return ObservedPod(
+        name=str(meta.get("name", "")),
+        track=str((meta.get("labels") or {}).get(contract.LABEL_TRACK, contract.TRACK_STABLE)),
+        ip=status.get("podIP") or None,
+        port=_http_port(body.get("spec") or {}),
+        ready=ready,
+        terminating=bool(meta.get("deletionTimestamp")),
+        template_hash=(meta.get("annotations") or {}).get(contract.ANNOTATION_TEMPLATE_HASH),
+    )

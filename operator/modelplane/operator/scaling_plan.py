@@ -1,0 +1,157 @@
+"""What the operator writes for one autoscaling decision: pure, from the decision and status.
+
+The policy (`autoscaler.policy.decide`) says how many replicas to run and
+why. This module turns that into a small plan for one LLMDeployment: the
+replica count to write through the Deployment's scale subresource (only
+when it differs from the Deployment's), the direction for the decisions
+counter, the Event (ScaledUp/ScaledDown, message = the decision's reason),
+and a merge patch of the status fields the autoscaler owns:
+
+- `desiredReplicas`, `scaleReason` and `lastScaleTime` change with the
+  replica count; `scaleReason` also follows a change of what drives the
+  decision (another target, no metrics, loading, idle), but not the numbers
+  inside it, so a steady resource keeps its status untouched instead of
+  rewriting a countdown or a rate every tick;
+- the `ScalingLimited` condition (Kubernetes' HPA names its reasons the same
+  way: TooManyReplicas, TooFewReplicas, DesiredWithinRange) is rewritten
+  when its status or reason changes, at each scale, or when the spec's
+  generation moved on.
+
+With autoscaling switched off, `plan_autoscaling_off` removes those fields:
+the count follows `spec.replicas` again and nothing should claim otherwise.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from pydantic import ValidationError
+
+from modelplane.api.llmdeployment import (
+    Condition,
+    ConditionStatus,
+    ConditionType,
+    LLMDeploymentStatus,
+)
+from modelplane.operator.autoscaler import Decision
+
+SCALED_UP: Final = "ScaledUp"
+SCALED_DOWN: Final = "ScaledDown"
+TOO_MANY: Final = "TooManyReplicas"  # the policy wanted more than maxReplicas
+TOO_FEW: Final = "TooFewReplicas"  # the policy wanted fewer than minReplicas
+WITHIN_RANGE: Final = "DesiredWithinRange"
+AUTOSCALER_FIELDS: Final = ("scaleReason", "lastScaleTime")
+
+
+@dataclass(frozen=True)
+class Bounds:
+    min_replicas: int
+    max_replicas: int
+
+
+@dataclass(frozen=True)
+class ScalingPlan:
+    replicas: int | None = None  # write this count (scale subresource); None: unchanged
+    direction: str | None = None  # "up" or "down" when replicas change
+    event: tuple[str, str] | None = None  # (reason, message) of the Normal Event
+    status: dict[str, Any] = field(default_factory=dict)  # merge patch; empty: no write
+
+
+def _parsed(status: Mapping[str, Any]) -> LLMDeploymentStatus:
+    try:
+        return LLMDeploymentStatus.model_validate(dict(status))
+    except ValidationError:
+        return LLMDeploymentStatus()
+
+
+def _dump(conditions: list[Condition]) -> list[dict[str, Any]]:
+    return [c.model_dump(by_alias=True, mode="json", exclude_none=True) for c in conditions]
+
+
+def limited_condition(
+    decision: Decision, bounds: Bounds, generation: int | None, now: str, before: Condition | None
+) -> Condition:
+    """The ScalingLimited condition for this decision (keeps its transition time if unchanged)."""
+    if decision.limited:
+        at_max = decision.desired_replicas >= bounds.max_replicas
+        status, reason = ConditionStatus.TRUE, TOO_MANY if at_max else TOO_FEW
+        message = decision.reason
+    else:
+        status, reason = ConditionStatus.FALSE, WITHIN_RANGE
+        message = (
+            f"{decision.desired_replicas} replica(s) wanted, within minReplicas "
+            f"{bounds.min_replicas} and maxReplicas {bounds.max_replicas}"
+        )
+    since = before.last_transition_time if before and before.status == status else now
+    return Condition(
+        type=ConditionType.SCALING_LIMITED,
+        status=status,
+        reason=reason,
+        message=message,
+        last_transition_time=since,
+        observed_generation=generation,
+    )
+
+
+def _with_condition(conditions: list[Condition], new: Condition) -> list[Condition]:
+    """`conditions` with the one of `new`'s type replaced in place, or `new` appended."""
+    replaced = [new if c.type == new.type else c for c in conditions]
+    return replaced if any(c.type == new.type for c in conditions) else [*conditions, new]
+
+
+def plan_scaling(
+    decision: Decision,
+    *,
+    current_replicas: int,
+    status: Mapping[str, Any],
+    bounds: Bounds,
+    generation: int | None,
+    now: str,
+    driver_changed: bool = False,
+) -> ScalingPlan:
+    """The writes for `decision` on a Deployment that has `current_replicas` now.
+
+    `status` is the LLMDeployment's status as the operator last saw or wrote it;
+    `driver_changed`: the previous decision had another driver.
+    """
+    previous = _parsed(status)
+    before = next((c for c in previous.conditions if c.type == ConditionType.SCALING_LIMITED), None)
+    desired = decision.desired_replicas
+    changed = desired != current_replicas
+    wanted = limited_condition(decision, bounds, generation, now, before)
+    condition_stale = (
+        before is None
+        or changed
+        or (before.status, before.reason, before.observed_generation)
+        != (wanted.status, wanted.reason, wanted.observed_generation)
+    )
+    patch: dict[str, Any] = {}
+    if changed:
+        patch["desiredReplicas"] = desired
+        patch["lastScaleTime"] = now
+    if changed or driver_changed or previous.scale_reason is None:
+        patch["scaleReason"] = decision.reason
+    if condition_stale:
+        patch["conditions"] = _dump(_with_condition(previous.conditions, wanted))
+    patch = {key: value for key, value in patch.items() if status.get(key) != value}
+    if not changed:
+        return ScalingPlan(status=patch)
+    up = desired > current_replicas
+    return ScalingPlan(
+        replicas=desired,
+        direction="up" if up else "down",
+        event=(SCALED_UP if up else SCALED_DOWN, decision.reason),
+        status=patch,
+    )
+
+
+def plan_autoscaling_off(status: Mapping[str, Any]) -> dict[str, Any]:
+    """A merge patch removing what the autoscaler wrote; empty when there is nothing."""
+    patch: dict[str, Any] = {key: None for key in AUTOSCALER_FIELDS if key in status}
+    previous = _parsed(status)
+    kept = [c for c in previous.conditions if c.type != ConditionType.SCALING_LIMITED]
+    if len(kept) != len(previous.conditions):
+        patch["conditions"] = _dump(kept)
+    return patch
