@@ -36,7 +36,7 @@ from tests.rbac_check import disallowed_calls, load_rules
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
-def wait_for(what: str, check: Callable[[], Any], timeout: float = 20) -> Any:
+def wait_for(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
     """Poll `check` until it returns something truthy; fail saying `what` did not happen."""
     deadline = time.monotonic() + timeout
     last: Any = None

@@ -90,7 +90,7 @@ def test_scales_up_on_load_and_down_when_it_is_gone(
         fake_pods.start("chat", "chat-b").metrics.load(waiting=0, running=1)
         fake_pods.start("chat", "chat-c").broken = True
         a.metrics.load(waiting=0, running=1)
-        wait_for("back to 1 replica", lambda: replicas(cluster) == 1, timeout=15)
+        wait_for("back to 1 replica", lambda: replicas(cluster) == 1, timeout=60)
         (down,) = wait_for("a ScaledDown event", lambda: cluster.events("chat", "ScaledDown"))
         assert down["message"].startswith("3 -> 1, the largest need of the last 2s")
         assert "left out chat-c" in down["message"] and "HTTP 500" in down["message"]
@@ -123,7 +123,7 @@ def test_scale_from_zero_on_held_requests_and_back_to_zero_when_idle(
         pod.metrics.load(waiting=0, running=1)
         pod.metrics.serve(3)
         pod.metrics.load(waiting=0, running=0)  # answered; nothing more comes
-        wait_for("back to zero", lambda: replicas(cluster) == 0, timeout=15)
+        wait_for("back to zero", lambda: replicas(cluster) == 0, timeout=60)
         (down,) = wait_for("a ScaledDown event", lambda: cluster.events("chat", "ScaledDown"))
         assert "-> 0" in down["message"] or down["message"].startswith("no requests for")
         zero = "ScaledToZero"
@@ -160,7 +160,7 @@ def test_a_restart_keeps_the_scale_down_timer_and_does_not_scale_down_early(
     assert replicas(cluster) == 3  # stopped well before the delay was over
 
     with run_operator(autoscalerIntervalSeconds=TICK) as op:
-        wait_for("the scale-down", lambda: replicas(cluster) == 1, timeout=20)
+        wait_for("the scale-down", lambda: replicas(cluster) == 1, timeout=60)
         (down,) = wait_for("a ScaledDown event", lambda: cluster.events("chat", "ScaledDown"))
         after = stored_state(cluster)
         assert after is not None
@@ -248,7 +248,7 @@ def test_replica_metrics_from_a_real_prometheus(
             assert replicas(cluster) == 2
 
             a.metrics.load(waiting=9, running=3)  # per replica: 3 running + 9 waiting vs 2
-            wait_for("4 replicas", lambda: replicas(cluster) == 4, timeout=20)
+            wait_for("4 replicas", lambda: replicas(cluster) == 4, timeout=60)
             (up,) = wait_for("a ScaledUp event", lambda: cluster.events("chat", "ScaledUp"))
             assert "9.0 requests waiting per replica vs target 2" in up["message"]
             assert decisions(op, "up") == 1
