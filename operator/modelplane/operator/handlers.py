@@ -96,11 +96,6 @@ def _owner(namespace: str | None, labels: Mapping[str, str]) -> OwnerKey:
     return (namespace or "", labels[contract.LABEL_LLMDEPLOYMENT])
 
 
-def _report_failure(body: Mapping[str, Any], reason: str, message: str) -> None:
-    """A Warning Event on the LLMDeployment, once per entry into phase Failed."""
-    kopf.warn(dict(body), reason=reason, message=message)  # type: ignore[arg-type]
-
-
 @kopf.on.login()
 def login(**_: Any) -> kopf.ConnectionInfo:
     """Same credentials as the operator's own client: service account, else $KUBECONFIG."""
@@ -139,7 +134,6 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
         config,
         metrics,
         service_monitor_api=service_monitor_api,
-        report_failure=_report_failure,
     )
     view = IndexView(
         {name: indexes[name] for name in ["llmdeployments_idx", "pods_idx", *CHILD_INDEXES]}
