@@ -8,8 +8,9 @@ status subresources (a status patch changes only status, a main patch never
 status), the scale subresource (a patch sets spec.replicas and answers a
 Scale), generateName, server-side apply creating a missing object, resourceVersion
 preconditions, the garbage collector deleting dependents by their owner
-references, and (when a test asks) a flaky server's 500 answers. `Kubectl` is the test's own client: it writes through the API,
-so watches see every change, exactly as with a real `kubectl`.
+references, and (when a test asks) a flaky server's 500 answers. `Kubectl` is
+the test's own client: it writes through the API, so watches see every
+change, exactly as with a real `kubectl`.
 """
 
 from __future__ import annotations
