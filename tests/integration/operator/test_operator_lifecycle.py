@@ -80,6 +80,8 @@ def test_create_then_ready_then_idle_resync_writes_nothing(
         seen, reconciles = len(cluster.operator_requests()), op.reconciles()
         wait_for("two idle resyncs", lambda: op.reconciles() >= reconciles + 2)
         assert cluster.operator_writes(since=seen) == []
+        # Standalone, the loops never ask about peers.
+        assert not [r for r in cluster.operator_requests() if "kopf.dev" in r.url.path]
 
         assert op.metric("modelplane_llmdeployment_phase", namespace="default",
                          llmdeployment="chat", model="smollm2", phase="Ready") == 1  # fmt: skip
