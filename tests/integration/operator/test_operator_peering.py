@@ -43,6 +43,7 @@ from tests.rbac_check import ApiCall, allowed, api_call, disallowed_calls
 PEERINGS = "/apis/kopf.dev/v1/clusterkopfpeerings"
 SPEC = {"model": {"source": "hf://HuggingFaceTB/SmolLM2-135M-Instruct"}}
 IDENTITY = "mp-modelplane-operator-7f9c-abcde"  # POD_ID, as the chart sets it
+GATE_LOGGER = "modelplane.operator.peering_gate"
 
 
 @pytest.fixture
@@ -258,7 +259,7 @@ def test_the_gate_reads_each_watched_namespace_and_logs_each_change_once(
     """The gate alone, with the operator's own client against the emulator: a namespaced
     operator is active only where every watched namespace's KopfPeering says so; two
     ticks per state, one log line per change; standalone reads nothing."""
-    caplog.set_level(logging.INFO, logger="modelplane.operator.peering_gate")
+    caplog.set_level(logging.INFO, logger=GATE_LOGGER)
     resources = {**CLUSTER_RESOURCES, "kopf.dev/v1/kopfpeerings": resource_info("KopfPeering")}
     with (
         EmulatorThread(resources) as emulator,
@@ -298,11 +299,11 @@ def test_the_gate_reads_each_watched_namespace_and_logs_each_change_once(
         http.delete(paths[0]).raise_for_status()
         assert ticks() == [False, False]  # unreadable: not known to be active
         assert resumed == [True, True]
-        assert [r.getMessage().split(":")[0] for r in caplog.records] == [
+        messages = [r.getMessage() for r in caplog.records if r.name == GATE_LOGGER]
+        assert [m.split(":")[0] for m in messages] == [
             "operator loops paused", "operator loops active", "operator loops paused",
             "operator loops active", "operator loops paused",
         ]  # fmt: skip
-        messages = caplog.messages
         assert f"this replica's record ({IDENTITY}) is missing" in messages[0]
         assert "the-other-replica has a higher priority (200)" in messages[2]
         assert "cannot read" in messages[4] and "404" in messages[4]
