@@ -7,9 +7,10 @@ on and the emulator leaves out: uid/generation/resourceVersion/timestamps,
 status subresources (a status patch changes only status, a main patch never
 status), the scale subresource (a patch sets spec.replicas and answers a
 Scale), generateName, server-side apply creating a missing object, resourceVersion
-preconditions, and the garbage collector deleting dependents by their owner
-references. `Kubectl` is the test's own client: it writes through the API,
-so watches see every change, exactly as with a real `kubectl`.
+preconditions, the garbage collector deleting dependents by their owner
+references, and (when a test asks) a flaky server's 500 answers. `Kubectl` is
+the test's own client: it writes through the API, so watches see every
+change, exactly as with a real `kubectl`.
 """
 
 from __future__ import annotations
@@ -115,6 +116,8 @@ class ClusterEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
     _versions: Iterator[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
     # Seconds to hold list responses of a resource (by plural): a slow, busy API server.
     list_delays: dict[str, float] = attrs.field(factory=dict, init=False)
+    # Requests to answer with 500 before serving them, by (method, path): a flaky API server.
+    failures: dict[tuple[str, str], int] = attrs.field(factory=dict, init=False)
 
     def _stored(self, request: Any) -> Any | None:
         key = (request.resource, request.namespace, request.name)
@@ -126,6 +129,10 @@ class ClusterEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
         return resource in self.resources and "status" in self.resources[resource].subresources
 
     async def _handle(self, request: Any) -> Any:
+        key = (request.method.value, request.url.path)
+        if self.failures.get(key, 0) > 0:
+            self.failures[key] -= 1
+            raise kmock.KubernetesError(status=500, reason="InternalError", message="injected")
         if request.action == kmock.action.LIST and request.resource is not None:
             await asyncio.sleep(self.list_delays.get(request.resource.plural, 0))
         if request.resource is not None and isinstance(request.data, dict):

@@ -10,6 +10,7 @@ through the same parser and the gateway's option model.
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from modelplane.api import contract
 from modelplane.cli import build_parser
 from modelplane.gateway.options import options_from_args
 from modelplane.operator.config import CONFIG_ENV
-from modelplane.operator.operator_command import HANDLERS_MODULE
+from modelplane.operator.operator_command import HANDLERS_MODULE, POD_ID_ENV
 from tests.chart.helm import container, find, operator_config, render
 
 CASES: dict[str, dict[str, Any]] = {
@@ -52,6 +53,7 @@ def kopf_command_line(
     calls: list[list[str]] = []
     monkeypatch.setattr(kopf.cli.main, "main", lambda args, **_: calls.append(list(args)))
     monkeypatch.delenv(CONFIG_ENV, raising=False)
+    monkeypatch.delenv(POD_ID_ENV, raising=False)  # the pod's name, from the chart's env
     assert args.handler(args) == 0
     (kopf_argv,) = calls
     return kopf_argv
@@ -77,6 +79,7 @@ def test_operator_args_reach_kopf_as_the_values_say(
         assert params["peering_name"] == peering["metadata"]["name"]
         assert params["standalone"] is None
         assert isinstance(params["priority"], int) and params["priority"] > 0
+        assert os.environ[POD_ID_ENV]  # kopf's name for the replica, known to its loops too
     else:
         assert params["peering_name"] is None and params["standalone"] is True
     # kopf serves liveness where the pod's probe looks for it.

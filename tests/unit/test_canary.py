@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from typing import Any
 
+import kubernetes_validate
 import pytest
 
 from modelplane.api import contract
@@ -280,6 +281,16 @@ def test_the_canary_track_is_built_beside_the_stable_one() -> None:
     assert config["configMap"]["name"] == "chat-canary-server-config"
     assert ("ConfigMap", "chat-canary-server-config") in by_key
     assert by_key["Deployment", "chat"]["spec"]["replicas"] == 4
+    # Each track's pods have their own disruption budget: drains take one of each at a time.
+    budgets = {n: by_key["PodDisruptionBudget", n]["spec"] for n in ("chat", "chat-canary")}
+    assert {n: b["selector"]["matchLabels"][contract.LABEL_TRACK] for n, b in budgets.items()} == {
+        "chat": "stable", "chat-canary": "canary"}  # fmt: skip
+    assert budgets["chat-canary"]["maxUnavailable"] == 1
+    for manifest in children:
+        if manifest["metadata"]["name"].startswith("chat-canary"):
+            kubernetes_validate.validate(
+                manifest, kubernetes_validate.latest_version(), strict=True
+            )
 
 
 def test_a_pinned_stable_track_is_neither_applied_nor_deleted() -> None:
@@ -288,16 +299,18 @@ def test_a_pinned_stable_track_is_neither_applied_nor_deleted() -> None:
 
     keys = [("Deployment", "chat"), ("ConfigMap", "chat-server-config"),
             ("Deployment", "chat-canary"), ("Service", "chat-canary"),
-            ("ConfigMap", "chat-canary-server-config")]  # fmt: skip
+            ("ConfigMap", "chat-canary-server-config"),
+            ("PodDisruptionBudget", "chat-canary")]  # fmt: skip
     running = {k: observed(*k) for k in keys}
     desired = [{"kind": "Deployment", "metadata": {"name": "chat", "annotations": {}},
                 "spec": {"replicas": 2}}]  # fmt: skip
     pinned = {("Deployment", "chat"), ("ConfigMap", "chat-server-config")}
     plan = plan_children(desired, running, replicas_owned=True, keep=pinned)
     assert plan.apply == []
-    # The canary goes traffic first: its Service, then its pods, then their settings.
+    # The canary goes traffic first: its Service, then its pods, then their settings/budget.
     assert plan.delete == [("Service", "chat-canary"), ("Deployment", "chat-canary"),
-                           ("ConfigMap", "chat-canary-server-config")]  # fmt: skip
+                           ("ConfigMap", "chat-canary-server-config"),
+                           ("PodDisruptionBudget", "chat-canary")]  # fmt: skip
 
 
 @pytest.mark.parametrize(

@@ -239,6 +239,11 @@ class Autoscaler:
         self._memory.pop(key, None)
         self._state_removed.discard(key)
 
+    def forget_all(self) -> None:
+        """Start again from what the resources say (after another replica was active)."""
+        self._memory.clear()
+        self._state_removed.clear()
+
     async def autoscale(self, key: OwnerKey, view: ClusterView) -> None:
         body = view.llmdeployment(key)
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):

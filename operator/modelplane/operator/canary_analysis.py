@@ -84,6 +84,9 @@ class CanaryAnalysis:
     def forget(self, key: OwnerKey) -> None:
         self._baselines.pop(key, None)
 
+    def forget_all(self) -> None:
+        self._baselines.clear()
+
     async def tick(self, view: ClusterView) -> None:
         await for_each_llmdeployment(view, self.analyse, "canary analysis of")
 

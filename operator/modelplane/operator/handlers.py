@@ -13,6 +13,9 @@ pods' index): a
 every LLMDeployment. No change-tracking handlers, timers or daemons are
 used, so kopf itself writes nothing to the resources: no annotations, and no
 finalizer (owner references delete the children with their LLMDeployment).
+kopf pauses its handlers while another peered replica is active; it cannot
+pause these loops, so each of their ticks asks the peering gate first
+(peering_gate.py).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ import asyncio
 import contextlib
 import copy
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any, Final
 
@@ -35,6 +39,7 @@ from modelplane.operator.expectations import OwnerKey
 from modelplane.operator.kube import KubeApi, bearer_credentials, load_client_configuration
 from modelplane.operator.metrics import OperatorMetrics
 from modelplane.operator.observed import ObservedChild, observe_child
+from modelplane.operator.peering_gate import POD_ID_ENV, ActivityGate, activity_gate
 from modelplane.operator.pods import ObservedPod, observe_pod
 from modelplane.operator.reconciler import Reconciler
 from modelplane.operator.resources import (
@@ -96,11 +101,6 @@ def _owner(namespace: str | None, labels: Mapping[str, str]) -> OwnerKey:
     return (namespace or "", labels[contract.LABEL_LLMDEPLOYMENT])
 
 
-def _report_failure(body: Mapping[str, Any], reason: str, message: str) -> None:
-    """A Warning Event on the LLMDeployment, once per entry into phase Failed."""
-    kopf.warn(dict(body), reason=reason, message=message)  # type: ignore[arg-type]
-
-
 @kopf.on.login()
 def login(**_: Any) -> kopf.ConnectionInfo:
     """Same credentials as the operator's own client: service account, else $KUBECONFIG."""
@@ -139,7 +139,6 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
         config,
         metrics,
         service_monitor_api=service_monitor_api,
-        report_failure=_report_failure,
     )
     view = IndexView(
         {name: indexes[name] for name in ["llmdeployments_idx", "pods_idx", *CHILD_INDEXES]}
@@ -147,6 +146,25 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
     source = metrics_source(config)
     autoscaler = Autoscaler(reconciler, source)
     canary = CanaryAnalysis(reconciler, source)
+
+    def start_afresh() -> None:  # another replica worked meanwhile: trust what it wrote
+        autoscaler.forget_all()
+        canary.forget_all()
+
+    # `--peering NAME` makes peering mandatory; `modelplane operator` passes that or
+    # `--standalone`, never leaving kopf to guess.
+    peered = settings.peering.mandatory and not settings.peering.standalone
+    try:
+        gate = activity_gate(
+            api,
+            peering=settings.peering.name if peered else None,
+            priority=settings.peering.priority,
+            namespaces=config.namespaces,
+            identity=os.environ.get(POD_ID_ENV),
+            on_resume=start_afresh,
+        )
+    except ValueError as err:
+        raise kopf.PermanentError(str(err)) from err
     memo.reconciler = reconciler
     memo.autoscaler = autoscaler
     memo.canary = canary
@@ -158,10 +176,12 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
     # or after a slow start they would see children missing from half-filled indexes.
     memo.indexed = asyncio.Event()
     memo.tasks = [
-        asyncio.create_task(_resync_forever(reconciler, view, config.resync_seconds, memo.indexed)),
+        asyncio.create_task(
+            _resync_forever(reconciler, view, config.resync_seconds, memo.indexed, gate)
+        ),
         asyncio.create_task(
             _measure_forever(
-                autoscaler, canary, view, config.autoscaler_interval_seconds, memo.indexed
+                autoscaler, canary, view, config.autoscaler_interval_seconds, memo.indexed, gate
             )
         ),
     ]
@@ -177,12 +197,17 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
 
 
 async def _resync_forever(
-    reconciler: Reconciler, view: IndexView, every: float, indexed: asyncio.Event
+    reconciler: Reconciler,
+    view: IndexView,
+    every: float,
+    indexed: asyncio.Event,
+    gate: ActivityGate,
 ) -> None:
     await indexed.wait()
     while True:
         await asyncio.sleep(every)
-        await reconciler.resync(view)
+        if await gate.active():
+            await reconciler.resync(view)
 
 
 async def _measure_forever(
@@ -191,13 +216,15 @@ async def _measure_forever(
     view: IndexView,
     every: float,
     indexed: asyncio.Event,
+    gate: ActivityGate,
 ) -> None:
     """The autoscaler's decisions and the canary steps' analysis, on one clock."""
     await indexed.wait()
     loop = asyncio.get_running_loop()
     while True:
         started = loop.time()
-        await asyncio.gather(autoscaler.tick(view), canary.tick(view))
+        if await gate.active():
+            await asyncio.gather(autoscaler.tick(view), canary.tick(view))
         # A tick that took long (slow scrapes) shortens the wait, never stacks ticks up.
         await asyncio.sleep(max(0.0, every - (loop.time() - started)))
 

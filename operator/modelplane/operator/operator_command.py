@@ -9,7 +9,9 @@ One replica runs standalone. Several replicas (`--peering NAME`) find each
 other through kopf's peering object and only the one with the highest
 priority works; kopf freezes *every* operator whose priority ties with
 another's, so each process draws a random priority unless `--priority` is
-given.
+given. kopf pauses only its own handlers; the operator's loops (resync,
+autoscaler, canary analysis) check the same peering object themselves
+(peering_gate.py), looking this replica up by its $POD_ID.
 """
 
 from __future__ import annotations
@@ -17,9 +19,13 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import secrets
+import socket
 import sys
 from pathlib import Path
 from typing import Any, Final
+
+from modelplane.operator.peering_gate import POD_ID_ENV
 
 HANDLERS_MODULE = "modelplane.operator.handlers"
 LOG_LEVELS: Final = ("debug", "info", "warning")  # what kopf's logging offers
@@ -114,8 +120,12 @@ def run(args: argparse.Namespace) -> int:
     from kopf.cli import main as kopf_main
 
     priority = args.priority
-    if args.peering is not None and priority is None:
-        priority = random.randint(*PRIORITY_RANGE)
+    if args.peering is not None:
+        if priority is None:
+            priority = random.randint(*PRIORITY_RANGE)
+        # kopf records this replica under $POD_ID (the chart sets the pod's name); the
+        # operator's own loops look their record up by it, so it must be known, not drawn.
+        os.environ.setdefault(POD_ID_ENV, f"{socket.gethostname()}-{secrets.token_hex(4)}")
     kopf_main.main(
         args=kopf_args(
             config,

@@ -98,10 +98,6 @@ def canary_step(status: CanaryStatus | None) -> tuple[str, int, str | None] | No
     return (status.template_hash, status.step, status.step_started_at)
 
 
-# Called with (LLMDeployment body, reason, message) when it enters phase Failed.
-FailureReporter = Callable[[Mapping[str, Any], str, str], None]
-
-
 def utc_now() -> str:
     return rfc3339(time.time())
 
@@ -131,7 +127,6 @@ class Reconciler:
         metrics: OperatorMetrics,
         *,
         service_monitor_api: bool = False,
-        report_failure: FailureReporter | None = None,
         expectations: Expectations | None = None,
         now: Callable[[], str] = utc_now,
         clock: Callable[[], float] = time.time,
@@ -140,7 +135,6 @@ class Reconciler:
         self.config = config
         self.metrics = metrics
         self.service_monitor_api = service_monitor_api
-        self._report_failure = report_failure
         self._expect = expectations or Expectations()
         self._now = now
         self._clock = clock
@@ -282,8 +276,10 @@ class Reconciler:
         if patch:
             await asyncio.to_thread(self.api.patch_status, namespace, name, patch)
             self._expect.expect_status(key, patch)
-            if problems and previous.phase is not Phase.FAILED and self._report_failure:
-                self._report_failure(body, reason, "; ".join(problems))
+            if problems and previous.phase is not Phase.FAILED:
+                # Posted by this client, not kopf.warn(): reconciles also run from the
+                # operator's own loops, outside any kopf handler's context.
+                await self._post_event(body, "Warning", reason, "; ".join(problems))
             if canary.event is not None and "canary" in patch:
                 await self._post_event(body, *canary.event)
         phase = Phase(wanted["phase"])

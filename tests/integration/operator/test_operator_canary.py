@@ -36,6 +36,10 @@ def weights(cluster: Cluster) -> dict[str, str]:
     }
 
 
+def budgets(cluster: Cluster) -> set[str]:
+    return set(cluster.objects("poddisruptionbudgets"))
+
+
 def revision_of(cluster: Cluster, deployment: str) -> str:
     value: str = cluster.objects("deployments")[deployment]["spec"]["template"]["metadata"][
         "annotations"
@@ -70,6 +74,11 @@ def canary_started(cluster: Cluster, fake_pods: FakePods) -> FakePod:
         "chat-server-config",
         "chat-canary-server-config",
     }
+    # Its pods have a disruption budget of their own, owned like every child.
+    budget = cluster.objects("poddisruptionbudgets")["chat-canary"]
+    assert budget["spec"]["selector"]["matchLabels"][contract.LABEL_TRACK] == "canary"
+    (owner,) = budget["metadata"]["ownerReferences"]
+    assert (owner["kind"], owner["uid"]) == (contract.KIND, cluster.llmd("chat")["metadata"]["uid"])
     pod = fake_pods.start("chat", "chat-canary-7f9-a", track=contract.TRACK_CANARY)
     cluster.report_deployment("chat-canary", replicas=1, readyReplicas=1, updatedReplicas=1)
     # The weights are written before the status that reports them.
@@ -128,6 +137,7 @@ def test_a_healthy_canary_is_promoted_step_by_step(
             lambda: "chat-canary-server-config" not in cluster.objects("configmaps"),
         )
         wait_for("revision v2 served", lambda: cluster.status("chat")["servedRevision"] == "v2")
+        wait_for("its budget gone", lambda: budgets(cluster) == {"chat"})
         assert weights(cluster) == {"chat": "100"}
         assert "chat-canary" not in cluster.objects("deployments")
         status = cluster.status("chat")
@@ -160,6 +170,7 @@ def test_a_failing_canary_is_aborted_and_stays_so(
             "its settings gone",
             lambda: "chat-canary-server-config" not in cluster.objects("configmaps"),
         )
+        wait_for("its budget gone", lambda: budgets(cluster) == {"chat"})
         assert weights(cluster) == {"chat": "100"}
         wait_for("phase Degraded", lambda: cluster.status("chat")["phase"] == "Degraded")
         degraded = cluster.condition("chat", "Degraded")

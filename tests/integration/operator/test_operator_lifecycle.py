@@ -10,9 +10,14 @@ would.
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import pytest
+
 from modelplane.api import contract
+from modelplane.operator.kube import FIELD_MANAGER
+from modelplane.operator.resources import LLMDEPLOYMENTS
 from tests.integration.operator.conftest import Cluster, OperatorFactory, wait_for
 
 SMOLLM2 = {
@@ -75,6 +80,8 @@ def test_create_then_ready_then_idle_resync_writes_nothing(
         seen, reconciles = len(cluster.operator_requests()), op.reconciles()
         wait_for("two idle resyncs", lambda: op.reconciles() >= reconciles + 2)
         assert cluster.operator_writes(since=seen) == []
+        # Standalone, the loops never ask about peers.
+        assert not [r for r in cluster.operator_requests() if "kopf.dev" in r.url.path]
 
         assert op.metric("modelplane_llmdeployment_phase", namespace="default",
                          llmdeployment="chat", model="smollm2", phase="Ready") == 1  # fmt: skip
@@ -165,6 +172,31 @@ def test_invalid_spec_fails_with_a_reason_and_recovers(
             "maxUnavailable": 1,
         }
         assert cluster.condition("chat", "FitCheck")["status"] == "True"
+
+
+def test_an_invalid_spec_found_by_the_resync_loop_gets_one_warning(
+    cluster: Cluster, run_operator: OperatorFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The first two status writes fail (the emulator answers 500): those of the reconciles
+    kopf's events start (the initial listing and the watch may both deliver the new
+    object), whose retries wait a second or more. So the periodic resync, which runs
+    outside any kopf handler, is the one that moves the resource into Failed: exactly one
+    Warning, posted by the operator's client, and nothing raised."""
+    caplog.set_level(logging.WARNING)
+    status = LLMDEPLOYMENTS.object_path("default", "chat", "status")
+    cluster.emulator.emulator.failures[("PATCH", status)] = 2
+    with run_operator(resyncSeconds=0.1) as op:
+        cluster.create_llmd("chat", {**SMOLLM2, "rollout": {"maxSurge": 0, "maxUnavailable": 0}})
+        (warning,) = wait_for("a Warning event", lambda: cluster.events("chat", "InvalidSpec"))
+        assert warning["type"] == "Warning" and warning["source"]["component"] == FIELD_MANAGER
+        assert "set maxUnavailable to 1" in warning["message"]
+        assert warning["message"] == cluster.condition("chat", "Ready")["message"]
+        reconciles = op.reconciles()
+        wait_for("more resyncs", lambda: op.reconciles() >= reconciles + 5)
+        assert len(cluster.events("chat", "InvalidSpec")) == 1
+    assert any("HTTP 500" in m for m in caplog.messages), "the injected failure did not happen"
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
 
 
 def test_delete_leaves_nothing_and_a_deleted_child_comes_back(

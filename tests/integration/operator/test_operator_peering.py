@@ -5,7 +5,8 @@ gives kopf, against KMock's Kubernetes emulator (no API server runs here)
 serving kopf's ClusterKopfPeering, with the peering object the chart
 creates. The other replica is played by the test: its keep-alive, with a
 higher priority, is written into the peering object's status the way kopf
-writes its own. While it is alive this replica must stay paused; when it
+writes its own. While it is alive this replica must stay paused (kopf's
+handlers and the operator's own loops, the autoscaler's included); when it
 goes, this one must take over. Every API call is checked against the RBAC
 the chart renders for two replicas, peering rules included: the ClusterRole,
 or for a namespaced operator only the Roles in its namespaces.
@@ -13,6 +14,7 @@ or for a namespaced operator only the Roles in its namespaces.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import logging
 import time
@@ -27,16 +29,21 @@ import yaml
 from kopf.testing import KopfRunner
 
 from modelplane.operator.config import CONFIG_ENV, OperatorConfig
+from modelplane.operator.kube import FIELD_MANAGER, KubeApi
 from modelplane.operator.operator_command import kopf_args
+from modelplane.operator.peering_gate import ActivityGate, activity_gate
 from tests.chart.helm import find, find_all, render
 from tests.conftest import free_port
 from tests.integration.operator.conftest import Cluster, Operator, _metrics_up, wait_for
+from tests.integration.operator.fake_pods import FakePods
+from tests.integration.operator.test_operator_autoscaling import TICK, autoscaled, replicas
 from tests.kube_emulator import CLUSTER_RESOURCES, HARNESS_AGENT, EmulatorThread, resource_info
 from tests.rbac_check import ApiCall, allowed, api_call, disallowed_calls
 
 PEERINGS = "/apis/kopf.dev/v1/clusterkopfpeerings"
 SPEC = {"model": {"source": "hf://HuggingFaceTB/SmolLM2-135M-Instruct"}}
 IDENTITY = "mp-modelplane-operator-7f9c-abcde"  # POD_ID, as the chart sets it
+GATE_LOGGER = "modelplane.operator.peering_gate"
 
 
 @pytest.fixture
@@ -113,23 +120,24 @@ def set_peer(cluster: Cluster, identity: str, record: dict[str, Any] | None) -> 
 @pytest.fixture
 def run_peered(
     cluster: Cluster, watched: list[str], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> Callable[[], AbstractContextManager[Operator]]:
-    """`with run_peered() as op:` runs one replica, peered, with priority 100."""
+) -> Callable[..., AbstractContextManager[Operator]]:
+    """`with run_peered(**config) as op:` runs one replica, peered, with priority 100."""
     monkeypatch.setenv("KUBECONFIG", str(cluster.emulator.write_kubeconfig(tmp_path / "kube")))
     monkeypatch.setenv("POD_ID", IDENTITY)
-    values = {
-        "metricsPort": free_port(),
-        "healthPort": None,
-        "logFormat": "plain",
-        "namespaces": watched,
-    }
-    config_path = tmp_path / "operator.yaml"
-    config_path.write_text(yaml.safe_dump(values))
-    monkeypatch.setenv(CONFIG_ENV, str(config_path))
-    config = OperatorConfig.model_validate(values)
 
     @contextmanager
-    def start() -> Iterator[Operator]:
+    def start(**settings: Any) -> Iterator[Operator]:
+        values = {
+            "metricsPort": free_port(),
+            "healthPort": None,
+            "logFormat": "plain",
+            "namespaces": watched,
+            **settings,
+        }
+        config_path = tmp_path / "operator.yaml"
+        config_path.write_text(yaml.safe_dump(values))
+        monkeypatch.setenv(CONFIG_ENV, str(config_path))
+        config = OperatorConfig.model_validate(values)
         args = kopf_args(config, verbose=True, peering="modelplane", priority=100)
         with KopfRunner(args, timeout=30) as runner:
             operator = Operator(runner, config.metrics_port)
@@ -148,7 +156,7 @@ def logged(caplog: pytest.LogCaptureFixture, text: str) -> bool:
 def test_a_lone_replica_works_and_keeps_its_record_in_the_peering_object(
     cluster: Cluster,
     watched: list[str],
-    run_peered: Callable[[], AbstractContextManager[Operator]],
+    run_peered: Callable[..., AbstractContextManager[Operator]],
 ) -> None:
     """Namespaced, it also needs nothing cluster-wide: the chart gives it only Roles."""
     namespace = watched[0] if watched else "default"
@@ -167,7 +175,7 @@ def test_a_lone_replica_works_and_keeps_its_record_in_the_peering_object(
 
 def test_the_standby_waits_while_a_higher_priority_replica_lives_then_takes_over(
     cluster: Cluster,
-    run_peered: Callable[[], AbstractContextManager[Operator]],
+    run_peered: Callable[..., AbstractContextManager[Operator]],
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     caplog.set_level(logging.DEBUG)
@@ -186,3 +194,128 @@ def test_the_standby_waits_while_a_higher_priority_replica_lives_then_takes_over
         set_peer(cluster, "the-active-replica", None)
         wait_for("the model's Deployment", lambda: cluster.objects("deployments")["chat"])
         assert logged(caplog, "Resuming the watch-stream for llmdeployments")
+
+
+def gate_reads(cluster: Cluster, since: int) -> int:
+    """How often the operator's own loops have read the peering object (once a tick each)."""
+    return sum(
+        1
+        for r in cluster.operator_requests()[since:]
+        if r.method.value == "GET"
+        and r.url.path == peering_path([])
+        and r.headers.get("User-Agent", "").startswith(FIELD_MANAGER)
+    )
+
+
+def scale_writes(cluster: Cluster, since: int) -> list[str]:
+    return [w for w in cluster.operator_writes(since=since) if w.endswith("/scale")]
+
+
+def test_the_autoscaler_pauses_while_a_higher_priority_replica_lives(
+    cluster: Cluster,
+    run_peered: Callable[..., AbstractContextManager[Operator]],
+    fake_pods: FakePods,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """kopf pauses its own handlers, not the operator's loops: those check the peering
+    object every tick themselves. The test's idle model would be scaled down within about
+    a second by an active replica; a paused one leaves it for ten ticks (2 s), and scales
+    it down once the other replica's record has expired."""
+    caplog.set_level(logging.INFO)
+    spec = autoscaled(minReplicas=1, maxReplicas=3, scaleDownDelaySeconds=1)
+    with run_peered(autoscalerIntervalSeconds=TICK):
+        cluster.create_llmd("chat", spec)
+        wait_for("the Deployment", lambda: "chat" in cluster.objects("deployments"))
+        pod = fake_pods.start("chat", "chat-a")
+        pod.metrics.load(waiting=20, running=4)
+        wait_for("3 replicas", lambda: replicas(cluster) == 3)
+
+        now = datetime.datetime.now(datetime.UTC)
+        set_peer(cluster, "the-other-replica",
+                 {"priority": 200, "lifetime": 600, "lastseen": now.isoformat()})  # fmt: skip
+        paused = "operator loops paused: the-other-replica has a higher priority (200)"
+        wait_for("the loops paused", lambda: logged(caplog, paused))
+        seen = len(cluster.operator_requests())
+        pod.metrics.load(waiting=0, running=0)  # idle from now on
+        wait_for("10 paused ticks", lambda: gate_reads(cluster, since=seen) >= 10)
+        assert replicas(cluster) == 3
+        assert scale_writes(cluster, since=seen) == []
+
+        # The other replica stops renewing its record: once expired, this one takes over.
+        expired = (now - datetime.timedelta(seconds=120)).isoformat()
+        set_peer(cluster, "the-other-replica",
+                 {"priority": 200, "lifetime": 60, "lastseen": expired})  # fmt: skip
+        wait_for("back to 1 replica", lambda: replicas(cluster) == 1)
+        (down,) = wait_for("a ScaledDown event", lambda: cluster.events("chat", "ScaledDown"))
+        assert down["message"].startswith("3 -> ")  # held at minReplicas 1
+    gate_log = [m for m in caplog.messages if m.startswith("operator loops ")]
+    assert gate_log.count(paused) == 1
+    assert gate_log[-1].startswith("operator loops active: this replica")
+
+
+def test_the_gate_reads_each_watched_namespace_and_logs_each_change_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The gate alone, with the operator's own client against the emulator: a namespaced
+    operator is active only where every watched namespace's KopfPeering says so; two
+    ticks per state, one log line per change; standalone reads nothing."""
+    caplog.set_level(logging.INFO, logger=GATE_LOGGER)
+    resources = {**CLUSTER_RESOURCES, "kopf.dev/v1/kopfpeerings": resource_info("KopfPeering")}
+    with (
+        EmulatorThread(resources) as emulator,
+        httpx.Client(base_url=emulator.url, headers={"User-Agent": HARNESS_AGENT}) as http,
+    ):
+        monkeypatch.setenv("KUBECONFIG", str(emulator.write_kubeconfig(tmp_path / "kube")))
+        api = KubeApi.from_environment()
+        paths = [peering_path([ns]) for ns in ("a", "b")]
+        for ns, path in zip(("a", "b"), paths, strict=True):
+            peering = {"apiVersion": "kopf.dev/v1", "kind": "KopfPeering",
+                       "metadata": {"name": "modelplane", "namespace": ns}}  # fmt: skip
+            http.post(path.rsplit("/", 1)[0], json=peering).raise_for_status()
+
+        def keepalive(path: str, identity: str, priority: int | None) -> None:
+            now = datetime.datetime.now(datetime.UTC).isoformat()
+            record = {"priority": priority, "lifetime": 60, "lastseen": now} if priority else None
+            http.patch(
+                path, json={"status": {identity: record}},
+                headers={"Content-Type": "application/merge-patch+json"},
+            ).raise_for_status()  # fmt: skip
+
+        resumed: list[bool] = []
+        gate = activity_gate(api, peering="modelplane", priority=100, namespaces=["a", "b"],
+                             identity=IDENTITY, on_resume=lambda: resumed.append(True))  # fmt: skip
+
+        def ticks() -> list[bool]:
+            return asyncio.run(twice(gate))
+
+        keepalive(paths[0], IDENTITY, 100)
+        assert ticks() == [False, False]  # not yet announced in b
+        keepalive(paths[1], IDENTITY, 100)
+        assert ticks() == [True, True]
+        keepalive(paths[1], "the-other-replica", 200)
+        assert ticks() == [False, False]
+        keepalive(paths[1], "the-other-replica", None)
+        assert ticks() == [True, True]
+        http.delete(paths[0]).raise_for_status()
+        assert ticks() == [False, False]  # unreadable: not known to be active
+        assert resumed == [True, True]
+        messages = [r.getMessage() for r in caplog.records if r.name == GATE_LOGGER]
+        assert [m.split(":")[0] for m in messages] == [
+            "operator loops paused", "operator loops active", "operator loops paused",
+            "operator loops active", "operator loops paused",
+        ]  # fmt: skip
+        assert f"this replica's record ({IDENTITY}) is missing" in messages[0]
+        assert "the-other-replica has a higher priority (200)" in messages[2]
+        assert "cannot read" in messages[4] and "404" in messages[4]
+
+        served = len(emulator.requests())
+        standalone = activity_gate(api, peering=None, priority=0, namespaces=[], identity=None)
+        assert asyncio.run(twice(standalone)) == [True, True]
+        assert len(emulator.requests()) == served
+        api.close()
+    with pytest.raises(ValueError, match="POD_ID"):
+        activity_gate(api, peering="modelplane", priority=1, namespaces=[], identity=None)
+
+
+async def twice(gate: ActivityGate) -> list[bool]:
+    return [await gate.active(), await gate.active()]

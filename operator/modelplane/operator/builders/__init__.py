@@ -41,7 +41,7 @@ class BuildOptions:
     replicas: int
     service_monitor_api: bool = False
     canary: CanaryTrack | None = (
-        None  # also build the canary track's ConfigMap, Service, Deployment
+        None  # also build the canary track's ConfigMap, Service, Deployment, budget
     )
     stable_revision: str | None = None  # what the stable Service announces, if not the spec's
 
@@ -103,6 +103,7 @@ def build_children(
                 name, namespace, spec, config, placement, location, replicas=canary.replicas,
                 config_map_data=canary_config["data"], track=track,
             ),
+            build_pod_disruption_budget(name, namespace, track=track),
         ]  # fmt: skip
     if config.network_policy.enabled:
         children.append(build_network_policy(name, namespace, config))
