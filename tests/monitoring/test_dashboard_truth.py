@@ -1,32 +1,59 @@
-"""Every dashboard query, evaluated by a real Prometheus scraping the real model server.
+"""Every dashboard query, evaluated by a real Prometheus scraping Modelplane's real parts.
 
-The model server is `modelplane serve` on vLLM's CPU engine with SmolLM2. A
-real Prometheus scrapes it with the scrape settings and relabelings of the
-chart's rendered model-server PodMonitor, translated into a scrape job the way
-the Prometheus Operator does. There is no cluster, so the pod metadata that
-Kubernetes discovery would attach to the target (namespace, pod name, the
-operator's pod labels) is given as static labels: the one fake part.
+What runs, all real and as users run it:
+
+- the model server: `modelplane serve` on vLLM's CPU engine with SmolLM2;
+- the operator: a `modelplane operator` process with the chart's operator
+  config, reconciling an LLMDeployment named after the model, with
+  autoscaling on; its autoscaler reads the real server's /metrics (the pod
+  object's podIP and `http` container port lead to it);
+- two gateway replicas (`modelplane gateway`, static discovery): A, in
+  front of the server from before it is ready, so its first request is held
+  until the model has loaded; B, listing the server and a replica that
+  passed B's readiness check and died before B's first request (a bare HTTP
+  server answering /ready, then stopped), so that request fails over: a
+  retry and an ejection;
+- Prometheus, scraping each of them with the scrape settings and relabelings
+  of the chart's PodMonitors (model servers, gateway, operator), translated
+  into scrape jobs the way the Prometheus Operator does (pod_monitors.py).
+
+The fake part: there is no Kubernetes here. The API is KMock's emulator
+(tests/kube_emulator.py), and the test plays the kubelet and the Deployment
+controller (truth_stack.py): it creates the model server's Pod from the Deployment
+the operator wrote, reports it ready once the server is, and reports the
+Deployment's replica counts. The pod metadata Kubernetes discovery would attach to each
+target (namespace, pod name, pod labels, container port name) is given as
+static labels, taken from that Pod and from the pods of the chart's rendered
+gateway and operator Deployments. A user scales the model's Deployment to 2
+by hand; the autoscaler, on the real server's metrics, takes it back to 1: a
+real scaling decision.
 
 After a little traffic (streamed and not, plus a client error), each panel
 query with Grafana's variables substituted goes through Prometheus' HTTP API
-and must return data. Panels fed by exporters that do not run here are listed
+and must return data. Panels fed by exporters that cannot run here are listed
 in ABSENT with the reason; their queries must still parse and, to keep the
 list honest, return nothing.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-import re
+import threading
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 
+from modelplane.api import contract
 from tests.chart.helm import find, render
 from tests.conftest import ServerProcess
+from tests.integration.gateway.conftest import GatewayProcess
+from tests.integration.operator.conftest import Cluster
+from tests.kube_emulator import EmulatorThread
 from tests.monitoring.dashboards import (
     DASHBOARDS,
     Query,
@@ -36,7 +63,9 @@ from tests.monitoring.dashboards import (
     substitute,
     variables,
 )
+from tests.monitoring.pod_monitors import discovered, scrape_job
 from tests.monitoring.prometheus import PrometheusServer
+from tests.monitoring.truth_stack import DoomedReplica, ModelServerPod, chart_pod, operator_process
 
 pytestmark = pytest.mark.engine
 
@@ -44,26 +73,35 @@ MODEL = "smollm2"
 NAMESPACE = "ml-demo"
 POD = "smollm2-6c9f7d-x2x4q"
 VALUES = {"namespace": NAMESPACE, "model": MODEL, "datasource": "prometheus"}
+SCRAPE = {"enabled": True, "interval": "1s", "scrapeTimeout": "1s"}
+CHART_VALUES = {
+    "gateway": {"enabled": True},
+    "monitoring": {"modelServers": SCRAPE, "gateway": SCRAPE, "operator": SCRAPE},
+}
+LLMD_SPEC = {
+    "model": {"source": "hf://HuggingFaceTB/SmolLM2-135M-Instruct", "servedName": MODEL},
+    "engine": {"maxModelLen": 2048},
+    "resources": {"gpus": 0},
+    "autoscaling": {
+        "enabled": True,
+        "minReplicas": 1,
+        "maxReplicas": 2,
+        "targets": {"queueDepthPerReplica": 4},
+        "scaleDownDelaySeconds": 1,
+    },
+}
+CHAT = {"model": MODEL, "messages": [{"role": "user", "content": "Name three colours."}]}
 
 MODELS = "Modelplane / Models"
 OPERATOR = "Modelplane / Operator"
 NO_GPU = "DCGM exporter: needs NVIDIA GPUs, none here"
-NO_OPERATOR = "the operator's metrics: the operator does not run in this test"
-NO_GATEWAY = "the gateway's metrics: the gateway does not run in this test"
 # (dashboard, panel, refId or None for all of the panel's queries) -> why no data here
 ABSENT: dict[tuple[str, str, str | None], str] = {
     (MODELS, "GPU utilization", None): NO_GPU,
     (MODELS, "GPU memory used", None): NO_GPU,
-    (MODELS, "Replicas: desired vs ready", "A"): NO_OPERATOR,
-    (MODELS, "Replicas: desired vs ready", "B"): NO_OPERATOR,
-    (MODELS, "Replicas: desired vs ready", "C"): NO_OPERATOR,
-    (MODELS, "Gateway requests/s by code", None): NO_GATEWAY,
-    (MODELS, "Gateway added latency", None): NO_GATEWAY,
-    (MODELS, "Gateway retries and ejections", None): NO_GATEWAY,
-    (MODELS, "Held requests", None): NO_GATEWAY,
-    **{(OPERATOR, q.panel, None): NO_OPERATOR for q in all_queries() if q.dashboard == OPERATOR},
 }
-ABSENT_VARIABLES = {(OPERATOR, "namespace"): NO_OPERATOR}
+# (dashboard, variable) -> why it offers nothing here; every variable's exporter runs here.
+ABSENT_VARIABLES: dict[tuple[str, str], str] = {}
 
 
 def absent_reason(query: Query) -> str | None:
@@ -72,68 +110,20 @@ def absent_reason(query: Query) -> str | None:
     )
 
 
-def scrape_job(endpoint: dict[str, Any], target: str, pod_meta: dict[str, str]) -> dict[str, Any]:
-    """A PodMonitor endpoint as a Prometheus scrape job (camelCase keys to snake_case)."""
-
-    def snake(rule: dict[str, Any]) -> dict[str, Any]:
-        return {re.sub(r"(?<!^)([A-Z])", r"_\1", k).lower(): v for k, v in rule.items()}
-
-    return {
-        "job_name": "podMonitor/modelplane-model-servers",
-        "scrape_interval": endpoint["interval"],
-        "scrape_timeout": endpoint["scrapeTimeout"],
-        "metrics_path": endpoint["path"],
-        "static_configs": [{"targets": [target], "labels": pod_meta}],
-        "relabel_configs": [snake(r) for r in endpoint["relabelings"]],
-        "metric_relabel_configs": [snake(r) for r in endpoint.get("metricRelabelings", [])],
-    }
+def chat(url: str, **extra: Any) -> int:
+    with httpx.Client(base_url=url, timeout=600) as client:
+        return client.post(
+            "/v1/chat/completions", json={**CHAT, "max_tokens": 8, **extra}
+        ).status_code
 
 
-@pytest.fixture(scope="module")
-def prometheus(
-    smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[PrometheusServer]:
-    tmp = tmp_path_factory.mktemp("dashboard-truth")
-    scrape = {"enabled": True, "interval": "1s", "scrapeTimeout": "1s"}
-    monitor = find(render({"monitoring": {"modelServers": scrape}}), "PodMonitor", "-model-servers")
-    (endpoint,) = monitor["spec"]["podMetricsEndpoints"]
-    server = ServerProcess(
-        args=["--model", str(smollm2_dir), "--served-model-name", MODEL,
-              "--max-model-len", "2048", "--enforce-eager"],
-        log_path=tmp / "server.log",
-    )  # fmt: skip
-    pod_meta = {  # what Kubernetes pod discovery would attach to this target
-        "__meta_kubernetes_namespace": NAMESPACE,
-        "__meta_kubernetes_pod_name": POD,
-        "__meta_kubernetes_pod_label_modelplane_io_llmdeployment": MODEL,
-        "__meta_kubernetes_pod_label_modelplane_io_track": "stable",
-    }
-    job = scrape_job(endpoint, f"127.0.0.1:{server.port}", pod_meta)
-    config = {"global": {"evaluation_interval": "1s"}, "scrape_configs": [job]}
-    prom = PrometheusServer(config, tmp)
-    try:
-        server.start()
-        prom.start().wait_ready()
-        server.wait_ready()
-        prom.wait_for('up{job="modelplane-model-server"} == 1')
-        for wave in (1, 2):
-            send_traffic(server.url)
-            # A scrape after each wave, so counters and histograms have two points to rate.
-            prom.wait_for(f"sum(modelplane_requests_total) >= {4 * wave}")
-        yield prom
-    finally:
-        prom.stop()
-        server.stop()
-
-
-def send_traffic(url: str) -> None:
-    """One plain and two streamed requests, and one for a model the server does not have."""
-    chat = {"model": MODEL, "messages": [{"role": "user", "content": "Name three colours."}]}
-    with httpx.Client(base_url=url, timeout=120) as client:
-        plain = client.post("/v1/chat/completions", json={**chat, "max_tokens": 8})
-        assert plain.status_code == 200
+def send_traffic(gateway_url: str, server_url: str) -> None:
+    """Through the gateway: one plain and two streamed requests. To the server itself: one for
+    a model it does not have (the gateway would answer that one itself)."""
+    assert chat(gateway_url) == 200
+    with httpx.Client(base_url=gateway_url, timeout=120) as client:
         for path, body in (
-            ("/v1/chat/completions", {**chat, "max_tokens": 16, "stream": True}),
+            ("/v1/chat/completions", {**CHAT, "max_tokens": 16, "stream": True}),
             (
                 "/v1/completions",
                 {"model": MODEL, "prompt": "Once", "max_tokens": 16, "stream": True},
@@ -142,8 +132,116 @@ def send_traffic(url: str) -> None:
             with client.stream("POST", path, json=body) as response:
                 assert response.status_code == 200
                 assert any(line == "data: [DONE]" for line in response.iter_lines())
-        missing = client.post("/v1/chat/completions", json={**chat, "model": "no-such-model"})
-        assert missing.status_code == 404
+    assert chat(server_url, model="no-such-model") == 404
+
+
+def scrape_jobs(
+    docs: list[dict[str, Any]],
+    model_server_pod: dict[str, Any],
+    server_port: int,
+    gateway_ports: list[int],
+    operator_port: int,
+) -> list[dict[str, Any]]:
+    """One job per chart PodMonitor, its targets labelled as pod discovery would label them."""
+    gateways = [
+        (f"127.0.0.1:{port}", discovered(chart_pod(docs, "-gateway", f"7f6b9-{i}x2k"), "http"))
+        for i, port in enumerate(gateway_ports)
+    ]
+    operator = chart_pod(docs, "-operator", "5c8d4-k9m2p")
+    return [
+        scrape_job(
+            find(docs, "PodMonitor", "-model-servers"),
+            [(f"127.0.0.1:{server_port}", discovered(model_server_pod, contract.SERVER_PORT_NAME))],
+        ),
+        scrape_job(find(docs, "PodMonitor", "-gateway"), gateways),
+        scrape_job(
+            find(docs, "PodMonitor", "-operator"),
+            [(f"127.0.0.1:{operator_port}", discovered(operator, "metrics"))],
+        ),
+    ]
+
+
+@dataclass
+class Stack:
+    prometheus: PrometheusServer
+    server_url: str
+    dead_replica_url: str
+
+
+@pytest.fixture(scope="module")
+def stack(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    tmp = tmp_path_factory.mktemp("dashboard-truth")
+    docs = render(CHART_VALUES)
+    with contextlib.ExitStack() as stop:
+        server = ServerProcess(
+            args=["--model", str(smollm2_dir), "--served-model-name", MODEL,
+                  "--max-model-len", "2048", "--enforce-eager"],
+            log_path=tmp / "server.log",
+        )  # fmt: skip
+        stop.callback(server.stop)
+        server.start()
+        # Gateway A is up before the model is: its first request waits for it.
+        front = GatewayProcess.static(
+            tmp, "gateway-a", [server.url], "--health-interval", "0.25", "--hold-timeout", "600"
+        )
+        stop.callback(front.stop)
+        front.start()
+        front.wait_synced()
+        held: list[int] = []
+        asker = threading.Thread(target=lambda: held.append(chat(front.url)), daemon=True)
+        asker.start()
+        cluster = Cluster(stop.enter_context(EmulatorThread()))
+        stop.callback(cluster.kubectl.close)
+        operator_port = stop.enter_context(operator_process(docs, cluster, tmp))
+        cluster.create_llmd(MODEL, LLMD_SPEC, NAMESPACE)
+        pod = ModelServerPod(cluster, NAMESPACE, MODEL, POD).create(server.port)
+        pod.report(ready=False)  # its engine is loading
+        doomed = DoomedReplica()
+        stop.callback(doomed.die)
+        # Gateway B notices a dead replica only by failing attempts, never by polling.
+        failover = GatewayProcess.static(
+            tmp, "gateway-b", [doomed.url, server.url],
+            "--health-interval", "600", "--eject-after", "1",
+        )  # fmt: skip
+        stop.callback(failover.stop)
+
+        jobs = scrape_jobs(
+            docs, pod.manifest, server.port, [front.port, failover.port], operator_port
+        )
+        prom = PrometheusServer(
+            {"global": {"evaluation_interval": "1s"}, "scrape_configs": jobs}, tmp
+        )
+        stop.callback(prom.stop)
+        prom.start().wait_ready()
+        prom.wait_for(f'modelplane_gateway_held_requests{{model="{MODEL}"}} == 1', timeout_s=120)
+        server.wait_ready()
+        pod.report(ready=True)
+        pod.report_the_only_replica()
+        asker.join(600)
+        assert held == [200]
+
+        failover.start()
+        failover.wait_synced()
+        doomed.die()  # gateway B saw it ready; now it is gone
+        gateway_b = f'model="{MODEL}", instance="127.0.0.1:{failover.port}"'
+        prom.wait_for(f"modelplane_gateway_retries_total{{{gateway_b}}} == 0")
+        prom.wait_for('modelplane_operator_scaling_decisions_total{direction="down"} == 0')
+        served = f'sum(modelplane_requests_total{{job="{contract.JOB_MODEL_SERVER}"}})'
+        send_traffic(front.url, server.url)
+        # A scrape after each wave, so counters and histograms have two points to rate.
+        prom.wait_for(f"{served} >= 5")
+        assert chat(failover.url) == 200  # the dead replica first, then retried on the server
+        # Someone scales the model to 2 by hand; the autoscaler takes it back to 1.
+        pod.scale_by_hand(2)
+        pod.report_the_only_replica()
+        send_traffic(front.url, server.url)
+        prom.wait_for(f"{served} >= 10")
+        prom.wait_for('modelplane_operator_scaling_decisions_total{direction="down"} == 1')
+        prom.wait_for(f"modelplane_gateway_retries_total{{{gateway_b}}} == 1")
+        prom.wait_for(
+            f'modelplane_llmdeployment_phase{{phase="Ready", namespace="{NAMESPACE}"}} == 1'
+        )
+        yield Stack(prom, server.url, doomed.url)
 
 
 def samples(answer: dict[str, Any]) -> list[tuple[dict[str, str], float]]:
@@ -151,62 +249,103 @@ def samples(answer: dict[str, Any]) -> list[tuple[dict[str, str], float]]:
     return [(r["metric"], float(r["value"][1])) for r in answer["data"]["result"]]
 
 
-def test_every_panel_with_an_exporter_here_shows_data(prometheus: PrometheusServer) -> None:
+def test_every_panel_with_an_exporter_here_shows_data(stack: Stack) -> None:
     empty, served = [], 0
     for query in all_queries():
         if absent_reason(query):
             continue
-        found = samples(prometheus.query(substitute(query.expr, VALUES)))
+        found = samples(stack.prometheus.query(substitute(query.expr, VALUES)))
         if not any(math.isfinite(v) for _, v in found):
             empty.append(f"{query}: {found}")
         served += 1
     assert not empty, "panels without data:\n" + "\n".join(empty)
-    assert served == 19
+    assert served == 41
 
 
-def test_panels_of_absent_exporters_parse_and_are_listed_truthfully(
-    prometheus: PrometheusServer,
-) -> None:
+def test_panels_of_absent_exporters_parse_and_are_listed_truthfully(stack: Stack) -> None:
     absent = [q for q in all_queries() if absent_reason(q)]
-    assert len(absent) == 24
+    assert len(absent) == 2
     for query in absent:
-        answer = prometheus.query(substitute(query.expr, VALUES))
+        answer = stack.prometheus.query(substitute(query.expr, VALUES))
         assert answer["status"] == "success", f"{query}: {answer.get('error')}"
         assert samples(answer) == [], f"{query} has data: take it off ABSENT"
 
 
-def test_template_variables_offer_the_served_namespace_and_model(
-    prometheus: PrometheusServer,
-) -> None:
+def test_template_variables_offer_the_served_namespace_and_model(stack: Stack) -> None:
     for path in DASHBOARDS:
         board = load(path)
         for name, variable in variables(board).items():
             if variable["type"] != "query":
                 continue
             match, label = label_values_query(substitute(variable["query"]["query"], VALUES))
-            offered = prometheus.label_values(label, match)
+            offered = stack.prometheus.label_values(label, match)
             if (board["title"], name) in ABSENT_VARIABLES:
                 assert offered == []
             else:
                 assert VALUES[name] in offered, f"{board['title']} ${name}: {offered}"
 
 
-def panel_samples(prometheus: PrometheusServer, panel: str, ref_id: str) -> list[Any]:
-    (query,) = [q for q in all_queries() if q.key == (MODELS, panel, ref_id)]
-    return samples(prometheus.query(substitute(query.expr, VALUES)))
+def panel_samples(stack: Stack, dashboard: str, panel: str, ref_id: str) -> list[Any]:
+    (query,) = [q for q in all_queries() if q.key == (dashboard, panel, ref_id)]
+    return samples(stack.prometheus.query(substitute(query.expr, VALUES)))
 
 
-def test_panels_show_what_the_traffic_did(prometheus: PrometheusServer) -> None:
-    codes = {m["code"] for m, v in panel_samples(prometheus, "Requests/s by status", "A") if v > 0}
+def test_model_panels_show_what_the_traffic_did(stack: Stack) -> None:
+    def panel(name: str, ref_id: str = "A") -> list[Any]:
+        return panel_samples(stack, MODELS, name, ref_id)
+
+    codes = {m["code"] for m, v in panel("Requests/s by status") if v > 0}
     assert codes == {"200", "404"}
-    ((_, error_ratio),) = panel_samples(prometheus, "Error ratio (5xx)", "A")
+    ((_, error_ratio),) = panel("Error ratio (5xx)")
     assert error_ratio == 0
     for ref_id in ("A", "B"):  # tokens in, tokens out
-        ((labels, rate),) = panel_samples(prometheus, "Tokens/s in and out", ref_id)
+        ((labels, rate),) = panel("Tokens/s in and out", ref_id)
         assert labels == {"model_name": MODEL} and rate > 0
-    ((labels, p50),) = panel_samples(prometheus, "Time to first token", "A")
+    ((labels, p50),) = panel("Time to first token")
     assert labels == {"model": MODEL} and 0 < p50 < 60
-    ((labels, kv),) = panel_samples(prometheus, "KV-cache usage", "A")
+    ((labels, kv),) = panel("KV-cache usage")
     assert labels == {"model_name": MODEL, "pod": POD} and 0 <= kv <= 1
-    ((labels, ready),) = panel_samples(prometheus, "Replicas: desired vs ready", "D")
-    assert labels == {"model_name": MODEL} and ready == 1
+    replicas = {ref_id: panel("Replicas: desired vs ready", ref_id) for ref_id in "ABCD"}
+    assert replicas["A"] == [({"llmdeployment": MODEL}, 1)]  # desired, back from 2
+    assert replicas["B"] == [({"llmdeployment": MODEL}, 1)]  # ready
+    assert replicas["C"] == [({"llmdeployment": MODEL}, 2)]  # maxReplicas
+    assert replicas["D"] == [({"model_name": MODEL}, 1)]  # ready servers that report
+
+
+def test_gateway_panels_show_the_hold_the_retry_and_the_ejection(stack: Stack) -> None:
+    def panel(name: str, ref_id: str = "A") -> list[Any]:
+        return panel_samples(stack, MODELS, name, ref_id)
+
+    codes = {m["code"] for m, v in panel("Gateway requests/s by code") if v > 0}
+    assert codes == {"200"}  # the retried request too
+    for ref_id in "ABC":
+        ((_, added),) = panel("Gateway added latency", ref_id)
+        assert 0 <= added < 5
+    ((labels, retries),) = panel("Gateway retries and ejections", "A")
+    assert labels == {"model": MODEL} and retries > 0
+    ejections = {m["upstream"]: v for m, v in panel("Gateway retries and ejections", "B")}
+    assert ejections[stack.dead_replica_url] > 0
+    assert ejections[stack.server_url] == 0  # listed from discovery on, never ejected
+    ((_, held_now),) = panel("Held requests")
+    assert held_now == 0
+    (held,) = [q for q in all_queries() if q.key == (MODELS, "Held requests", "A")]
+    graph = f"max_over_time(({substitute(held.expr, VALUES)})[5m:1s])"  # the panel over the run
+    assert samples(stack.prometheus.query(graph)) == [({"model": MODEL}, 1)]
+
+
+def test_operator_panels_show_the_deployment_and_the_scale_down(stack: Stack) -> None:
+    def panel(name: str, ref_id: str = "A") -> list[Any]:
+        return panel_samples(stack, OPERATOR, name, ref_id)
+
+    ((_, up),) = panel("Operator replicas up")
+    assert up == 1
+    phases = {m["phase"]: v for m, v in panel("LLMDeployments by phase")}
+    assert phases["Ready"] == 1 and sum(phases.values()) == 1
+    ((labels, _),) = panel("LLMDeployment phases")
+    assert labels == {"namespace": NAMESPACE, "llmdeployment": MODEL, "model": MODEL,
+                      "phase": "Ready"}  # fmt: skip
+    decisions = {m["direction"]: v for m, v in panel("Scaling decisions")}
+    assert decisions["down"] > 0 and decisions["up"] == 0
+    assert {m["result"] for m, v in panel("Reconciles/s by result") if v > 0} == {"ok"}
+    ((_, error_ratio),) = panel("Reconcile errors", "B")
+    assert error_ratio == 0

@@ -13,7 +13,6 @@ identical target labels for all of them.
 
 from __future__ import annotations
 
-import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +25,7 @@ from modelplane.api import contract
 from modelplane.operator.builders.service_monitor import build_service_monitor, pod_label_meta
 from modelplane.operator.config import OperatorConfig
 from tests.chart.helm import find, render
+from tests.monitoring.pod_monitors import snake
 from tests.monitoring.prometheus import PrometheusServer
 
 NAMESPACE = "ml-demo"
@@ -42,11 +42,6 @@ DISCOVERED = {
     pod_label_meta(contract.LABEL_TRACK): contract.TRACK_STABLE,
     pod_label_meta(contract.LABEL_COMPONENT): contract.COMPONENT_MODEL_SERVER,
 }
-
-
-def snake(rule: dict[str, Any]) -> dict[str, Any]:
-    """A Prometheus Operator RelabelConfig (camelCase) as Prometheus' relabel_config."""
-    return {re.sub(r"(?<!^)([A-Z])", r"_\1", k).lower(): v for k, v in rule.items()}
 
 
 def monitors() -> dict[str, dict[str, Any]]:

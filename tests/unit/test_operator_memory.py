@@ -93,3 +93,15 @@ def test_operator_metric_names_the_dashboards_use_exist() -> None:
         "process_resident_memory_bytes",
     ):
         assert name in text, name
+
+
+def test_scaling_decisions_count_from_zero_before_the_first_one() -> None:
+    """A counter that first appears at 1 shows no increase(): the first decision would hide."""
+    metrics = OperatorMetrics()
+    metrics.count_scaling_of("llm", "chat")
+    text = _scrape(metrics)
+    for direction in ("up", "down"):
+        assert (
+            f'modelplane_operator_scaling_decisions_total{{direction="{direction}",'
+            'llmdeployment="chat",namespace="llm"} 0.0'
+        ) in text

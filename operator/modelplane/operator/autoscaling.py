@@ -15,7 +15,8 @@ plan (`scaling_plan`):
   precondition (a count someone else changed meanwhile wins; the next tick
   decides again);
 - a Normal Event ScaledUp/ScaledDown whose message is the decision's reason,
-  and `modelplane_operator_scaling_decisions_total{direction}`;
+  and `modelplane_operator_scaling_decisions_total{direction}` (both
+  directions' counters start at 0 when the autoscaler first sees the resource);
 - the autoscaler's status fields and its `ScalingLimited` condition;
 - the policy's state in the `modelplane.io/autoscaler-state` annotation, when
   its durable part changed (see `scaling_state`).
@@ -263,8 +264,10 @@ class Autoscaler:
         seen = self._reconciler.observed_children(key, view).get(("Deployment", name))
         if seen is None or seen.deployment is None or seen.resource_version is None:
             return  # created at minReplicas by the reconciler first
-        memory = self._memory.get(key) or self._recall(annotations)
-        self._memory[key] = memory
+        memory = self._memory.get(key)
+        if memory is None:
+            memory = self._memory[key] = self._recall(annotations)
+            self._reconciler.metrics.count_scaling_of(namespace, name)
         # Every track: while a canary takes a share of the traffic, the model's load is the
         # load of both, and the canary's replicas follow the stable's count.
         targets = scrape_targets(view.pods(key))

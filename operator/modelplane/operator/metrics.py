@@ -29,6 +29,7 @@ RESULT_OK: Final = "ok"
 RESULT_ERROR: Final = "error"
 RESULT_INVALID: Final = "invalid"
 REPLICA_KINDS: Final = ("desired", "ready", "updated")
+SCALING_DIRECTIONS: Final = ("up", "down")
 
 
 @dataclass(frozen=True)
@@ -133,6 +134,15 @@ class OperatorMetrics:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+
+    def count_scaling_of(self, namespace: str, name: str) -> None:
+        """Start both directions' decision counters at 0, before any decision.
+
+        rate() and increase() see a counter from its first sample on: one that
+        appeared at 1 would hide the first decision from the dashboards.
+        """
+        for direction in SCALING_DIRECTIONS:
+            self.scaling_decisions.labels(namespace, name, direction)
 
     def record(self, sample: ResourceSample) -> None:
         key = (sample.namespace, sample.name)

@@ -72,6 +72,7 @@ def build_gateway(
     )
     pool.budget = RetryBudget(ratio=options.retry_budget)
     table.listeners.append(_ready_replicas_gauge(metrics))
+    table.listeners.append(_series_from_zero(metrics))
     table.listeners.append(lambda routes: pool.outliers.forget(_all_upstreams(routes)))
     tracer = RequestTracer(
         otlp_exporter(options.otlp_traces_endpoint) if options.otlp_traces_endpoint else None,
@@ -113,6 +114,24 @@ def build_gateway(
 
 def _all_upstreams(routes: Mapping[str, ModelRoute]) -> set[str]:
     return {u for route in routes.values() for u in route.upstreams}
+
+
+def _series_from_zero(metrics: GatewayMetrics) -> Callable[[Mapping[str, ModelRoute]], None]:
+    """Each discovered model's retries and held requests, and each replica's ejections, at 0.
+
+    rate() sees a counter from its first sample on: one that appeared at 1
+    would hide a model's first retry, or a replica's first ejection, from the
+    dashboards.
+    """
+
+    def update(routes: Mapping[str, ModelRoute]) -> None:
+        for route in routes.values():
+            metrics.retries.labels(route.name)
+            metrics.held.labels(route.name)
+            for upstream in route.upstreams:
+                metrics.ejections.labels(route.name, upstream)
+
+    return update
 
 
 def _ready_replicas_gauge(metrics: GatewayMetrics) -> Callable[[Mapping[str, ModelRoute]], None]:
