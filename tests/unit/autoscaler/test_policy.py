@@ -98,17 +98,65 @@ def test_scales_up_at_once_to_the_most_demanding_target(
     assert not decision.limited
 
 
-def test_a_replica_past_its_knee_teaches_the_policy_its_capacity() -> None:
-    hot = decide([replica(ttft=SLOW, running=40, finished=10.0)], 1, SPEC, PolicyState(), NOW)
-    assert hot.state.capacity_rps == pytest.approx(9.0)  # 90% of what it managed
-    # Cool and busy near the estimate: it creeps up; cool and idle: it stays.
-    busy = decide([replica(ttft=FAST, finished=8.0)], 2, SPEC, hot.state, NOW + 10)
-    idle = decide([replica(ttft=FAST, finished=2.0)], 2, SPEC, hot.state, NOW + 10)
-    assert busy.state.capacity_rps == pytest.approx(9.0 * 1.05)
-    assert idle.state.capacity_rps == pytest.approx(9.0)
-    # Hot again at a lower rate: it moves halfway down to 90% of that rate.
-    hotter = decide([replica(ttft=SLOW, finished=6.0)], 2, SPEC, hot.state, NOW + 10)
-    assert hotter.state.capacity_rps == pytest.approx((9.0 + 5.4) / 2)
+NEAR_KNEE = ttft_window(*[0.9] * 30)  # p95 past 80% of a 1 s target, within the target
+
+
+@pytest.mark.parametrize(
+    ("case", "observations", "current", "state", "capacity"),
+    [
+        (
+            "fleet p95 past the target: all the way to 90% of what it finished",
+            [replica(ttft=SLOW, running=40, finished=10.0)],
+            1,
+            PolicyState(),
+            9.0,
+        ),
+        (
+            "past the target again, at a lower rate: all the way down",
+            [replica(ttft=SLOW, finished=6.0)],
+            1,
+            PolicyState(capacity_rps=9.0),
+            5.4,
+        ),
+        (
+            "past the knee, within the target: halfway (one window is noisy)",
+            [replica(ttft=NEAR_KNEE, finished=6.0)],
+            1,
+            PolicyState(capacity_rps=9.0),
+            (9.0 + 5.4) / 2,
+        ),
+        (
+            "hot while a replica loads: the ready one carries more than its share",
+            [replica(ttft=SLOW, finished=6.0), ReplicaObservation.still_loading("new")],
+            2,
+            PolicyState(capacity_rps=9.0),
+            9.0,
+        ),
+        (
+            "cool and busy near the estimate: it creeps up",
+            [replica(ttft=FAST, finished=8.0)],
+            1,
+            PolicyState(capacity_rps=9.0),
+            9.0 * 1.05,
+        ),
+        (
+            "cool and idle: it stays",
+            [replica(ttft=FAST, finished=2.0)],
+            1,
+            PolicyState(capacity_rps=9.0),
+            9.0,
+        ),
+    ],
+)
+def test_the_replicas_teach_the_policy_their_knee(
+    case: str,
+    observations: list[ReplicaObservation],
+    current: int,
+    state: PolicyState,
+    capacity: float,
+) -> None:
+    decision = decide(observations, current, SPEC, state, NOW)
+    assert decision.state.capacity_rps == pytest.approx(capacity), case
 
 
 def test_one_slow_prompt_is_not_a_knee() -> None:
@@ -133,21 +181,22 @@ def test_bursts_scale_at_once_and_hold_off_scale_down(
     decision = decide(observations, 2, SPEC, state, NOW)
     assert decision.desired_replicas == desired, case
     assert ("burst" in decision.reason) is burst
-    assert (decision.state.burst_until == NOW + 300) is burst
+    assert (decision.state.burst_until == NOW + 3600) is burst  # an hour's memory
+    assert decision.state.bursts == (((NOW, arrived),) if burst else ())
     if burst:
-        # Ten seconds later the spike is gone: the burst's capacity stays.
+        # Ten seconds later the spike is gone: capacity for its peak stays.
         calm = fleet(8, kv=0.05, running=1, arrived=0.5, finished=0.5)
         later = decide(calm, 8, SPEC, replace(decision.state, recording_since=0.0), NOW + 10)
-        assert later.desired_replicas == 8
-        assert "after a burst" in later.reason
+        assert (later.desired_replicas, later.driver) == (8, "burst")
+        assert "after a burst, capacity for 40.0 req/s (8 replicas)" in later.reason
 
 
-def test_recurring_bursts_hold_their_capacity_through_the_usual_gap() -> None:
-    state = PolicyState(capacity_rps=5.0, burst_starts=(NOW - 1200,), burst_until=NOW - 900)
+def test_a_burst_that_comes_back_renews_the_hour() -> None:
+    state = PolicyState(capacity_rps=5.0, bursts=((NOW - 1200, 30.0),), burst_until=NOW + 2400)
     spike = fleet(2, kv=0.2, running=10, arrived=20.0, finished=4.0)
     decision = decide(spike, 2, SPEC, state, NOW)
-    assert decision.state.burst_starts == (NOW - 1200, NOW)
-    assert decision.state.burst_until == NOW + 1.5 * 1200  # longer than one delay
+    assert decision.state.bursts == ((NOW - 1200, 30.0), (NOW, 40.0))
+    assert decision.state.burst_until == NOW + 3600
 
 
 @pytest.mark.parametrize(
@@ -272,6 +321,8 @@ def test_a_lost_state_never_scales_down_early() -> None:
         {"version": 99},
         {"version": 1, "recent_needs": "garbage"},
         {"version": 1, "capacity_rps": -1},
+        {"version": 1, "bursts": [[1.0, "nan"]]},
+        {"version": 1, "rates": [[1.0]]},
     ],
 )
 def test_unreadable_state_is_a_fresh_one(stored: dict[str, object] | None) -> None:
@@ -285,8 +336,13 @@ def test_state_is_json_and_round_trips() -> None:
         last_decision_at=NOW,
         scaled_for=4.5,
         burst_until=NOW + 30,
-        burst_starts=(NOW - 900, NOW - 100),
+        bursts=((NOW - 900, 30.5), (NOW - 100, 41.25)),
+        rates=((NOW - 20, 12.5), (NOW - 10, 13.0)),
+        load_s=31.5,
+        loading_since=NOW - 5,
+        woke_at=NOW - 60,
         capacity_rps=7.5,
+        proven_rps=4.25,
         zero_since=None,
     )
     assert PolicyState.from_json(state.to_json()) == state

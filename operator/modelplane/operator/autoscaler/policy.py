@@ -39,17 +39,24 @@ How it decides, each tick:
 
 from __future__ import annotations
 
-import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from modelplane.operator.autoscaler.bursts import (
+    BURST_FACTOR,
+    held_rate,
+    horizon,
+    learn_load_time,
+    level,
+    note_rate,
+    reserve,
+    start_burst,
+)
 from modelplane.operator.autoscaler.observations import Histogram, ReplicaObservation
 from modelplane.operator.autoscaler.spec import AutoscalingSpec, Targets
 from modelplane.operator.autoscaler.state import PolicyState
 
-BURST_FACTOR = 1.5  # need >= this x the replicas asked for: a sudden spike
-BURST_MEMORY_S = 3600.0  # bursts this recent count as recurring (and cap the hold)
 GROWTH_WHILE_LOADING = 1.25  # while loading, add more only past this x the sized-for need
 KNEE_FRACTION = 0.8  # TTFT p95 past this share of the target: the replicas are at their knee
 COOL_FRACTION = 0.5  # below this share of the target they have room to spare
@@ -61,9 +68,11 @@ TTFT_MAX_STEP = 2.0  # before the knee is known, a breach at most doubles the re
 HISTORY_GAP_S = 60.0  # no decision for this long: the headroom history starts over
 EPSILON = 0.05  # a need of 3.04 replicas is 3, not 4
 DOWN_HEADROOM = 0.9  # scale down only to where the need fills at most this share
+DEFAULT_WINDOW_S = 10.0  # the metrics window when there is no earlier decision
 
 # What drove a decision besides the targets (which go by their spec names).
 DRIVER_DEMAND = "demand"
+DRIVER_BURST = "burst"
 DRIVER_IDLE = "idle"
 DRIVER_LOADING = "loading"
 DRIVER_NO_METRICS = "noMetrics"
@@ -98,15 +107,21 @@ def decide(
     state: PolicyState,
     now: float,
     demand_at: float | None = None,
+    held_requests: int | None = None,
 ) -> Decision:
     """The replicas to run now. `now` and `demand_at` are seconds on one clock (epoch).
 
     `demand_at` is when the gateway last held a request because no replica
     was ready (the scale-from-zero annotation); None if it never did.
+    `held_requests` is how many it holds now (`modelplane_gateway_held_requests`),
+    None when unknown: with it, a start from zero is sized to the demand.
     """
     delay = spec.scale_down_delay_s
+    window = DEFAULT_WINDOW_S
+    if state.last_decision_at is not None and now > state.last_decision_at:
+        window = now - state.last_decision_at
     if state.last_decision_at is None or now - state.last_decision_at > HISTORY_GAP_S:
-        state = replace(state, recording_since=now, recent_needs=())
+        state = replace(state, recording_since=now, recent_needs=(), rates=())
     state = replace(state, last_decision_at=now)
 
     loading = [o for o in observations if o.loading]
@@ -116,6 +131,7 @@ def decide(
     coming = max(len(loading), current_replicas - len(ready), 0)
     if not coming:
         state = replace(state, scaled_for=0.0)
+    state = learn_load_time(state, coming, now)
 
     demand_pending = demand_at is not None and (
         state.zero_since is None or demand_at > state.zero_since
@@ -125,23 +141,57 @@ def decide(
         state = replace(state, last_active_at=now)
 
     def decision(desired: int, driver: str, reason: str, need: float | None) -> Decision:
-        return _clamped(desired, driver, reason, spec, state, need)
+        made = _clamped(desired, driver, reason, spec, state, need)
+        if made.desired_replicas > current_replicas:
+            # The load time is measured from the last ask to all of them ready.
+            return replace(made, state=replace(made.state, loading_since=now))
+        return made
 
     if not ready and not coming:
         if demand_pending:
-            state = replace(state, scaled_for=1.0, last_scale_up_at=now)
+            assert demand_at is not None
+            state = replace(
+                state, scaled_for=1.0, last_scale_up_at=now, woke_at=min(demand_at, now)
+            )
             return decision(1, DRIVER_DEMAND, "requests held at the gateway: scaling from zero", 1)
+        state, _ = note_rate(state, 0.0, now, window, None)
         return decision(0, DRIVER_IDLE, "no replicas and no demand", 0.0)
     if not ready:
-        reason = f"{coming} replica(s) loading, none ready to measure; holding {current_replicas}"
-        return decision(current_replicas, DRIVER_LOADING, reason, None)
+        return _while_all_load(
+            state, current_replicas, coming, held_requests, now, window, delay, decision
+        )
+    state = replace(state, woke_at=None)
     if not measured:
         errors = "; ".join(f"{o.name}: {o.error}" for o in failed)
         reason = f"no metrics from any ready replica ({errors}); holding {current_replicas}"
         return decision(current_replicas, DRIVER_NO_METRICS, reason, None)
 
-    state = _learn_capacity(measured, spec.targets, state)
-    needs = _needs(measured, len(ready), len(failed), spec.targets, state.capacity_rps)
+    arrivals = _arrivals(measured, len(failed))
+    jumped_from = None
+    if arrivals is not None:
+        state, jumped_from = note_rate(state, arrivals, now, window, state.capacity_rps)
+    # While replicas load, or when the load just jumped, the ready ones carry
+    # more than their share: running hot then says nothing about their knee.
+    steady = not coming and jumped_from is None
+    recent = level(state, now)
+    state = _learn_capacity(
+        measured,
+        spec.targets,
+        state,
+        learn_from_hot=steady,
+        level_per_replica=recent / len(ready) if recent is not None and steady else None,
+    )
+    capacity = state.capacity_rps
+    # Sized on the level of the last half minute, or on this window's rate
+    # when it jumped (a burst is no noise to smooth away).
+    sized_on = arrivals if jumped_from is not None else recent
+    needs = _needs(measured, len(ready), sized_on, spec.targets, capacity, state.proven_rps)
+    if jumped_from is not None and arrivals is not None:
+        needs.extend(
+            _burst_need(
+                arrivals, jumped_from, len(ready), capacity, state.proven_rps, horizon(state)
+            )
+        )
     top = max(needs, key=lambda n: n.replicas) if needs else None
     need = top.replicas if top else 0.0
     driver = top.driver if top else DRIVER_NO_METRICS
@@ -155,70 +205,153 @@ def decide(
     if last_seen is None:
         last_seen = state.recording_since if state.recording_since is not None else now
     if spec.min_replicas == 0 and not active and now - last_seen >= delay:
-        state = replace(state, zero_since=now, recent_needs=(), scaled_for=0.0)
+        state = replace(state, zero_since=now, recent_needs=(), scaled_for=0.0, rates=())
         return decision(0, DRIVER_IDLE, f"no requests for {now - last_seen:.0f}s", need)
+
+    # A burst: the arrivals jumped, or the need outgrew every replica asked for
+    # (loading ones are no capacity yet, but a need they will cover is no new spike).
+    burst = jumped_from is not None or (
+        wanted > current_replicas and need >= BURST_FACTOR * max(current_replicas, 1)
+    )
+    hold = 0.0
+    if burst:
+        state, hold = start_burst(state, now, delay, arrivals)
+    kept = reserve(state, now)
+    per_replica = capacity or state.proven_rps
+    floor = math.ceil(kept / per_replica - EPSILON) if kept and per_replica else 0
+    reserved = ""
+    if floor:
+        left = (state.burst_until or now) - now
+        reserved = (
+            f"; after a burst, capacity for {kept:.1f} req/s ({floor} replicas) "
+            f"is kept {left:.0f}s more"
+        )
 
     # Scale-down targets keep some headroom over the need (hysteresis): a
     # replica is removed only if the rest carry the load at DOWN_HEADROOM.
     padded = max(math.ceil(need / DOWN_HEADROOM - EPSILON), wanted)
+    if capacity is None and state.proven_rps and arrivals is not None:
+        # The knee is unknown: never fewer replicas than have been seen to
+        # carry this load comfortably (a floor for scale-down, not a reason to grow).
+        padded = max(padded, math.ceil(arrivals / state.proven_rps - EPSILON))
     state = state.with_need(now, padded, delay)
-    if wanted > current_replicas:
-        # Relative to every replica asked for: loading ones are no capacity yet,
-        # but a need they will cover is no new spike.
-        burst = need >= BURST_FACTOR * max(current_replicas, 1)
+    if max(wanted, floor) > current_replicas:
         if coming and not burst and need <= state.scaled_for * GROWTH_WHILE_LOADING:
             reason = (
                 f"{coming} replica(s) loading for a need of {state.scaled_for:.1f}; "
                 f"need now {need:.1f} ({why}): waiting for them"
             )
             return decision(current_replicas, DRIVER_LOADING, reason, need)
-        state = replace(state, scaled_for=need, last_scale_up_at=now)
-        kind = ""
-        if burst:
-            state, hold = _burst(state, now, delay)
-            kind = f"burst (holding {hold:.0f}s), "
-        return decision(wanted, driver, f"{kind}{current_replicas} -> {wanted}: {why}", need)
+        target = max(wanted, floor)
+        if wanted < floor:
+            driver, why = DRIVER_BURST, why + reserved
+        state = replace(state, scaled_for=max(need, state.scaled_for), last_scale_up_at=now)
+        kind = f"burst (holding {hold:.0f}s), " if burst else ""
+        return decision(target, driver, f"{kind}{current_replicas} -> {target}: {why}", need)
 
     if wanted < current_replicas:
-        if state.burst_until is not None and now < state.burst_until:
-            left = state.burst_until - now
-            reason = f"holding {current_replicas} for {left:.0f}s after a burst ({why})"
-            return decision(current_replicas, driver, reason, need)
         since = state.recording_since if state.recording_since is not None else now
         window_max = state.window_max() or wanted
-        if now - since >= delay and window_max < current_replicas:
+        target = max(window_max, floor)
+        if floor >= current_replicas:
+            reason = f"holding {current_replicas}, need {wanted} ({why}){reserved}"
+            return decision(current_replicas, DRIVER_BURST, reason, need)
+        if now - since >= delay and target < current_replicas:
             reason = (
-                f"{current_replicas} -> {window_max}, the largest need of the last "
-                f"{delay:.0f}s ({why})"
+                f"{current_replicas} -> {target}, the largest need of the last "
+                f"{delay:.0f}s ({why}){reserved}"
             )
-            return decision(window_max, driver, reason, need)
+            return decision(target, driver, reason, need)
         wait = delay - (now - since)
         later = (
             f"scale-down possible in {wait:.0f}s"
             if wait > 0
             else f"the last {delay:.0f}s needed {window_max}"
         )
-        reason = f"holding {current_replicas}, need {wanted} ({why}); {later}"
+        reason = f"holding {current_replicas}, need {wanted} ({why}); {later}{reserved}"
         return decision(current_replicas, driver, reason, need)
 
     return decision(current_replicas, driver, f"steady at {current_replicas}: {why}", need)
 
 
-def _burst(state: PolicyState, now: float, delay: float) -> tuple[PolicyState, float]:
-    """Hold the burst's capacity: one delay, or through the usual gap between bursts.
+def _burst_need(
+    arrivals: float,
+    before: float,
+    ready: int,
+    capacity: float | None,
+    proven: float | None,
+    horizon_s: float,
+) -> list[_Need]:
+    """What a jump in the arrivals needs, before any replica's TTFT has risen.
 
-    Scaling down between recurring spikes means meeting each of them with a
-    model load's worth of overloaded replicas. When bursts came back within
-    the last `BURST_MEMORY_S`, the capacity is held for 1.5 times the longest
-    gap seen between them, which costs replica-time only while they recur.
+    Until new replicas are up, everything above the ready replicas' capacity
+    queues on them, and they are busy with that backlog once the new ones
+    are ready: the new ones must carry the arrivals by themselves. Without a
+    learned knee, a replica takes the most it was seen to carry comfortably
+    (or what the ready ones carried just before the jump, if more).
     """
-    onsets = tuple(t for t in state.burst_starts if t >= now - BURST_MEMORY_S)
-    if state.burst_until is None or now >= state.burst_until:
-        onsets = (*onsets, now)  # a new burst, not the same one growing
-    gaps = [b - a for a, b in itertools.pairwise(onsets)]
-    hold = min(max(delay, 1.5 * max(gaps, default=0.0)), BURST_MEMORY_S)
-    until = max(state.burst_until or now, now + hold)
-    return replace(state, burst_starts=onsets, burst_until=until), hold
+    per_replica = capacity
+    if per_replica is None:
+        per_replica = max(proven or 0.0, before / ready) or None
+    if per_replica is None or arrivals <= ready * per_replica:
+        return []
+    detail = (
+        f"arrivals jumped {arrivals / before:.1f}x in {horizon_s:.0f}s "
+        if before > 0
+        else f"arrivals jumped in {horizon_s:.0f}s "
+    )
+    detail += (
+        f"({before:.1f} -> {arrivals:.1f} req/s), past the {ready} ready replica(s): "
+        f"they keep their backlog, new ones take {per_replica:.2f} req/s each"
+    )
+    return [_Need(DRIVER_BURST, ready + arrivals / per_replica, detail)]
+
+
+def _while_all_load(
+    state: PolicyState,
+    current: int,
+    coming: int,
+    held: int | None,
+    now: float,
+    window: float,
+    delay: float,
+    decision: Callable[[int, str, str, float | None], Decision],
+) -> Decision:
+    """Nothing is ready to measure. With the gateway's held count, size to the demand.
+
+    The requests held since the wake-up, over its age, are the arrival rate;
+    with a learned per-replica capacity, that is the replicas a start from
+    zero needs. They are asked for now, not one model load after the first.
+    """
+    rate = held_rate(state, held, now)
+    capacity = state.capacity_rps or state.proven_rps
+    holding = f"{coming} replica(s) loading, none ready to measure; holding {current}"
+    if rate is None:
+        return decision(current, DRIVER_LOADING, holding, None)
+    state, jumped_from = note_rate(state, rate, now, window, capacity)
+    if jumped_from is not None:
+        state, _ = start_burst(state, now, delay, rate)
+    if capacity is None:
+        return decision(current, DRIVER_LOADING, holding, None)
+    need = rate / capacity
+    wanted = math.ceil(need - EPSILON)
+    why = (
+        f"{held} requests held at the gateway, {rate:.1f} req/s; "
+        f"a replica takes {capacity:.2f} req/s (learned or proven)"
+    )
+    if wanted > current and need > state.scaled_for * GROWTH_WHILE_LOADING:
+        state = replace(state, scaled_for=need, last_scale_up_at=now)
+        return decision(wanted, DRIVER_DEMAND, f"{current} -> {wanted}: {why}", need)
+    return decision(current, DRIVER_LOADING, f"{holding} ({why})", need)
+
+
+def _arrivals(measured: Sequence[ReplicaObservation], failed: int) -> float | None:
+    """Requests/s coming into the fleet; a replica whose scrape failed counts as average."""
+    rated = [o.arrived_per_s for o in measured if o.arrived_per_s is not None]
+    if not rated:
+        return None
+    # Replicas new since the last scrape have no rate yet and no traffic to speak of.
+    return sum(rated) * (len(rated) + failed) / len(rated)
 
 
 def _busy(o: ReplicaObservation) -> bool:
@@ -232,16 +365,24 @@ def _p95(histogram: Histogram | None, minimum: int) -> float | None:
 
 
 def _learn_capacity(
-    measured: Sequence[ReplicaObservation], targets: Targets, state: PolicyState
+    measured: Sequence[ReplicaObservation],
+    targets: Targets,
+    state: PolicyState,
+    learn_from_hot: bool = True,
+    level_per_replica: float | None = None,
 ) -> PolicyState:
     """Move the knee estimate by what the replicas did in the last window.
 
     A replica past its knee (its TTFT p95 above `KNEE_FRACTION` of the target
     over at least `MIN_FIRST_TOKENS` first tokens, or more requests waiting
     than the queue target) could not take more than it just finished: the
-    estimate moves halfway down to `CAPACITY_CUT` of that rate. When every
-    replica is well under the knee while finishing close to the estimate, the
-    estimate is too low: it rises by `CAPACITY_PROBE`.
+    estimate moves halfway down to `CAPACITY_CUT` of that rate (one replica's
+    window is noisy), all the way when the fleet's TTFT p95 broke the target
+    itself; not at all while `learn_from_hot` is off. Replicas well under the
+    knee carried their rate comfortably: when all are, the highest arrival
+    level per replica (`level_per_replica`) is remembered as proven (until a
+    hot window says less), and while they keep finishing close to the
+    estimate it rises by `CAPACITY_PROBE`.
     """
     if targets.ttft_p95_s is None:
         return state
@@ -257,24 +398,44 @@ def _learn_capacity(
             hot.append(o.finished_per_s)
         elif p95 is not None and p95 < COOL_FRACTION * targets.ttft_p95_s:
             cool.append(o.finished_per_s)
-    capacity = state.capacity_rps
+    capacity, proven = state.capacity_rps, state.proven_rps
     if hot:
         observed = CAPACITY_CUT * sum(hot) / len(hot)
-        if observed > 0 and (capacity is None or observed < capacity):
-            capacity = observed if capacity is None else (capacity + observed) / 2
-    elif capacity is not None and cool and sum(cool) / len(cool) >= PROBE_LOAD * capacity:
-        capacity *= CAPACITY_PROBE
-    return replace(state, capacity_rps=capacity)
+        if learn_from_hot and observed > 0 and (capacity is None or observed < capacity):
+            fleet = Histogram.merge(o.ttft for o in measured if o.ttft is not None)
+            fleet_p95 = _p95(fleet, MIN_FIRST_TOKENS)
+            breached = fleet_p95 is not None and fleet_p95 > targets.ttft_p95_s
+            capacity = observed if capacity is None or breached else (capacity + observed) / 2
+            if proven is not None:
+                proven = min(proven, capacity)
+    elif cool:
+        carried = sum(cool) / len(cool)
+        if capacity is not None and carried >= PROBE_LOAD * capacity:
+            capacity *= CAPACITY_PROBE
+        if len(cool) == len(measured) and level_per_replica:
+            # The level, not one window: the most of a few noisy windows would
+            # ratchet "proven" past what a replica really carried.
+            proven = max(proven or 0.0, level_per_replica)
+    return replace(state, capacity_rps=capacity, proven_rps=proven)
 
 
 def _needs(
     measured: Sequence[ReplicaObservation],
     ready: int,
-    failed: int,
+    arrivals: float | None,
     targets: Targets,
     capacity: float | None,
+    proven: float | None = None,
 ) -> list[_Need]:
-    """Replicas needed by each configured target, from the measured replicas."""
+    """Replicas needed by each configured target, from the measured replicas.
+
+    A breach before the knee is known scales on the arrivals over the proven
+    rate when both are known: requests already queued in an engine stay
+    there, so replicas for the backlog itself would come too late to help it.
+    """
+    carried = None
+    if capacity is None and proven is not None and arrivals is not None:
+        carried = arrivals / proven
     needs: list[_Need] = []
     running = sum(o.running for o in measured)
     waiting = sum(o.waiting for o in measured)
@@ -283,11 +444,7 @@ def _needs(
 
     if targets.ttft_p95_s is not None:
         target = targets.ttft_p95_s
-        rated = [o.arrived_per_s for o in measured if o.arrived_per_s is not None]
-        if capacity is not None and rated:
-            # Replicas new since the last scrape have no rate yet and no traffic to
-            # speak of; a replica whose scrape failed is assumed as busy as the rest.
-            arrivals = sum(rated) * (len(rated) + failed) / len(rated)
+        if capacity is not None and arrivals is not None:
             needs.append(
                 _Need(
                     TTFT,
@@ -298,7 +455,9 @@ def _needs(
             )
         if p95 is not None and p95 > KNEE_FRACTION * target:
             replicas = float(ready)  # past the knee: no capacity to give back
-            if capacity is None and p95 > target:
+            if carried is not None and p95 > target:
+                replicas = max(carried, replicas)
+            elif capacity is None and p95 > target:
                 replicas = max(ready * min(p95 / target, TTFT_MAX_STEP), ready + 1.0)
             needs.append(_Need(TTFT, replicas, f"TTFT p95 {p95:.2f}s vs target {target:g}s"))
 
@@ -321,7 +480,9 @@ def _needs(
         q = targets.queue_depth_per_replica
         per_waiting = waiting / len(measured)
         per_running = running / len(measured)
-        if per_waiting > q and capacity is None:
+        if per_waiting > q and carried is not None:
+            replicas = max(carried, float(ready))
+        elif per_waiting > q and capacity is None:
             # Each replica holds what it runs now plus q waiting.
             replicas = ready * (per_running + per_waiting) / (per_running + q)
         elif per_waiting > 0:
