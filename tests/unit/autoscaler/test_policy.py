@@ -133,17 +133,48 @@ NEAR_KNEE = ttft_window(*[0.9] * 30)  # p95 past 80% of a 1 s target, within the
             9.0,
         ),
         (
-            "cool and busy near the estimate: it creeps up",
+            "cool for one window only: nothing proven yet, no probe",
             [replica(ttft=FAST, finished=8.0)],
             1,
             PolicyState(capacity_rps=9.0),
+            9.0,
+        ),
+        (
+            "cool for 30 s and busy near the estimate: it creeps up",
+            [replica(ttft=FAST, finished=8.0)],
+            1,
+            PolicyState(capacity_rps=9.0, cool_since=NOW - 30),
             9.0 * 1.05,
+        ),
+        (
+            "but never past the rate at which the fleet last broke the target",
+            [replica(ttft=FAST, finished=8.0)],
+            1,
+            PolicyState(capacity_rps=9.0, cool_since=NOW - 30, hot_rps=9.2),
+            9.2,
+        ),
+        (
+            "a KV cache near its target is no room to spare: no probe",
+            [replica(ttft=FAST, finished=8.0, kv=0.7)],
+            1,
+            PolicyState(capacity_rps=9.0, cool_since=NOW - 30),
+            9.0,
+        ),
+        (
+            "one replica past the knee in a fleet well under it: its few first tokens are noise",
+            [
+                replica("r0", ttft=ttft_window(*[0.2] * 25, *[0.9] * 5), finished=3.0),
+                replica("r1", ttft=ttft_window(*[0.2] * 200), finished=3.0),
+            ],
+            2,
+            PolicyState(capacity_rps=9.0),
+            9.0,
         ),
         (
             "cool and idle: it stays",
             [replica(ttft=FAST, finished=2.0)],
             1,
-            PolicyState(capacity_rps=9.0),
+            PolicyState(capacity_rps=9.0, cool_since=NOW - 30),
             9.0,
         ),
     ],
@@ -157,6 +188,22 @@ def test_the_replicas_teach_the_policy_their_knee(
 ) -> None:
     decision = decide(observations, current, SPEC, state, NOW)
     assert decision.state.capacity_rps == pytest.approx(capacity), case
+
+
+@pytest.mark.parametrize(
+    ("case", "arrived", "hot_rps"),
+    [
+        ("offered 6 req/s and broke the target: 6 req/s is a ceiling from now on", 6.0, 6.0),
+        ("draining an old backlog (1 req/s new): the knee moves, no ceiling", 1.0, None),
+    ],
+)
+def test_a_breach_under_load_is_remembered_as_a_ceiling(
+    case: str, arrived: float, hot_rps: float | None
+) -> None:
+    hot = [replica(ttft=SLOW, finished=6.0, arrived=arrived)]
+    decision = decide(hot, 1, SPEC, PolicyState(capacity_rps=9.0), NOW)
+    assert decision.state.capacity_rps == pytest.approx(5.4), case  # 90% of what it finished
+    assert decision.state.hot_rps == hot_rps, case
 
 
 def test_one_slow_prompt_is_not_a_knee() -> None:
@@ -323,6 +370,8 @@ def test_a_lost_state_never_scales_down_early() -> None:
         {"version": 1, "capacity_rps": -1},
         {"version": 1, "bursts": [[1.0, "nan"]]},
         {"version": 1, "rates": [[1.0]]},
+        {"version": 1, "hot_rps": 0},
+        {"version": 1, "cool_since": "soon"},
     ],
 )
 def test_unreadable_state_is_a_fresh_one(stored: dict[str, object] | None) -> None:
@@ -343,6 +392,8 @@ def test_state_is_json_and_round_trips() -> None:
         woke_at=NOW - 60,
         capacity_rps=7.5,
         proven_rps=4.25,
+        cool_since=NOW - 40,
+        hot_rps=9.5,
         zero_since=None,
     )
     assert PolicyState.from_json(state.to_json()) == state

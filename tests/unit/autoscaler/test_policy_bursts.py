@@ -85,10 +85,10 @@ def history(*rates: float, **fields: object) -> PolicyState:
             False,
         ),
         (
-            "4x of almost nothing is within the noise of a count",
+            "4x of almost nothing is within the noise of a count (and 1 replica holds it)",
             history(0.1, 0.1, 0.1),
             0.4,
-            2,
+            1,
             "kvCacheUtilization",
             False,
         ),
@@ -262,3 +262,18 @@ def test_the_state_stays_small_enough_for_an_annotation() -> None:
     )
     assert len(full.to_json().encode()) < 8 * 1024
     assert PolicyState.from_json(full.to_json()) == full
+
+
+def test_a_replica_new_since_the_last_scrape_leaves_the_fleets_rate_unknown() -> None:
+    """The gateway sends a new, empty replica most of the traffic, but its first
+    scrape has no rate yet: the old replica's trickle is no lull, and the next
+    window's full rate is no jump."""
+    state = history(10.0, 10.0, 10.0, capacity_rps=5.0)
+    old = replica("r0", ttft=FAST, arrived=0.5, finished=3.0, kv=0.1, running=2)
+    new = ReplicaObservation("r1", waiting=0, running=8, kv_cache_usage=0.1)
+    first = decide([old, new], 2, SPEC, state, NOW)
+    assert first.state.rates == state.rates  # nothing recorded for this window
+    both = fleet(2, 10.0, kv=0.1, running=5)
+    second = decide(both, first.desired_replicas, SPEC, first.state, NOW + 10)
+    assert second.state.bursts == ()
+    assert second.desired_replicas == 2

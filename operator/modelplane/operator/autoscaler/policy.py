@@ -11,24 +11,31 @@ How it decides, each tick:
   - ttftP95Seconds: continuous batching keeps TTFT flat until a replica runs
     out of compute, then it shoots up, so waiting for a breach is too late.
     The policy learns, from the replicas themselves, the request rate at
-    which a replica's TTFT p95 nears the target (its knee), and sizes
-    the fleet so the arrival rate stays under that per replica. The knee
-    estimate drops when a replica runs hot and creeps up while replicas run
-    cool near it; until it is known, a breach scales proportionally to it.
-  - kvCacheUtilization: KV cache in use, counting each waiting request at
-    the cost of the requests running beside it, per replica vs the target.
+    which a replica's TTFT p95 nears the target (its knee), and sizes the
+    fleet so the arrival level (the mean of the last 30 s) stays under that
+    per replica. The estimate drops when the fleet runs hot, and creeps up
+    after half a minute of every replica well under all its targets, but
+    never past a rate at which the fleet broke the target before (an
+    engine that is flat up to a cliff looks cool right below it; see
+    `_learn_capacity`). Until the knee is known, a breach scales on the
+    highest rate per replica carried cool, or proportionally to the breach.
+  - kvCacheUtilization: KV cache in use per replica vs the target.
   - queueDepthPerReplica: requests waiting in the engines, per replica.
   - gpuUtilization: the DCGM exporter's utilisation, when present.
-* Up: immediately, to the need. A need of at least `BURST_FACTOR` times the
-  replicas asked for so far is a burst: acted on even while replicas load, and it holds
-  off scale-down for a full `scaleDownDelaySeconds`, or, when bursts keep
-  coming back, through the usual gap between them (up to an hour).
+* Up: immediately, to the need. A burst (bursts.py) is a jump of the arrival
+  rate by `BURST_FACTOR` beyond Poisson noise within one model load time, or
+  a need of that many times the replicas asked for: acted on at once, even
+  while replicas load (the ready ones keep their backlog; new ones are sized
+  to carry the arrivals), and its peak is kept in capacity until an hour
+  passes without a burst, so one that comes back lands on running replicas.
 * Loading replicas (model loads take minutes) are neither capacity nor
   measured; while they load, more are added only if the need grows past
-  what the last scale-up was sized for.
+  what the last scale-up was sized for. From zero, the gateway's held
+  requests over the time since the wake-up size the start.
 * Down: only after `scaleDownDelaySeconds` of recorded history, to the
-  largest need seen in that window, so never below what the load needs now;
-  never while requests wait or TTFT runs past the knee.
+  largest need seen in that window (with 10% headroom), so never below what
+  the load needs now; never while requests wait or TTFT runs past the knee;
+  never below a burst's kept peak.
 * Zero: with `minReplicas: 0`, after `scaleDownDelaySeconds` without a single
   request; back to one replica when the gateway records held demand newer
   than the scale-to-zero.
@@ -45,6 +52,7 @@ from dataclasses import dataclass, replace
 
 from modelplane.operator.autoscaler.bursts import (
     BURST_FACTOR,
+    LEVEL_S,
     held_rate,
     horizon,
     learn_load_time,
@@ -63,6 +71,7 @@ COOL_FRACTION = 0.5  # below this share of the target they have room to spare
 CAPACITY_CUT = 0.9  # at the knee, a replica's capacity is taken as this share of its rate
 CAPACITY_PROBE = 1.05  # cool replicas near the estimate: believe 5% more per decision
 PROBE_LOAD = 0.8  # "near": finishing at least this share of the estimated capacity
+PROBE_CEILING = 1.1  # after a breach, probe up to its rate or this x the proven level
 MIN_FIRST_TOKENS = 20  # fewer first tokens in the window: no TTFT opinion
 TTFT_MAX_STEP = 2.0  # before the knee is known, a breach at most doubles the replicas
 HISTORY_GAP_S = 60.0  # no decision for this long: the headroom history starts over
@@ -133,6 +142,7 @@ def decide(
         state = replace(state, scaled_for=0.0)
     state = learn_load_time(state, coming, now)
 
+    at_zero = not ready and not coming
     demand_pending = demand_at is not None and (
         state.zero_since is None or demand_at > state.zero_since
     )
@@ -147,7 +157,7 @@ def decide(
             return replace(made, state=replace(made.state, loading_since=now))
         return made
 
-    if not ready and not coming:
+    if at_zero:
         if demand_pending:
             assert demand_at is not None
             state = replace(
@@ -178,6 +188,8 @@ def decide(
         measured,
         spec.targets,
         state,
+        now,
+        cool_from=now - window,
         learn_from_hot=steady,
         level_per_replica=recent / len(ready) if recent is not None and steady else None,
     )
@@ -346,11 +358,15 @@ def _while_all_load(
 
 
 def _arrivals(measured: Sequence[ReplicaObservation], failed: int) -> float | None:
-    """Requests/s coming into the fleet; a replica whose scrape failed counts as average."""
+    """Requests/s coming into the fleet; a replica whose scrape failed counts as average.
+
+    None while a replica is new since the last scrape (it has no rate yet): the
+    gateway sends the least-loaded replica the most, so a new one may take
+    nearly all of it, and leaving it out would read a jump or a lull that is not there.
+    """
     rated = [o.arrived_per_s for o in measured if o.arrived_per_s is not None]
-    if not rated:
+    if not rated or len(rated) < len(measured):
         return None
-    # Replicas new since the last scrape have no rate yet and no traffic to speak of.
     return sum(rated) * (len(rated) + failed) / len(rated)
 
 
@@ -368,55 +384,94 @@ def _learn_capacity(
     measured: Sequence[ReplicaObservation],
     targets: Targets,
     state: PolicyState,
+    now: float,
+    cool_from: float,
     learn_from_hot: bool = True,
     level_per_replica: float | None = None,
 ) -> PolicyState:
     """Move the knee estimate by what the replicas did in the last window.
 
-    A replica past its knee (its TTFT p95 above `KNEE_FRACTION` of the target
-    over at least `MIN_FIRST_TOKENS` first tokens, or more requests waiting
-    than the queue target) could not take more than it just finished: the
-    estimate moves halfway down to `CAPACITY_CUT` of that rate (one replica's
-    window is noisy), all the way when the fleet's TTFT p95 broke the target
-    itself; not at all while `learn_from_hot` is off. Replicas well under the
-    knee carried their rate comfortably: when all are, the highest arrival
-    level per replica (`level_per_replica`) is remembered as proven (until a
-    hot window says less), and while they keep finishing close to the
-    estimate it rises by `CAPACITY_PROBE`.
+    Hot: a replica's TTFT p95 above `KNEE_FRACTION` of the target while the
+    fleet's is too (one replica's few first tokens are noisy; the gateway
+    spreads the load evenly), or more requests waiting in it than the queue
+    target. The replicas could not carry what they were offered: the estimate
+    moves halfway down to `CAPACITY_CUT` of the larger of the arrival level per
+    replica (`level_per_replica`) and what the hot ones finished; all the way
+    when the fleet's p95 broke the target itself. Not at all while
+    `learn_from_hot` is off (replicas loading, or the load just jumped). When
+    the fleet broke the target and a hot replica was not merely draining an
+    old backlog (arrivals under half its completions), that rate is
+    remembered as `hot_rps`: the estimate is never probed past it again, for
+    an engine whose TTFT stays flat up to a cliff looks cool right below it.
+
+    Cool: every replica's p95, and the fleet's, under `COOL_FRACTION` of the
+    target and its KV cache under `KNEE_FRACTION` of the KV target, for at least
+    `LEVEL_S` (from `cool_from`, the start of this window). Then the level per
+    replica is proven (until a hot window says less), and while the replicas
+    finish close to the estimate it rises by `CAPACITY_PROBE` a decision, up
+    to `hot_rps` or `PROBE_CEILING` times the proven level, whichever is more.
     """
     if targets.ttft_p95_s is None:
         return state
-    knee = KNEE_FRACTION * targets.ttft_p95_s
+    target = targets.ttft_p95_s
+    knee = KNEE_FRACTION * target
+    fleet_p95 = _p95(
+        Histogram.merge(o.ttft for o in measured if o.ttft is not None), MIN_FIRST_TOKENS
+    )
+    fleet_hot = fleet_p95 is not None and fleet_p95 > knee
+    fleet_cool = fleet_p95 is not None and fleet_p95 < COOL_FRACTION * target
     q = targets.queue_depth_per_replica
     hot: list[float] = []
     cool: list[float] = []
+    fresh = False  # a hot replica offered the load, not only draining a backlog
     for o in measured:
         if o.finished_per_s is None:
             continue
         p95 = _p95(o.ttft, MIN_FIRST_TOKENS)
-        if (p95 is not None and p95 > knee) or (q is not None and o.waiting > q):
+        if (fleet_hot and p95 is not None and p95 > knee) or (q is not None and o.waiting > q):
             hot.append(o.finished_per_s)
-        elif p95 is not None and p95 < COOL_FRACTION * targets.ttft_p95_s:
+            draining = o.arrived_per_s is not None and o.arrived_per_s < 0.5 * o.finished_per_s
+            fresh = fresh or not draining
+        elif (
+            fleet_cool
+            and p95 is not None
+            and p95 < COOL_FRACTION * target
+            and _kv_room(o, targets.kv_cache_utilization)
+        ):
             cool.append(o.finished_per_s)
-    capacity, proven = state.capacity_rps, state.proven_rps
+    capacity, proven, hot_rps = state.capacity_rps, state.proven_rps, state.hot_rps
+    all_cool = bool(cool) and len(cool) == len(measured)
+    cool_since = None
+    if all_cool:
+        cool_since = state.cool_since if state.cool_since is not None else cool_from
     if hot:
-        observed = CAPACITY_CUT * sum(hot) / len(hot)
+        observed = CAPACITY_CUT * max(level_per_replica or 0.0, sum(hot) / len(hot))
         if learn_from_hot and observed > 0 and (capacity is None or observed < capacity):
-            fleet = Histogram.merge(o.ttft for o in measured if o.ttft is not None)
-            fleet_p95 = _p95(fleet, MIN_FIRST_TOKENS)
-            breached = fleet_p95 is not None and fleet_p95 > targets.ttft_p95_s
+            breached = fleet_p95 is not None and fleet_p95 > target
             capacity = observed if capacity is None or breached else (capacity + observed) / 2
+            if breached and fresh:
+                hot_rps = observed / CAPACITY_CUT
             if proven is not None:
                 proven = min(proven, capacity)
-    elif cool:
+    elif cool_since is not None and now - cool_since >= LEVEL_S:
+        if level_per_replica:
+            proven = max(proven or 0.0, level_per_replica)
         carried = sum(cool) / len(cool)
         if capacity is not None and carried >= PROBE_LOAD * capacity:
-            capacity *= CAPACITY_PROBE
-        if len(cool) == len(measured) and level_per_replica:
-            # The level, not one window: the most of a few noisy windows would
-            # ratchet "proven" past what a replica really carried.
-            proven = max(proven or 0.0, level_per_replica)
-    return replace(state, capacity_rps=capacity, proven_rps=proven)
+            ceiling = math.inf
+            if hot_rps is not None:
+                ceiling = max(hot_rps, PROBE_CEILING * (proven or 0.0))
+            capacity = max(capacity, min(capacity * CAPACITY_PROBE, ceiling))
+    return replace(
+        state, capacity_rps=capacity, proven_rps=proven, cool_since=cool_since, hot_rps=hot_rps
+    )
+
+
+def _kv_room(o: ReplicaObservation, kv_target: float | None) -> bool:
+    """KV cache comfortably under its target (or no KV target, or no KV metric)."""
+    if kv_target is None or o.kv_cache_usage is None:
+        return True
+    return o.kv_cache_usage <= KNEE_FRACTION * kv_target
 
 
 def _needs(

@@ -54,9 +54,16 @@ class PolicyState:
     # Requests/s one replica takes before its TTFT p95 nears the target:
     # learned from the replicas themselves (see policy), None until first seen.
     capacity_rps: float | None = None
-    # The highest request rate per replica seen with TTFT well under target:
-    # a floor for scale-down while the knee is unknown.
+    # The highest request rate per replica carried with every replica well
+    # under its targets for a while: a floor for scale-down while the knee is
+    # unknown, and what the knee estimate may be probed past (see policy).
     proven_rps: float | None = None
+    # Since when every replica has been well under its targets (None: the last
+    # window was not): only a level carried that long proves anything.
+    cool_since: float | None = None
+    # The request rate per replica at which the fleet last broke its TTFT
+    # target under steady load: the knee estimate is never probed past it.
+    hot_rps: float | None = None
     version: int = field(default=STATE_VERSION)
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,6 +98,8 @@ class PolicyState:
                 zero_since=_time(data.get("zero_since")),
                 capacity_rps=_positive(data.get("capacity_rps")),
                 proven_rps=_positive(data.get("proven_rps")),
+                cool_since=_time(data.get("cool_since")),
+                hot_rps=_positive(data.get("hot_rps")),
             )
         except (TypeError, ValueError):
             return cls()
