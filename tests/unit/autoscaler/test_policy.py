@@ -421,21 +421,134 @@ def test_scale_to_zero_after_idle_only_when_allowed(
         assert "held at minReplicas 1" in final.reason
 
 
+TO_ZERO = replace(KV_ONLY, min_replicas=0)
+
+
 @pytest.mark.parametrize(
-    ("case", "demand_at", "desired"),
+    ("case", "state", "demand_at", "desired", "zero_since"),
     [
-        ("the gateway holds requests since after the scale-to-zero", NOW - 5, 1),
-        ("demand recorded before the scale-to-zero is old news", NOW - 2000, 0),
-        ("no demand recorded", None, 0),
+        (
+            "the gateway holds requests since after the scale-to-zero",
+            PolicyState(zero_since=NOW - 1000, last_decision_at=NOW - 10),
+            NOW - 5,
+            1,
+            NOW - 1000,
+        ),
+        (
+            "demand recorded before the scale-to-zero is old news",
+            PolicyState(zero_since=NOW - 1000, last_decision_at=NOW - 10),
+            NOW - 2000,
+            0,
+            NOW - 1000,
+        ),
+        (
+            "no demand recorded",
+            PolicyState(zero_since=NOW - 1000, last_decision_at=NOW - 10),
+            None,
+            0,
+            NOW - 1000,
+        ),
+        (
+            "zero_since unset (found at zero): demand since the last decision wakes it",
+            PolicyState(last_decision_at=NOW - 10),
+            NOW - 5,
+            1,
+            None,
+        ),
+        (
+            "zero_since unset: demand older than the last decision was there before; "
+            "at zero from now on",
+            PolicyState(last_decision_at=NOW - 10),
+            NOW - 500,
+            0,
+            NOW,
+        ),
+        (
+            "no decision yet (a lost state): the annotation may be new, so it wakes",
+            PolicyState(),
+            NOW - 500,
+            1,
+            None,
+        ),
+        ("no decision yet and no demand: at zero from now on", PolicyState(), None, 0, NOW),
     ],
 )
-def test_scale_from_zero_on_held_demand(case: str, demand_at: float | None, desired: int) -> None:
-    spec = replace(KV_ONLY, min_replicas=0)
-    state = PolicyState(zero_since=NOW - 1000, last_decision_at=NOW - 10)
-    decision = decide([], 0, spec, state, NOW, demand_at=demand_at)
+def test_scale_from_zero_on_held_demand(
+    case: str,
+    state: PolicyState,
+    demand_at: float | None,
+    desired: int,
+    zero_since: float | None,
+) -> None:
+    decision = decide([], 0, TO_ZERO, state, NOW, demand_at=demand_at)
     assert decision.desired_replicas == desired, case
-    if desired:
-        assert decision.driver == "demand"
+    assert decision.driver == ("demand" if desired else "idle"), case
+    assert decision.state.zero_since == zero_since, case
+
+
+def run_with_demand(
+    start: int,
+    ready_from: float,
+    demand_at: float | None,
+    ticks: int,
+    state: PolicyState,
+    start_at: float = NOW,
+) -> tuple[list[tuple[float, Decision]], PolicyState]:
+    """Every 10 s, with the gateway's annotation passed as it stands (never removed).
+
+    Replicas load until `ready_from`, then serve nothing (the held requests
+    went away): idle, with an empty KV cache.
+    """
+    replicas, history = start, []
+    for i in range(ticks):
+        now = start_at + 10 * i
+        observations = [
+            ReplicaObservation.still_loading(f"r{j}")
+            if now < ready_from
+            else replica(f"r{j}", kv=0.0, arrived=0.0, finished=0.0)
+            for j in range(replicas)
+        ]
+        decision = decide(observations, replicas, TO_ZERO, state, now, demand_at=demand_at)
+        history.append((now, decision))
+        replicas, state = decision.desired_replicas, decision.state
+    return history, state
+
+
+@pytest.mark.parametrize(
+    ("case", "start", "state"),
+    [
+        (
+            "woken from a known zero; its requests went away while it loaded",
+            0,
+            PolicyState(zero_since=NOW - 1000, last_decision_at=NOW - 10),
+        ),
+        ("woken with no state at all (started at zero, or the state was lost)", 0, PolicyState()),
+        (
+            "serving when the annotation was written, then idle",
+            1,
+            PolicyState(last_decision_at=NOW - 10, recording_since=NOW - 1000),
+        ),
+    ],
+)
+def test_the_annotation_that_woke_a_model_neither_keeps_it_up_nor_wakes_it_again(
+    case: str, start: int, state: PolicyState
+) -> None:
+    """The gateway's annotation stays on the resource; the policy sees it every tick."""
+    demand = NOW - 5
+    history, state = run_with_demand(start, NOW + 60, demand, ticks=60, state=state)
+    assert history[0][1].desired_replicas == 1, case
+    went, _ = first_change(history[1:], 1)
+    # Zero by the idle rule only, a full scaleDownDelaySeconds after the last activity
+    # (the wake-up), never by an ordinary scale-down before it; and it says when.
+    assert went - NOW >= 300, case
+    assert dict(history)[went].driver == "idle", case
+    assert state.zero_since == went, case
+    assert all(d.desired_replicas == 0 for t, d in history if t >= went), case
+    # The old annotation wakes nothing; a newer one does.
+    later = went + 600
+    for demand_at, desired in ((demand, 0), (went - 1, 0), (went + 5, 1)):
+        woken = decide([], 0, TO_ZERO, state, later, demand_at=demand_at)
+        assert woken.desired_replicas == desired, (case, demand_at)
 
 
 @pytest.mark.parametrize(

@@ -36,9 +36,12 @@ How it decides, each tick:
   largest need seen in that window (with 10% headroom), so never below what
   the load needs now; never while requests wait or TTFT runs past the knee;
   never below a burst's kept peak.
-* Zero: with `minReplicas: 0`, after `scaleDownDelaySeconds` without a single
-  request; back to one replica when the gateway records held demand newer
-  than the scale-to-zero.
+* Zero: with `minReplicas: 0`, only after `scaleDownDelaySeconds` without a
+  single request (no other rule goes below one replica). Whenever the count
+  reaches zero, or the policy finds it there, it records when
+  (`zero_since`): the gateway's held demand newer than that wakes the model;
+  the annotation that woke it, which the gateway never removes, neither keeps
+  it up nor wakes it again.
 * Bounds clamp the result and the decision says so (`limited`).
 * A replica whose scrape failed is left out and said so; the others stand
   for all ready replicas. With no metrics at all it holds.
@@ -126,9 +129,10 @@ def decide(
     None when unknown: with it, a start from zero is sized to the demand.
     """
     delay = spec.scale_down_delay_s
+    previous = state.last_decision_at
     window = DEFAULT_WINDOW_S
-    if state.last_decision_at is not None and now > state.last_decision_at:
-        window = now - state.last_decision_at
+    if previous is not None and now > previous:
+        window = now - previous
     if state.last_decision_at is None or now - state.last_decision_at > HISTORY_GAP_S:
         state = replace(state, recording_since=now, recent_needs=(), rates=())
     state = replace(state, last_decision_at=now)
@@ -143,9 +147,7 @@ def decide(
     state = learn_load_time(state, coming, now)
 
     at_zero = not ready and not coming
-    demand_pending = demand_at is not None and (
-        state.zero_since is None or demand_at > state.zero_since
-    )
+    demand_pending = demand_at is not None and _demand_is_new(demand_at, state, previous, at_zero)
     active = demand_pending or any(_busy(o) for o in measured)
     if active:
         state = replace(state, last_active_at=now)
@@ -155,6 +157,10 @@ def decide(
         if made.desired_replicas > current_replicas:
             # The load time is measured from the last ask to all of them ready.
             return replace(made, state=replace(made.state, loading_since=now))
+        if made.desired_replicas == 0 and (current_replicas > 0 or made.state.zero_since is None):
+            # At zero, by whatever rule, or found there: gateway demand newer than
+            # this wakes the model, older demand never does.
+            return replace(made, state=_to_zero(made.state, now))
         return made
 
     if at_zero:
@@ -217,7 +223,6 @@ def decide(
     if last_seen is None:
         last_seen = state.recording_since if state.recording_since is not None else now
     if spec.min_replicas == 0 and not active and now - last_seen >= delay:
-        state = replace(state, zero_since=now, recent_needs=(), scaled_for=0.0, rates=())
         return decision(0, DRIVER_IDLE, f"no requests for {now - last_seen:.0f}s", need)
 
     # A burst: the arrivals jumped, or the need outgrew every replica asked for
@@ -264,7 +269,8 @@ def decide(
     if wanted < current_replicas:
         since = state.recording_since if state.recording_since is not None else now
         window_max = state.window_max() or wanted
-        target = max(window_max, floor)
+        # Zero is the idle rule's alone: after scaleDownDelaySeconds without a request.
+        target = max(window_max, floor, 1 if spec.min_replicas == 0 else 0)
         if floor >= current_replicas:
             reason = f"holding {current_replicas}, need {wanted} ({why}){reserved}"
             return decision(current_replicas, DRIVER_BURST, reason, need)
@@ -275,11 +281,12 @@ def decide(
             )
             return decision(target, driver, reason, need)
         wait = delay - (now - since)
-        later = (
-            f"scale-down possible in {wait:.0f}s"
-            if wait > 0
-            else f"the last {delay:.0f}s needed {window_max}"
-        )
+        if wait > 0:
+            later = f"scale-down possible in {wait:.0f}s"
+        elif window_max == 0:
+            later = f"zero only after {delay:.0f}s without a request"
+        else:
+            later = f"the last {delay:.0f}s needed {window_max}"
         reason = f"holding {current_replicas}, need {wanted} ({why}); {later}{reserved}"
         return decision(current_replicas, driver, reason, need)
 
@@ -368,6 +375,29 @@ def _arrivals(measured: Sequence[ReplicaObservation], failed: int) -> float | No
     if not rated or len(rated) < len(measured):
         return None
     return sum(rated) * (len(rated) + failed) / len(rated)
+
+
+def _demand_is_new(
+    demand_at: float, state: PolicyState, previous: float | None, at_zero: bool
+) -> bool:
+    """Whether the gateway's held demand is news, not an annotation already answered.
+
+    The gateway never removes its annotation. At zero replicas, demand newer
+    than the scale to zero wakes the model; when the policy never saw it go
+    there (it started at zero, or the state was lost), demand newer than the
+    last decision does, and with no decision at all any demand does (it may be
+    new; the cost of a stale one is one replica for scaleDownDelaySeconds).
+    With replicas, only demand newer than the last decision counts as activity.
+    """
+    newer_than = [t for t in (state.zero_since, previous) if t is not None]
+    if at_zero and state.zero_since is not None:
+        return demand_at > state.zero_since
+    return not newer_than or demand_at > max(newer_than)
+
+
+def _to_zero(state: PolicyState, now: float) -> PolicyState:
+    """The state of a model that is at zero replicas from `now` on."""
+    return replace(state, zero_since=now, recent_needs=(), scaled_for=0.0, rates=())
 
 
 def _busy(o: ReplicaObservation) -> bool:
