@@ -369,7 +369,6 @@ def test_a_lost_state_never_scales_down_early() -> None:
         {"version": 1, "recent_needs": "garbage"},
         {"version": 1, "capacity_rps": -1},
         {"version": 1, "bursts": [[1.0, "nan"]]},
-        {"version": 1, "rates": [[1.0]]},
         {"version": 1, "hot_rps": 0},
         {"version": 1, "cool_since": "soon"},
     ],
@@ -386,7 +385,6 @@ def test_state_is_json_and_round_trips() -> None:
         scaled_for=4.5,
         burst_until=NOW + 30,
         bursts=((NOW - 900, 30.5), (NOW - 100, 41.25)),
-        rates=((NOW - 20, 12.5), (NOW - 10, 13.0)),
         load_s=31.5,
         loading_since=NOW - 5,
         woke_at=NOW - 60,
@@ -397,6 +395,14 @@ def test_state_is_json_and_round_trips() -> None:
         zero_since=None,
     )
     assert PolicyState.from_json(state.to_json()) == state
+
+
+def test_the_arrival_samples_are_neither_stored_nor_compared() -> None:
+    """A sample per decision: storing them would make every tick an API write."""
+    state = PolicyState(capacity_rps=7.5, rates=((NOW - 10, 12.5), (NOW, 13.0)))
+    assert "rates" not in state.to_dict()
+    assert PolicyState.from_json(state.to_json()).rates == ()
+    assert replace(state, rates=()) == state
 
 
 def idle(now: float) -> list[ReplicaObservation]:

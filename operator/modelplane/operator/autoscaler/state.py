@@ -1,7 +1,7 @@
 """What the policy remembers between decisions, as a small JSON-able value.
 
-The operator stores `PolicyState.to_dict()` on the LLMDeployment after every
-decision and passes `PolicyState.from_dict(...)` back in, so a restarted
+The operator stores `PolicyState.to_dict()` on the LLMDeployment when it
+changes and passes `PolicyState.from_dict(...)` back in, so a restarted
 operator neither scales down early (the headroom history and its start
 survive) nor forgets a pending scale-down timer. Anything unreadable becomes
 a fresh state: the only cost is one more `scaleDownDelaySeconds` of waiting.
@@ -39,7 +39,10 @@ class PolicyState:
     bursts: tuple[tuple[float, float], ...] = ()
     # The fleet's arrival rate (req/s) at recent decisions, as (time, rate),
     # over one reaction time: what a jump in the load is measured against.
-    rates: tuple[tuple[float, float], ...] = ()
+    # A sample per decision, so it is neither stored nor compared: a state
+    # that differs only in it needs no write (the operator stores the state
+    # when it changes), and after a restart a minute of new samples rebuilds it.
+    rates: tuple[tuple[float, float], ...] = field(default=(), compare=False)
     # Seconds from asking for replicas to all of them ready, as last seen
     # (None: not seen yet), and since when replicas have been loading.
     load_s: float | None = None
@@ -70,7 +73,7 @@ class PolicyState:
         data = asdict(self)
         data["recent_needs"] = [[t, n] for t, n in self.recent_needs]
         data["bursts"] = [[t, r] for t, r in self.bursts]
-        data["rates"] = [[t, r] for t, r in self.rates]
+        del data["rates"]
         return data
 
     def to_json(self) -> str:
@@ -90,7 +93,6 @@ class PolicyState:
                 last_scale_up_at=_time(data.get("last_scale_up_at")),
                 burst_until=_time(data.get("burst_until")),
                 bursts=_pairs(data.get("bursts", ())),
-                rates=_pairs(data.get("rates", ())),
                 load_s=_positive(data.get("load_s")),
                 loading_since=_time(data.get("loading_since")),
                 woke_at=_time(data.get("woke_at")),
