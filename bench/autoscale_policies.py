@@ -59,7 +59,8 @@ class Ours(Policy):
 
     Held requests at zero replicas wake it at once: the gateway writes the
     scale-from-zero annotation and the operator reacts to that change, not
-    only on its timer.
+    only on its timer. It also reads how many requests the gateway holds
+    (`modelplane_gateway_held_requests`), to size a start from zero.
     """
 
     name = "ours"
@@ -110,6 +111,7 @@ class Ours(Policy):
             self.state,
             view.now,
             demand_at=self.held_since,
+            held_requests=view.held,
         )
         self.state = decision.state
         self.last_reason = decision.reason
@@ -354,3 +356,55 @@ class OracleReactive(Policy):
 
     def on_held(self, view: ClusterView) -> int | None:
         return max(1, self.decide(view))
+
+
+class SurpriseBound(Policy):
+    """An upper bound on attainment, not a policy: how much a load's first surprise costs.
+
+    It reads the true offered load every second. The moment the load goes
+    above anything it has seen (the load it started with counts as seen), it
+    runs every replica maxReplicas allows for `idle_s`, and it never drops
+    below what the highest load seen needs; with minReplicas 0 it goes to
+    zero after `idle_s` without load, like the policies it bounds.
+    So its only misses are the requests that arrive while replicas load after
+    a rise nothing before predicted. A policy that sizes on what it has seen,
+    however well it learns, cannot beat it; only one that keeps replicas for
+    load it has never seen (the HPA at maxReplicas, in effect) can.
+    """
+
+    name = "surprise-bound"
+    interval_s = 1.0
+
+    def __init__(
+        self,
+        rate: Callable[[float], float],
+        per_replica_rps: float,
+        min_replicas: int,
+        max_replicas: int,
+        idle_s: float = 300.0,
+    ) -> None:
+        self.rate = rate
+        self.per_replica = per_replica_rps
+        self.min_replicas = min_replicas
+        self.max_replicas = max_replicas
+        self.idle_s = idle_s
+        self.seen = rate(0.0)
+        self.busy_at = 0.0
+        self.surge_until = -math.inf
+
+    def decide(self, view: ClusterView) -> int:
+        rate = self.rate(view.now)
+        if rate > 0 or view.held:
+            self.busy_at = view.now
+        if self.min_replicas == 0 and view.now - self.busy_at >= self.idle_s:
+            self.seen = 0.0
+            return 0
+        if rate > self.seen * 1.01:  # a rise past anything seen, not the curve's creep
+            self.surge_until = view.now + self.idle_s
+        self.seen = max(self.seen, rate)
+        if view.now < self.surge_until:
+            return self.max_replicas
+        return math.ceil(self.seen / self.per_replica - 1e-9)
+
+    def on_held(self, view: ClusterView) -> int | None:
+        return self.decide(view)

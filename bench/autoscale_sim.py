@@ -17,7 +17,9 @@ one panel per policy) go to bench/results/. The last line is
 
     ours_dominates=<true|false> min_slo_attainment_ours=<x> cost_ratio_vs_best_baseline=<y>
 
-with the worst trace's cost ratio. `--check-real` instead replays one small
+with the worst trace's cost ratio. `--bound` instead sets ours beside the
+surprise bound (autoscale_policies.SurpriseBound): the attainment no policy
+that sizes on the load it has seen can exceed. `--check-real` instead replays one small
 trace against the real CPU server and its simulated twin (needs the engine
 lock: `flock /tmp/modelplane-engine.lock python bench/autoscale_sim.py --check-real`).
 
@@ -56,6 +58,7 @@ from autoscale_policies import (
     KubeAiMovingAverage,
     OracleReactive,
     Ours,
+    SurpriseBound,
 )
 from autoscale_profiles import CPU, GPU
 from autoscale_traces import Trace, all_traces
@@ -65,6 +68,7 @@ from modelplane.operator.autoscaler import AutoscalingSpec, Targets
 PROFILES = {"cpu": CPU, "gpu": GPU}
 POLICIES = ("ours", "hpa-util80", "keda-queue5", "kubeai-avg10m", "aibrix-kpa", "oracle-reactive")
 REFERENCE = "oracle-reactive"  # shown for scale, never the best baseline
+BOUND = "surprise-bound"  # --bound only: the most any policy sized on what it saw can attain
 ATTAINMENT_GOAL = 0.99
 MAX_REPLICAS = 10
 BIN_S = 30.0
@@ -111,12 +115,14 @@ def build_policy(name: str, profile: Profile, trace: Trace) -> Policy:
         return KubeAiMovingAverage(lo, MAX_REPLICAS, target)
     if name == "aibrix-kpa":
         return AibrixKpa(lo, MAX_REPLICAS)
-    if name == REFERENCE:
+    if name in (REFERENCE, BOUND):
         unit = profile.unit_rps
 
         def rate(t: float) -> float:
             return float(trace.level(np.array([t]))[0]) * unit
 
+        if name == BOUND:
+            return SurpriseBound(rate, ORACLE_PER_REPLICA * unit, lo, MAX_REPLICAS)
         return OracleReactive(rate, ORACLE_PER_REPLICA * unit, lo, MAX_REPLICAS)
     raise ValueError(name)
 
@@ -235,6 +241,29 @@ def print_tables(
     return dominates, min_att, worst_ratio
 
 
+def print_bound(profiles: list[str], traces: list[str], seed: int, jobs: int) -> None:
+    """Ours next to the surprise bound, per trace: where 99% is out of any such policy's reach."""
+    tasks = [(p, t, pol, seed) for p in profiles for t in traces for pol in ("ours", BOUND)]
+    with ProcessPoolExecutor(max_workers=jobs) as pool:
+        rows = list(pool.map(run_one, tasks))
+    print(f"{'calibration':<12}{'trace':<16}{'ours':>9}{'bound':>9}  99% reachable by a policy")
+    for profile_name in profiles:
+        for trace_name in traces:
+            ours, bound = (
+                next(
+                    r
+                    for r in rows
+                    if (r.profile, r.trace, r.policy) == (profile_name, trace_name, p)
+                )
+                for p in ("ours", BOUND)
+            )
+            verdict = "yes" if bound.attainment >= ATTAINMENT_GOAL else "no: its first surprise"
+            print(
+                f"{profile_name:<12}{trace_name:<16}{ours.attainment:>8.2%} "
+                f"{bound.attainment:>8.2%}  {verdict}"
+            )
+
+
 def _secs(value: float) -> str:
     if value >= 3600:
         return ">1h"
@@ -287,11 +316,17 @@ def main() -> None:
     parser.add_argument("--traces", nargs="+", default=None)
     parser.add_argument("--no-plots", action="store_true")
     parser.add_argument("--check-real", action="store_true", help="sim vs the real CPU server")
+    parser.add_argument(
+        "--bound", action="store_true", help="ours vs the surprise bound: is 99%% reachable?"
+    )
     args = parser.parse_args()
     if args.check_real:
         check_real(args.seed)
         return
     traces = args.traces or [t.name for t in all_traces(args.seed)]
+    if args.bound:
+        print_bound(args.profiles, traces, args.seed, args.jobs)
+        return
     tasks = [(p, t, pol, args.seed) for p in args.profiles for t in traces for pol in POLICIES]
     started = time.perf_counter()
     with ProcessPoolExecutor(max_workers=args.jobs) as pool:

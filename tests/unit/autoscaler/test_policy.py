@@ -98,17 +98,112 @@ def test_scales_up_at_once_to_the_most_demanding_target(
     assert not decision.limited
 
 
-def test_a_replica_past_its_knee_teaches_the_policy_its_capacity() -> None:
-    hot = decide([replica(ttft=SLOW, running=40, finished=10.0)], 1, SPEC, PolicyState(), NOW)
-    assert hot.state.capacity_rps == pytest.approx(9.0)  # 90% of what it managed
-    # Cool and busy near the estimate: it creeps up; cool and idle: it stays.
-    busy = decide([replica(ttft=FAST, finished=8.0)], 2, SPEC, hot.state, NOW + 10)
-    idle = decide([replica(ttft=FAST, finished=2.0)], 2, SPEC, hot.state, NOW + 10)
-    assert busy.state.capacity_rps == pytest.approx(9.0 * 1.05)
-    assert idle.state.capacity_rps == pytest.approx(9.0)
-    # Hot again at a lower rate: it moves halfway down to 90% of that rate.
-    hotter = decide([replica(ttft=SLOW, finished=6.0)], 2, SPEC, hot.state, NOW + 10)
-    assert hotter.state.capacity_rps == pytest.approx((9.0 + 5.4) / 2)
+NEAR_KNEE = ttft_window(*[0.9] * 30)  # p95 past 80% of a 1 s target, within the target
+
+
+@pytest.mark.parametrize(
+    ("case", "observations", "current", "state", "capacity"),
+    [
+        (
+            "fleet p95 past the target: all the way to 90% of what it finished",
+            [replica(ttft=SLOW, running=40, finished=10.0)],
+            1,
+            PolicyState(),
+            9.0,
+        ),
+        (
+            "past the target again, at a lower rate: all the way down",
+            [replica(ttft=SLOW, finished=6.0)],
+            1,
+            PolicyState(capacity_rps=9.0),
+            5.4,
+        ),
+        (
+            "past the knee, within the target: halfway (one window is noisy)",
+            [replica(ttft=NEAR_KNEE, finished=6.0)],
+            1,
+            PolicyState(capacity_rps=9.0),
+            (9.0 + 5.4) / 2,
+        ),
+        (
+            "hot while a replica loads: the ready one carries more than its share",
+            [replica(ttft=SLOW, finished=6.0), ReplicaObservation.still_loading("new")],
+            2,
+            PolicyState(capacity_rps=9.0),
+            9.0,
+        ),
+        (
+            "cool for one window only: nothing proven yet, no probe",
+            [replica(ttft=FAST, finished=8.0)],
+            1,
+            PolicyState(capacity_rps=9.0),
+            9.0,
+        ),
+        (
+            "cool for 30 s and busy near the estimate: it creeps up",
+            [replica(ttft=FAST, finished=8.0)],
+            1,
+            PolicyState(capacity_rps=9.0, cool_since=NOW - 30),
+            9.0 * 1.05,
+        ),
+        (
+            "but never past the rate at which the fleet last broke the target",
+            [replica(ttft=FAST, finished=8.0)],
+            1,
+            PolicyState(capacity_rps=9.0, cool_since=NOW - 30, hot_rps=9.2),
+            9.2,
+        ),
+        (
+            "a KV cache near its target is no room to spare: no probe",
+            [replica(ttft=FAST, finished=8.0, kv=0.7)],
+            1,
+            PolicyState(capacity_rps=9.0, cool_since=NOW - 30),
+            9.0,
+        ),
+        (
+            "one replica past the knee in a fleet well under it: its few first tokens are noise",
+            [
+                replica("r0", ttft=ttft_window(*[0.2] * 25, *[0.9] * 5), finished=3.0),
+                replica("r1", ttft=ttft_window(*[0.2] * 200), finished=3.0),
+            ],
+            2,
+            PolicyState(capacity_rps=9.0),
+            9.0,
+        ),
+        (
+            "cool and idle: it stays",
+            [replica(ttft=FAST, finished=2.0)],
+            1,
+            PolicyState(capacity_rps=9.0, cool_since=NOW - 30),
+            9.0,
+        ),
+    ],
+)
+def test_the_replicas_teach_the_policy_their_knee(
+    case: str,
+    observations: list[ReplicaObservation],
+    current: int,
+    state: PolicyState,
+    capacity: float,
+) -> None:
+    decision = decide(observations, current, SPEC, state, NOW)
+    assert decision.state.capacity_rps == pytest.approx(capacity), case
+
+
+@pytest.mark.parametrize(
+    ("case", "arrived", "hot_rps"),
+    [
+        ("offered 6 req/s and broke the target: 6 req/s is a ceiling from now on", 6.0, 6.0),
+        ("draining an old backlog (1 req/s new): the knee moves, no ceiling", 1.0, None),
+    ],
+)
+def test_a_breach_under_load_is_remembered_as_a_ceiling(
+    case: str, arrived: float, hot_rps: float | None
+) -> None:
+    hot = [replica(ttft=SLOW, finished=6.0, arrived=arrived)]
+    decision = decide(hot, 1, SPEC, PolicyState(capacity_rps=9.0), NOW)
+    assert decision.state.capacity_rps == pytest.approx(5.4), case  # 90% of what it finished
+    assert decision.state.hot_rps == hot_rps, case
 
 
 def test_one_slow_prompt_is_not_a_knee() -> None:
@@ -133,21 +228,22 @@ def test_bursts_scale_at_once_and_hold_off_scale_down(
     decision = decide(observations, 2, SPEC, state, NOW)
     assert decision.desired_replicas == desired, case
     assert ("burst" in decision.reason) is burst
-    assert (decision.state.burst_until == NOW + 300) is burst
+    assert (decision.state.burst_until == NOW + 3600) is burst  # an hour's memory
+    assert decision.state.bursts == (((NOW, arrived),) if burst else ())
     if burst:
-        # Ten seconds later the spike is gone: the burst's capacity stays.
+        # Ten seconds later the spike is gone: capacity for its peak stays.
         calm = fleet(8, kv=0.05, running=1, arrived=0.5, finished=0.5)
         later = decide(calm, 8, SPEC, replace(decision.state, recording_since=0.0), NOW + 10)
-        assert later.desired_replicas == 8
-        assert "after a burst" in later.reason
+        assert (later.desired_replicas, later.driver) == (8, "burst")
+        assert "after a burst, capacity for 40.0 req/s (8 replicas)" in later.reason
 
 
-def test_recurring_bursts_hold_their_capacity_through_the_usual_gap() -> None:
-    state = PolicyState(capacity_rps=5.0, burst_starts=(NOW - 1200,), burst_until=NOW - 900)
+def test_a_burst_that_comes_back_renews_the_hour() -> None:
+    state = PolicyState(capacity_rps=5.0, bursts=((NOW - 1200, 30.0),), burst_until=NOW + 2400)
     spike = fleet(2, kv=0.2, running=10, arrived=20.0, finished=4.0)
     decision = decide(spike, 2, SPEC, state, NOW)
-    assert decision.state.burst_starts == (NOW - 1200, NOW)
-    assert decision.state.burst_until == NOW + 1.5 * 1200  # longer than one delay
+    assert decision.state.bursts == ((NOW - 1200, 30.0), (NOW, 40.0))
+    assert decision.state.burst_until == NOW + 3600
 
 
 @pytest.mark.parametrize(
@@ -272,6 +368,9 @@ def test_a_lost_state_never_scales_down_early() -> None:
         {"version": 99},
         {"version": 1, "recent_needs": "garbage"},
         {"version": 1, "capacity_rps": -1},
+        {"version": 1, "bursts": [[1.0, "nan"]]},
+        {"version": 1, "hot_rps": 0},
+        {"version": 1, "cool_since": "soon"},
     ],
 )
 def test_unreadable_state_is_a_fresh_one(stored: dict[str, object] | None) -> None:
@@ -285,11 +384,25 @@ def test_state_is_json_and_round_trips() -> None:
         last_decision_at=NOW,
         scaled_for=4.5,
         burst_until=NOW + 30,
-        burst_starts=(NOW - 900, NOW - 100),
+        bursts=((NOW - 900, 30.5), (NOW - 100, 41.25)),
+        load_s=31.5,
+        loading_since=NOW - 5,
+        woke_at=NOW - 60,
         capacity_rps=7.5,
+        proven_rps=4.25,
+        cool_since=NOW - 40,
+        hot_rps=9.5,
         zero_since=None,
     )
     assert PolicyState.from_json(state.to_json()) == state
+
+
+def test_the_arrival_samples_are_neither_stored_nor_compared() -> None:
+    """A sample per decision: storing them would make every tick an API write."""
+    state = PolicyState(capacity_rps=7.5, rates=((NOW - 10, 12.5), (NOW, 13.0)))
+    assert "rates" not in state.to_dict()
+    assert PolicyState.from_json(state.to_json()).rates == ()
+    assert replace(state, rates=()) == state
 
 
 def idle(now: float) -> list[ReplicaObservation]:
@@ -314,21 +427,134 @@ def test_scale_to_zero_after_idle_only_when_allowed(
         assert "held at minReplicas 1" in final.reason
 
 
+TO_ZERO = replace(KV_ONLY, min_replicas=0)
+
+
 @pytest.mark.parametrize(
-    ("case", "demand_at", "desired"),
+    ("case", "state", "demand_at", "desired", "zero_since"),
     [
-        ("the gateway holds requests since after the scale-to-zero", NOW - 5, 1),
-        ("demand recorded before the scale-to-zero is old news", NOW - 2000, 0),
-        ("no demand recorded", None, 0),
+        (
+            "the gateway holds requests since after the scale-to-zero",
+            PolicyState(zero_since=NOW - 1000, last_decision_at=NOW - 10),
+            NOW - 5,
+            1,
+            NOW - 1000,
+        ),
+        (
+            "demand recorded before the scale-to-zero is old news",
+            PolicyState(zero_since=NOW - 1000, last_decision_at=NOW - 10),
+            NOW - 2000,
+            0,
+            NOW - 1000,
+        ),
+        (
+            "no demand recorded",
+            PolicyState(zero_since=NOW - 1000, last_decision_at=NOW - 10),
+            None,
+            0,
+            NOW - 1000,
+        ),
+        (
+            "zero_since unset (found at zero): demand since the last decision wakes it",
+            PolicyState(last_decision_at=NOW - 10),
+            NOW - 5,
+            1,
+            None,
+        ),
+        (
+            "zero_since unset: demand older than the last decision was there before; "
+            "at zero from now on",
+            PolicyState(last_decision_at=NOW - 10),
+            NOW - 500,
+            0,
+            NOW,
+        ),
+        (
+            "no decision yet (a lost state): the annotation may be new, so it wakes",
+            PolicyState(),
+            NOW - 500,
+            1,
+            None,
+        ),
+        ("no decision yet and no demand: at zero from now on", PolicyState(), None, 0, NOW),
     ],
 )
-def test_scale_from_zero_on_held_demand(case: str, demand_at: float | None, desired: int) -> None:
-    spec = replace(KV_ONLY, min_replicas=0)
-    state = PolicyState(zero_since=NOW - 1000, last_decision_at=NOW - 10)
-    decision = decide([], 0, spec, state, NOW, demand_at=demand_at)
+def test_scale_from_zero_on_held_demand(
+    case: str,
+    state: PolicyState,
+    demand_at: float | None,
+    desired: int,
+    zero_since: float | None,
+) -> None:
+    decision = decide([], 0, TO_ZERO, state, NOW, demand_at=demand_at)
     assert decision.desired_replicas == desired, case
-    if desired:
-        assert decision.driver == "demand"
+    assert decision.driver == ("demand" if desired else "idle"), case
+    assert decision.state.zero_since == zero_since, case
+
+
+def run_with_demand(
+    start: int,
+    ready_from: float,
+    demand_at: float | None,
+    ticks: int,
+    state: PolicyState,
+    start_at: float = NOW,
+) -> tuple[list[tuple[float, Decision]], PolicyState]:
+    """Every 10 s, with the gateway's annotation passed as it stands (never removed).
+
+    Replicas load until `ready_from`, then serve nothing (the held requests
+    went away): idle, with an empty KV cache.
+    """
+    replicas, history = start, []
+    for i in range(ticks):
+        now = start_at + 10 * i
+        observations = [
+            ReplicaObservation.still_loading(f"r{j}")
+            if now < ready_from
+            else replica(f"r{j}", kv=0.0, arrived=0.0, finished=0.0)
+            for j in range(replicas)
+        ]
+        decision = decide(observations, replicas, TO_ZERO, state, now, demand_at=demand_at)
+        history.append((now, decision))
+        replicas, state = decision.desired_replicas, decision.state
+    return history, state
+
+
+@pytest.mark.parametrize(
+    ("case", "start", "state"),
+    [
+        (
+            "woken from a known zero; its requests went away while it loaded",
+            0,
+            PolicyState(zero_since=NOW - 1000, last_decision_at=NOW - 10),
+        ),
+        ("woken with no state at all (started at zero, or the state was lost)", 0, PolicyState()),
+        (
+            "serving when the annotation was written, then idle",
+            1,
+            PolicyState(last_decision_at=NOW - 10, recording_since=NOW - 1000),
+        ),
+    ],
+)
+def test_the_annotation_that_woke_a_model_neither_keeps_it_up_nor_wakes_it_again(
+    case: str, start: int, state: PolicyState
+) -> None:
+    """The gateway's annotation stays on the resource; the policy sees it every tick."""
+    demand = NOW - 5
+    history, state = run_with_demand(start, NOW + 60, demand, ticks=60, state=state)
+    assert history[0][1].desired_replicas == 1, case
+    went, _ = first_change(history[1:], 1)
+    # Zero by the idle rule only, a full scaleDownDelaySeconds after the last activity
+    # (the wake-up), never by an ordinary scale-down before it; and it says when.
+    assert went - NOW >= 300, case
+    assert dict(history)[went].driver == "idle", case
+    assert state.zero_since == went, case
+    assert all(d.desired_replicas == 0 for t, d in history if t >= went), case
+    # The old annotation wakes nothing; a newer one does.
+    later = went + 600
+    for demand_at, desired in ((demand, 0), (went - 1, 0), (went + 5, 1)):
+        woken = decide([], 0, TO_ZERO, state, later, demand_at=demand_at)
+        assert woken.desired_replicas == desired, (case, demand_at)
 
 
 @pytest.mark.parametrize(

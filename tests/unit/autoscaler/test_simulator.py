@@ -3,7 +3,9 @@
 Fast checks of bench/autoscale_model.py and friends (the full comparison is
 `make bench-autoscale`): continuous batching raises throughput with
 concurrency until the engine saturates, a full KV cache makes requests wait,
-a new replica serves nothing while it loads, and a seed fixes a run.
+a new replica serves nothing while it loads, a seed fixes a run, the
+policy's state stays annotation-sized through bursts, and the surprise
+bound runs all out only after a surprise.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from dataclasses import replace
 
 import numpy as np
 from autoscale_model import ClusterView, Policy, Workload, make_workload, simulate
-from autoscale_policies import Ours
+from autoscale_policies import Ours, SurpriseBound
 from autoscale_profiles import CPU, closed_loop
 
 from modelplane.operator.autoscaler import AutoscalingSpec, Targets
@@ -74,3 +76,55 @@ def test_workload_lengths_follow_the_profile() -> None:
     assert lo <= w.prompt.min() and w.prompt.max() <= hi
     assert abs(float(np.median(w.prompt)) - median) < 0.1 * median
     assert abs(len(w) - 50 * 200) < 4 * (50 * 200) ** 0.5  # Poisson count
+
+
+class Recording(Ours):
+    """Ours, keeping the size of the state it would store after every decision."""
+
+    sizes: list[int]
+
+    def decide(self, view: ClusterView) -> int:
+        desired = super().decide(view)
+        self.sizes = [*getattr(self, "sizes", []), len(self.state.to_json())]
+        return desired
+
+
+def test_the_policy_state_stays_small_through_bursts_and_a_scale_from_zero() -> None:
+    """20 minutes of 3x bursts every 2 minutes, then idle to zero and a cold spike."""
+
+    def rate(t: np.ndarray) -> np.ndarray:
+        bursts = np.where((t % 120) < 40, 18.0, 6.0)
+        return np.where(t < 1200, bursts, np.where(t < 1600, 0.0, 16.0))
+
+    workload = make_workload(rate, 18.0, 1800.0, CPU, seed=2)
+    spec = AutoscalingSpec(
+        min_replicas=0,
+        max_replicas=10,
+        targets=Targets(ttft_p95_s=1.0, queue_depth_per_replica=4, kv_cache_utilization=0.8),
+    )
+    policy = Recording(spec)
+    result = simulate(CPU, workload, policy, 1800.0, initial=2)
+    assert len(policy.state.bursts) >= 2  # it did see recurring bursts
+    assert min(n for t, _, n in result.samples if t >= 1600) == 0 or 0 in [
+        r for t, r, _ in result.samples if 1200 < t < 1600
+    ]
+    assert max(policy.sizes) < 4096  # bytes of JSON in an annotation
+
+
+def test_the_surprise_bound_runs_all_out_only_after_a_surprise() -> None:
+    level = {0.0: 6.0, 100.0: 6.0, 200.0: 30.0, 700.0: 6.0, 800.0: 30.0}
+
+    def rate(t: float) -> float:
+        return level[max(k for k in level if k <= t)]
+
+    bound = SurpriseBound(rate, per_replica_rps=5.0, min_replicas=1, max_replicas=10)
+
+    def at(now: float) -> int:
+        view = ClusterView(now, 2, [], 0, 0, 0, 0)
+        return bound.decide(view)
+
+    assert at(100.0) == 2  # the load it started with is no surprise
+    assert at(200.0) == 10  # 5x, never seen: everything at once
+    assert at(600.0) == 6  # after the surge: what the highest load seen needs
+    assert at(700.0) == 6  # the load fell: it keeps that
+    assert at(800.0) == 6  # 30 req/s again is no surprise
