@@ -106,6 +106,7 @@ class Ours(Policy):
             self.held_since = view.now
         if not view.held:
             self.held_since = None
+        held = self._held_as_annotated(view)
         decision = decide(
             self._observations(view),
             view.desired,
@@ -113,18 +114,20 @@ class Ours(Policy):
             self.state,
             view.now,
             demand_at=self.held_since,
-            held_requests=self._held_as_annotated(view),
+            held_requests=held[1] if held else None,
+            held_at=held[0] if held else None,
         )
         self.state = decision.state
         self.last_reason = decision.reason
         return decision.desired_replicas
 
-    def _held_as_annotated(self, view: ClusterView) -> int | None:
-        """The operator's `held_requests`: the annotated count, for the wake-up under way."""
+    def _held_as_annotated(self, view: ClusterView) -> tuple[float, int] | None:
+        """The operator's (held_at, held_requests): the gateway's last demand write,
+        for the wake-up under way."""
         woke_at = self.state.woke_at
         if view.demand is None or woke_at is None or view.demand[0] < woke_at:
             return None
-        return view.demand[1]
+        return view.demand
 
     def on_held(self, view: ClusterView) -> int | None:
         if view.desired != 0:

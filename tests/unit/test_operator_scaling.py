@@ -317,9 +317,15 @@ def test_the_held_count_annotation_reads_as_a_count_or_unknown(
 @pytest.mark.parametrize(
     ("case", "annotations", "demand_counts", "woke_at", "held"),
     [
-        ("the demand wakes the model now", {AT: AT_TEXT, HELD: "4"}, True, None, 4),
-        ("written during the wake-up under way", {AT: AT_TEXT, HELD: "9"}, False, AT_EPOCH - 3, 9),
-        ("written at the wake-up itself", {AT: AT_TEXT, HELD: "1"}, False, AT_EPOCH, 1),
+        ("the demand wakes the model now", {AT: AT_TEXT, HELD: "4"}, True, None, (4, AT_EPOCH)),
+        (
+            "written during the wake-up under way",
+            {AT: AT_TEXT, HELD: "9"},
+            False,
+            AT_EPOCH - 3,
+            (9, AT_EPOCH),
+        ),
+        ("written at the wake-up itself", {AT: AT_TEXT, HELD: "1"}, False, AT_EPOCH, (1, AT_EPOCH)),
         ("from an earlier wake-up", {AT: AT_TEXT, HELD: "9"}, False, AT_EPOCH + 60, None),
         ("no wake-up under way (replicas ready)", {AT: AT_TEXT, HELD: "9"}, False, None, None),
         ("a count without a readable time", {AT: "yesterday", HELD: "9"}, True, None, None),
@@ -332,7 +338,7 @@ def test_the_held_count_goes_to_the_policy_only_for_the_wake_up_it_belongs_to(
     annotations: dict[str, str],
     demand_counts: bool,
     woke_at: float | None,
-    held: int | None,
+    held: tuple[int, float] | None,
 ) -> None:
     assert held_requests(annotations, demand_counts, woke_at) == held, case
 

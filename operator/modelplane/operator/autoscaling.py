@@ -208,8 +208,9 @@ def held_demand(
 
 def held_requests(
     annotations: Mapping[str, str], demand_counts: bool, woke_at: float | None
-) -> int | None:
-    """The gateway's held count, when it belongs to the wake-up under way.
+) -> tuple[int, float] | None:
+    """The gateway's held count and when it was counted, when it belongs to the
+    wake-up under way.
 
     The gateway writes the count with the demand time in one patch, so the
     time says which wake-up the count is about. It counts when the demand
@@ -223,7 +224,8 @@ def held_requests(
         return None
     if not demand_counts and (woke_at is None or demand < woke_at):
         return None
-    return held_count(annotations.get(contract.ANNOTATION_DEMAND_HELD))
+    count = held_count(annotations.get(contract.ANNOTATION_DEMAND_HELD))
+    return None if count is None else (count, demand)
 
 
 def policy_spec(spec: LLMDeploymentSpec) -> AutoscalingSpec:
@@ -301,6 +303,7 @@ class Autoscaler:
         current = seen.deployment.spec_replicas
         scaled_at = (self._reconciler.observed_status(key, body) or {}).get("lastScaleTime")
         demand_at = held_demand(annotations, current, epoch_of(scaled_at))
+        held = held_requests(annotations, demand_at is not None, memory.state.woke_at)
         decision = decide(
             collection.observations,
             current,
@@ -308,7 +311,8 @@ class Autoscaler:
             memory.state,
             now,
             demand_at=demand_at,
-            held_requests=held_requests(annotations, demand_at is not None, memory.state.woke_at),
+            held_requests=held[0] if held else None,
+            held_at=held[1] if held else None,
         )
         memory.state = decision.state
         bounds = Bounds(autoscaling.min_replicas, autoscaling.max_replicas)
