@@ -175,8 +175,12 @@ def test_a_start_from_zero_is_sized_by_the_gateways_held_count(
             },
         )
         wait_for("4 replicas", lambda: replicas(cluster) == 4)
-        up = cluster.events("chat", "ScaledUp")[-1]
-        assert up["message"].startswith("1 -> 4: 40 requests held at the gateway, 8.0 req/s")
+        sized = "1 -> 4: 40 requests held at the gateway, 8.0 req/s"
+        # The event comes last, after the scale and the status.
+        wait_for(
+            "its ScaledUp event",
+            lambda: cluster.events("chat", "ScaledUp")[-1]["message"].startswith(sized),
+        )
         assert cluster.status("chat")["desiredReplicas"] == 4
 
 
