@@ -42,6 +42,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+# The gateway's --demand-interval (DemandThrottle): at most one demand write per model
+# this often, made when a request is held.
+DEMAND_INTERVAL_S = 10.0
+
 # vLLM's own TTFT histogram buckets (vllm/v1/metrics/buckets.py), so the policy
 # reads the simulated replicas exactly as it reads real ones.
 TTFT_BUCKETS: tuple[float, ...] = (
@@ -203,7 +207,11 @@ class ClusterView:
     desired: int
     ready: list[ReplicaView]
     loading: int
-    held: int  # requests held at the gateway (no ready replica)
+    held: int  # requests held at the gateway (no ready replica), live
+    # The gateway's demand annotation as the operator reads it: (time, count held
+    # then) of its last write, at most one per DEMAND_INTERVAL_S, when a request
+    # is held; never removed. None before the first.
+    demand: tuple[float, int] | None
     in_flight: int  # every request not finished: held, waiting, running
     arrivals: int  # requests that have arrived so far (a counter)
 
@@ -252,6 +260,7 @@ class Cluster:
     """Replicas, the gateway and the policy on one event clock."""
 
     def __init__(self, profile: Profile, workload: Workload, policy: Policy, initial: int) -> None:
+        self.demand: tuple[float, int] | None = None  # the gateway's last demand write
         self.p = profile
         self.w = workload
         self.policy = policy
@@ -348,6 +357,9 @@ class Cluster:
                 best, least = r, load
         if best is None:
             self.held.append(rid)
+            # The gateway's DemandThrottle: one write per interval, on a held request.
+            if self.demand is None or self.now - self.demand[0] >= DEMAND_INTERVAL_S:
+                self.demand = (self.now, len(self.held))
             if len(self.held) == 1:
                 answer = self.policy.on_held(self.view())
                 if answer is not None:
@@ -520,7 +532,14 @@ class Cluster:
         loading = sum(1 for r in self.replicas if r.state == LOADING)
         in_flight = self.next_arrival - self.finished
         return ClusterView(
-            self.now, self.desired, ready, loading, len(self.held), in_flight, self.next_arrival
+            self.now,
+            self.desired,
+            ready,
+            loading,
+            len(self.held),
+            self.demand,
+            in_flight,
+            self.next_arrival,
         )
 
 

@@ -59,8 +59,10 @@ class Ours(Policy):
 
     Held requests at zero replicas wake it at once: the gateway writes the
     scale-from-zero annotation and the operator reacts to that change, not
-    only on its timer. It also reads how many requests the gateway holds
-    (`modelplane_gateway_held_requests`), to size a start from zero.
+    only on its timer. To size a start from zero it gets what the operator
+    gets: the held count the gateway wrote with its last demand annotation (at
+    most once per demand interval, when a request is held), while the wake-up
+    that count belongs to is under way, not the live count.
     """
 
     name = "ours"
@@ -104,6 +106,7 @@ class Ours(Policy):
             self.held_since = view.now
         if not view.held:
             self.held_since = None
+        held = self._held_as_annotated(view)
         decision = decide(
             self._observations(view),
             view.desired,
@@ -111,11 +114,20 @@ class Ours(Policy):
             self.state,
             view.now,
             demand_at=self.held_since,
-            held_requests=view.held,
+            held_requests=held[1] if held else None,
+            held_at=held[0] if held else None,
         )
         self.state = decision.state
         self.last_reason = decision.reason
         return decision.desired_replicas
+
+    def _held_as_annotated(self, view: ClusterView) -> tuple[float, int] | None:
+        """The operator's (held_at, held_requests): the gateway's last demand write,
+        for the wake-up under way."""
+        woke_at = self.state.woke_at
+        if view.demand is None or woke_at is None or view.demand[0] < woke_at:
+            return None
+        return view.demand
 
     def on_held(self, view: ClusterView) -> int | None:
         if view.desired != 0:

@@ -210,7 +210,7 @@ async def test_every_call_of_the_gateway_is_allowed_by_the_chart(
             while not table.synced:
                 await table.wait_changed()
         targets = tuple(DemandTarget(ns, "chat") for ns in watch or [WATCHED[0]])
-        await discovery.record_demand(ModelRoute("chat", tracks=(), demand=targets))
+        await discovery.record_demand(ModelRoute("chat", tracks=(), demand=targets), 1)
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)

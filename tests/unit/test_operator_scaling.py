@@ -22,8 +22,9 @@ from modelplane.operator.autoscaler import (
     ReplicaObservation,
     Targets,
     decide,
+    held_count,
 )
-from modelplane.operator.autoscaling import held_demand, scrape_targets
+from modelplane.operator.autoscaling import held_demand, held_requests, scrape_targets
 from modelplane.operator.expectations import Expectations
 from modelplane.operator.kube import build_event
 from modelplane.operator.pods import ObservedPod, observe_pod
@@ -286,6 +287,60 @@ def test_held_demand_counts_at_zero_when_newer_than_the_last_scale() -> None:
     assert held_demand(held, 0, at + 60) is None  # held before: already answered
     assert held_demand(held, 1, None) is None  # replicas run: they speak for the load
     assert held_demand({}, 0, None) is None
+
+
+AT, HELD = contract.ANNOTATION_DEMAND_AT, contract.ANNOTATION_DEMAND_HELD
+AT_TEXT, AT_EPOCH = "2026-01-01T00:00:00Z", 1767225600.0
+
+
+@pytest.mark.parametrize(
+    ("text", "count"),
+    [
+        ("7", 7),
+        (" 12\n", 12),
+        ("0", 0),
+        (None, None),
+        ("", None),
+        ("-3", None),
+        ("2.5", None),
+        ("many", None),
+        ("\u0663", None),  # a digit, but not an ASCII one
+        ("1" * 40, None),  # no count a gateway holds
+    ],
+)
+def test_the_held_count_annotation_reads_as_a_count_or_unknown(
+    text: str | None, count: int | None
+) -> None:
+    assert held_count(text) == count
+
+
+@pytest.mark.parametrize(
+    ("case", "annotations", "demand_counts", "woke_at", "held"),
+    [
+        ("the demand wakes the model now", {AT: AT_TEXT, HELD: "4"}, True, None, (4, AT_EPOCH)),
+        (
+            "written during the wake-up under way",
+            {AT: AT_TEXT, HELD: "9"},
+            False,
+            AT_EPOCH - 3,
+            (9, AT_EPOCH),
+        ),
+        ("written at the wake-up itself", {AT: AT_TEXT, HELD: "1"}, False, AT_EPOCH, (1, AT_EPOCH)),
+        ("from an earlier wake-up", {AT: AT_TEXT, HELD: "9"}, False, AT_EPOCH + 60, None),
+        ("no wake-up under way (replicas ready)", {AT: AT_TEXT, HELD: "9"}, False, None, None),
+        ("a count without a readable time", {AT: "yesterday", HELD: "9"}, True, None, None),
+        ("an older gateway: a time, no count", {AT: AT_TEXT}, True, None, None),
+        ("a garbled count", {AT: AT_TEXT, HELD: "lots"}, True, None, None),
+    ],
+)
+def test_the_held_count_goes_to_the_policy_only_for_the_wake_up_it_belongs_to(
+    case: str,
+    annotations: dict[str, str],
+    demand_counts: bool,
+    woke_at: float | None,
+    held: tuple[int, float] | None,
+) -> None:
+    assert held_requests(annotations, demand_counts, woke_at) == held, case
 
 
 # --- what goes to the API ---------------------------------------------------------

@@ -23,7 +23,9 @@ plan (`scaling_plan`):
 
 The gateway's `modelplane.io/scale-from-zero-requested-at` is passed to the
 policy while the Deployment is at zero replicas and when it is newer than
-the last scale (see `held_demand`).
+the last scale (see `held_demand`); the gateway's held count written with it
+(`modelplane.io/scale-from-zero-held-requests`) while that wake-up is under
+way, to size the start (see `held_requests`).
 
 Writes happen under the reconciler's per-resource lock and are recorded in
 its expectations, so a reconcile running between a write and its watch
@@ -57,6 +59,7 @@ from modelplane.operator.autoscaler import (
     collect,
     decide,
     demand_time,
+    held_count,
 )
 from modelplane.operator.autoscaler.collector import DEFAULT_TIMEOUT_S
 from modelplane.operator.autoscaler.prometheus import collect_from_prometheus
@@ -203,6 +206,28 @@ def held_demand(
     return demand
 
 
+def held_requests(
+    annotations: Mapping[str, str], demand_counts: bool, woke_at: float | None
+) -> tuple[int, float] | None:
+    """The gateway's held count and when it was counted, when it belongs to the
+    wake-up under way.
+
+    The gateway writes the count with the demand time in one patch, so the
+    time says which wake-up the count is about. It counts when the demand
+    itself does (`held_demand`), and also while the replicas asked for by that
+    wake-up load (the policy's `woke_at`; it is unset once one is ready): that
+    is when the policy sizes the start with it. The count is the writing
+    gateway replica's; with several replicas it is a lower bound.
+    """
+    demand = demand_time(annotations.get(contract.ANNOTATION_DEMAND_AT))
+    if demand is None:
+        return None
+    if not demand_counts and (woke_at is None or demand < woke_at):
+        return None
+    count = held_count(annotations.get(contract.ANNOTATION_DEMAND_HELD))
+    return None if count is None else (count, demand)
+
+
 def policy_spec(spec: LLMDeploymentSpec) -> AutoscalingSpec:
     """The policy's copy of `spec.autoscaling`, defaults included (the typed spec's)."""
     return AutoscalingSpec.from_dict(spec.autoscaling.model_dump(by_alias=True, mode="json"))
@@ -277,13 +302,17 @@ class Autoscaler:
         autoscaling = policy_spec(spec)
         current = seen.deployment.spec_replicas
         scaled_at = (self._reconciler.observed_status(key, body) or {}).get("lastScaleTime")
+        demand_at = held_demand(annotations, current, epoch_of(scaled_at))
+        held = held_requests(annotations, demand_at is not None, memory.state.woke_at)
         decision = decide(
             collection.observations,
             current,
             autoscaling,
             memory.state,
             now,
-            demand_at=held_demand(annotations, current, epoch_of(scaled_at)),
+            demand_at=demand_at,
+            held_requests=held[0] if held else None,
+            held_at=held[1] if held else None,
         )
         memory.state = decision.state
         bounds = Bounds(autoscaling.min_replicas, autoscaling.max_replicas)

@@ -48,7 +48,8 @@ CHAT_PAGE = resources.files("modelplane.gateway").joinpath("chat.html")
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 
-DemandHook = Callable[[ModelRoute], Coroutine[Any, Any, None]]
+# Called with the route and how many requests this gateway holds for it, this one included.
+DemandHook = Callable[[ModelRoute, int], Coroutine[Any, Any, None]]
 
 
 @dataclass(frozen=True)
@@ -63,7 +64,7 @@ class _BodyTooLargeError(Exception):
     pass
 
 
-async def _no_demand_hook(route: ModelRoute) -> None:
+async def _no_demand_hook(route: ModelRoute, held: int) -> None:
     return None
 
 
@@ -95,6 +96,7 @@ class GatewayApp:
         self._request_counters: dict[tuple[str, str, str], Any] = {}
         self._latency: dict[str, Any] = {}
         self._background: set[asyncio.Task[None]] = set()
+        self._holding: dict[str, int] = {}  # requests held now, per model
         self._tracing = self.tracer.provider is not None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -228,9 +230,10 @@ class GatewayApp:
 
     async def _hold(self, route: ModelRoute) -> ModelRoute | None:
         model = route.name
+        holding = self._holding[model] = self._holding.get(model, 0) + 1
         if route.demand and self.demand_throttle.should_signal(model):
             self.metrics.demand_signals.labels(model).inc()
-            task = asyncio.create_task(self.on_demand(route), name=f"demand-{model}")
+            task = asyncio.create_task(self.on_demand(route, holding), name=f"demand-{model}")
             self._background.add(task)
             task.add_done_callback(self._background.discard)
         gauge = self.metrics.held.labels(model)
@@ -239,6 +242,7 @@ class GatewayApp:
         try:
             return await self.table.wait_until_ready(model, self.settings.hold_timeout_s)
         finally:
+            self._holding[model] -= 1
             gauge.dec()
             self.metrics.hold_duration.labels(model).observe(time.perf_counter() - started)
 

@@ -15,7 +15,10 @@ routing table is recomputed by a pure function and swapped whole.
 
 A model whose Services exist but have no ready endpoint is scaled to zero
 (or starting): its requests are held, and the gateway records demand by
-annotating the LLMDeployment with the time, which the autoscaler reads.
+annotating the LLMDeployment with the time and with how many requests it
+holds for the model then, which the autoscaler reads (at most once per demand
+interval; the count is this gateway replica's, so with several replicas the
+last writer's count is a lower bound of the total).
 """
 
 from __future__ import annotations
@@ -330,11 +333,12 @@ class KubernetesDiscovery:
 
     # ---- scale from zero -------------------------------------------------
 
-    async def record_demand(self, route: ModelRoute) -> None:
-        """Annotate the model's LLMDeployments with the time of this demand."""
+    async def record_demand(self, route: ModelRoute, held: int) -> None:
+        """Annotate the model's LLMDeployments with the time of this demand and the
+        requests this gateway holds for it (one merge patch: the two always agree)."""
         for target in route.demand:
             try:
-                await asyncio.to_thread(self._patch_demand, target)
+                await asyncio.to_thread(self._patch_demand, target, held)
             except Exception as err:  # the hold goes on; the next request retries
                 log.warning(
                     "could not record demand",
@@ -343,14 +347,18 @@ class KubernetesDiscovery:
             else:
                 log.info(
                     "scale from zero requested",
-                    extra={"model": route.name, "llmdeployment": target.name},
+                    extra={"model": route.name, "llmdeployment": target.name, "held": held},
                 )
 
-    def _patch_demand(self, target: DemandTarget) -> None:
+    def _patch_demand(self, target: DemandTarget, held: int) -> None:
         from kubernetes import client
 
         api = client.CustomObjectsApi(self.api_client())
-        body = {"metadata": {"annotations": {contract.ANNOTATION_DEMAND_AT: rfc3339_now()}}}
+        annotations = {
+            contract.ANNOTATION_DEMAND_AT: rfc3339_now(),
+            contract.ANNOTATION_DEMAND_HELD: str(held),
+        }
+        body = {"metadata": {"annotations": annotations}}
         api.patch_namespaced_custom_object(
             contract.GROUP, contract.VERSION, target.namespace, contract.PLURAL, target.name, body
         )

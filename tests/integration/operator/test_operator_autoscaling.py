@@ -12,11 +12,12 @@ and the requests the operator made (no writes while nothing changes).
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from modelplane.api import contract
+from modelplane.operator.autoscaler import PolicyState
 from tests.integration.operator.conftest import Cluster, OperatorFactory, wait_for
 from tests.integration.operator.fake_pods import FakePods
 from tests.monitoring.prometheus import PrometheusServer
@@ -140,6 +141,47 @@ def test_scale_from_zero_on_held_requests_and_back_to_zero_when_idle(
         held_again = datetime.now(UTC).isoformat()
         cluster.annotate_llmd("chat", {contract.ANNOTATION_DEMAND_AT: held_again})
         wait_for("1 replica again", lambda: replicas(cluster) == 1)
+
+
+def test_a_start_from_zero_is_sized_by_the_gateways_held_count(
+    cluster: Cluster, run_operator: OperatorFactory
+) -> None:
+    """The gateway writes how many requests it holds with each demand time: while the
+    first replica loads, the held count over its age sizes the start."""
+    spec = autoscaled(minReplicas=0, maxReplicas=8)
+    cluster.create_llmd("chat", spec)
+    # Learned before (an earlier life of this model): a replica takes 2 req/s.
+    learned = PolicyState(capacity_rps=2.0).to_json()
+    cluster.annotate_llmd("chat", {contract.ANNOTATION_AUTOSCALER_STATE: learned})
+    with run_operator(autoscalerIntervalSeconds=TICK, resyncSeconds=TICK):
+        wait_for("a first decision", lambda: cluster.status("chat").get("scaleReason"))
+        assert replicas(cluster) == 0
+
+        woke = datetime.now(UTC)
+        cluster.annotate_llmd(
+            "chat",
+            {
+                contract.ANNOTATION_DEMAND_AT: woke.isoformat(),
+                contract.ANNOTATION_DEMAND_HELD: "1",
+            },
+        )
+        wait_for("1 replica", lambda: replicas(cluster) == 1)  # the policy wakes with one
+        # The gateway's next write: 40 held 5 s after the wake-up is 8 req/s, 4 replicas.
+        cluster.annotate_llmd(
+            "chat",
+            {
+                contract.ANNOTATION_DEMAND_AT: (woke + timedelta(seconds=5)).isoformat(),
+                contract.ANNOTATION_DEMAND_HELD: "40",
+            },
+        )
+        wait_for("4 replicas", lambda: replicas(cluster) == 4)
+        sized = "1 -> 4: 40 requests held at the gateway, 8.0 req/s"
+        # The event comes last, after the scale and the status.
+        wait_for(
+            "its ScaledUp event",
+            lambda: cluster.events("chat", "ScaledUp")[-1]["message"].startswith(sized),
+        )
+        assert cluster.status("chat")["desiredReplicas"] == 4
 
 
 def test_a_restart_keeps_the_scale_down_timer_and_does_not_scale_down_early(

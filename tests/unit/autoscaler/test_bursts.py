@@ -165,18 +165,19 @@ def test_the_reserve_is_the_remembered_peak_while_held(
 
 
 @pytest.mark.parametrize(
-    ("case", "held", "woke_at", "rate"),
+    ("case", "held", "woke_at", "counted_at", "rate"),
     [
-        ("100 held over the 20 s since the wake-up", 100, NOW - 20, 5.0),
-        ("a wake-up a moment ago counts as at least 5 s", 10, NOW - 1, 2.0),
-        ("held count unknown", None, NOW - 20, None),
-        ("not woken from zero", 100, None, None),
+        ("100 held over the 20 s since the wake-up", 100, NOW - 20, NOW, 5.0),
+        ("a wake-up a moment ago counts as at least 5 s", 10, NOW - 1, NOW, 2.0),
+        ("counted 10 s after the wake-up (an annotation read later)", 50, NOW - 30, NOW - 20, 5.0),
+        ("held count unknown", None, NOW - 20, NOW, None),
+        ("not woken from zero", 100, None, NOW, None),
     ],
 )
 def test_held_requests_over_the_time_since_the_wake_up_are_the_demand(
-    case: str, held: int | None, woke_at: float | None, rate: float | None
+    case: str, held: int | None, woke_at: float | None, counted_at: float, rate: float | None
 ) -> None:
-    assert held_rate(PolicyState(woke_at=woke_at), held, NOW) == rate, case
+    assert held_rate(PolicyState(woke_at=woke_at), held, counted_at) == rate, case
 
 
 @pytest.mark.parametrize(

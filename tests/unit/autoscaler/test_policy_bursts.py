@@ -184,6 +184,24 @@ def test_a_start_from_zero_is_sized_by_the_held_requests(
     assert (decision.desired_replicas, decision.driver) == (desired, driver), case
 
 
+def test_a_held_count_from_the_gateways_last_write_is_a_rate_over_its_own_age() -> None:
+    """The annotation's count is as old as its write: 100 held 10 s after the wake-up,
+    read 20 s later, is 10 req/s (4 replicas of 3), not 100 over 30 s (3.3 req/s, which
+    the one replica loading nearly covers: it would wait)."""
+    woke = PolicyState(
+        capacity_rps=3.0,
+        woke_at=NOW - 30,
+        scaled_for=1.0,
+        zero_since=NOW - 1000,
+        last_decision_at=NOW - 10,
+    )
+    loading = [ReplicaObservation.still_loading("r0")]
+    counted = decide(loading, 1, SPEC, woke, NOW, held_requests=100, held_at=NOW - 20)
+    assert (counted.desired_replicas, counted.driver) == (4, "demand")
+    as_if_now = decide(loading, 1, SPEC, woke, NOW, held_requests=100)
+    assert (as_if_now.desired_replicas, as_if_now.driver) == (1, "loading")
+
+
 def test_the_wake_up_remembers_when_demand_began() -> None:
     state = PolicyState(zero_since=NOW - 1000, last_decision_at=NOW - 10)
     decision = decide([], 0, SPEC, state, NOW, demand_at=NOW - 2, held_requests=1)

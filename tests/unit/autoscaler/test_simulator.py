@@ -120,7 +120,7 @@ def test_the_surprise_bound_runs_all_out_only_after_a_surprise() -> None:
     bound = SurpriseBound(rate, per_replica_rps=5.0, min_replicas=1, max_replicas=10)
 
     def at(now: float) -> int:
-        view = ClusterView(now, 2, [], 0, 0, 0, 0)
+        view = ClusterView(now, 2, [], 0, 0, None, 0, 0)
         return bound.decide(view)
 
     assert at(100.0) == 2  # the load it started with is no surprise

@@ -20,7 +20,8 @@ import uvicorn
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
-from modelplane.gateway.app import FrontSettings, GatewayApp
+from modelplane.gateway.app import DemandHook, FrontSettings, GatewayApp
+from modelplane.gateway.demand import DemandThrottle
 from modelplane.gateway.limits import KeyRateLimiter
 from modelplane.gateway.metrics import GatewayMetrics
 from modelplane.gateway.proxy import ProxySettings, UpstreamPool
@@ -163,6 +164,8 @@ async def serve_gateway() -> AsyncIterator[GatewayFactory]:
         tracer: RequestTracer | None = None,
         proxy: ProxySettings | None = None,
         budget: RetryBudget | None = None,
+        on_demand: DemandHook | None = None,
+        demand_throttle: DemandThrottle | None = None,
     ) -> ServedGateway:
         registry = CollectorRegistry()
         metrics = GatewayMetrics(registry)
@@ -179,6 +182,8 @@ async def serve_gateway() -> AsyncIterator[GatewayFactory]:
             metrics,
             registry,
             tracer=tracer,
+            demand_throttle=demand_throttle,
+            **({"on_demand": on_demand} if on_demand is not None else {}),
         )
         config = uvicorn.Config(
             app, host="127.0.0.1", port=0, lifespan="off", log_config=None, access_log=False

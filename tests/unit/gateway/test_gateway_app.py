@@ -18,9 +18,10 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from modelplane.gateway.app import FrontSettings
+from modelplane.gateway.demand import DemandThrottle
 from modelplane.gateway.limits import KeyRateLimiter
 from modelplane.gateway.resilience import RetryBudget
-from modelplane.gateway.routes import ModelRoute, Track
+from modelplane.gateway.routes import DemandTarget, ModelRoute, Track
 from modelplane.server.tracing import RequestTracer
 from tests.unit.gateway.conftest import GatewayFactory, eventually, route
 
@@ -355,3 +356,34 @@ async def test_completions_and_embeddings_reach_the_replica_on_their_own_paths(
     assert done.status_code == vectors.status_code == 200
     assert [s["path"] for s in a.seen] == ["/v1/completions", "/v1/embeddings"]
     assert a.seen[1]["body"]["input"] == ["a", "b"]
+
+
+async def test_demand_for_a_model_at_zero_says_how_many_requests_are_held(
+    stub_replicas, serve_gateway: GatewayFactory
+) -> None:
+    signals: list[tuple[str, int]] = []
+
+    async def on_demand(route: ModelRoute, held: int) -> None:
+        signals.append((route.name, held))
+
+    clock = [0.0]  # the throttle's clock: the test says when the interval has passed
+    at_zero = ModelRoute("m", (Track("stable", 100, ()),), demand=(DemandTarget("ns", "chat"),))
+    gw = await serve_gateway(
+        {"m": at_zero},
+        on_demand=on_demand,
+        demand_throttle=DemandThrottle(interval_s=10, clock=lambda: clock[0]),
+    )
+    async with httpx.AsyncClient(base_url=gw.url, timeout=10) as client:
+        pending = [asyncio.create_task(client.post(CHAT, json=chat()))]
+        await eventually(lambda: signals == [("m", 1)])
+        pending.append(asyncio.create_task(client.post(CHAT, json=chat())))
+        await eventually(lambda: gw.metric("modelplane_gateway_held_requests", model="m") == 2)
+        assert signals == [("m", 1)]  # within the interval: no second signal
+        clock[0] = 10.0
+        pending.append(asyncio.create_task(client.post(CHAT, json=chat())))
+        await eventually(lambda: signals == [("m", 1), ("m", 3)])  # every held one counts
+        (a,) = await stub_replicas(1)
+        gw.table.replace({"m": route("m", a.url)})
+        replies = await asyncio.gather(*pending)
+    assert [r.status_code for r in replies] == [200, 200, 200]
+    assert gw.metric("modelplane_gateway_held_requests", model="m") == 0

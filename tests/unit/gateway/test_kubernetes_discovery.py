@@ -239,7 +239,7 @@ async def test_watch_follows_services_and_endpoints_as_the_operator_changes_them
         await asyncio.gather(task, return_exceptions=True)
 
 
-async def test_demand_for_a_model_at_zero_annotates_its_llmdeployment(
+async def test_demand_for_a_model_at_zero_annotates_its_llmdeployment_with_the_held_count(
     emulator: kmock.KubernetesEmulator, api_client: Callable[[], client.ApiClient]
 ) -> None:
     api = client.CustomObjectsApi(api_client())
@@ -259,7 +259,7 @@ async def test_demand_for_a_model_at_zero_annotates_its_llmdeployment(
     table = RoutingTable()
     discovery = KubernetesDiscovery(table, api_client)
     route = ModelRoute("llama", tracks=(), demand=(DemandTarget(NS, "chat"),))
-    await discovery.record_demand(route)
+    await discovery.record_demand(route, 3)
     obj = await asyncio.to_thread(
         api.get_namespaced_custom_object,
         contract.GROUP,
@@ -268,8 +268,10 @@ async def test_demand_for_a_model_at_zero_annotates_its_llmdeployment(
         contract.PLURAL,
         "chat",
     )
-    stamp = obj["metadata"]["annotations"][contract.ANNOTATION_DEMAND_AT]
+    annotations = obj["metadata"]["annotations"]
+    stamp = annotations[contract.ANNOTATION_DEMAND_AT]
     assert stamp.endswith("Z") and stamp[:2] == "20"
+    assert annotations[contract.ANNOTATION_DEMAND_HELD] == "3"  # held by this gateway now
     assert obj["spec"] == {"model": {"source": "hf://x"}}  # a merge patch, nothing else touched
     patches = [r for r in emulator if r.method == kmock.method.PATCH]
     assert len(patches) == 1

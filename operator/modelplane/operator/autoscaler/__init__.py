@@ -17,7 +17,7 @@ from modelplane.operator.autoscaler.observations import (
 )
 from modelplane.operator.autoscaler.policy import Decision, decide
 from modelplane.operator.autoscaler.spec import AutoscalingSpec, Targets
-from modelplane.operator.autoscaler.state import PolicyState, demand_time
+from modelplane.operator.autoscaler.state import PolicyState, demand_time, held_count
 
 __all__ = [
     "AutoscalingSpec",
@@ -32,6 +32,7 @@ __all__ = [
     "collect",
     "decide",
     "demand_time",
+    "held_count",
     "observe",
     "parse_metrics",
 ]

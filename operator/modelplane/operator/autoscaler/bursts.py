@@ -52,11 +52,12 @@ def learn_load_time(state: PolicyState, coming: int, now: float) -> PolicyState:
     return replace(state, load_s=max(now - state.loading_since, 1.0), loading_since=None)
 
 
-def held_rate(state: PolicyState, held: int | None, now: float) -> float | None:
-    """Requests/s arriving while none is ready: held since the wake-up, over its age."""
+def held_rate(state: PolicyState, held: int | None, counted_at: float) -> float | None:
+    """Requests/s arriving while none is ready: held since the wake-up, over its age
+    when they were counted (the gateway counts when it writes its annotation)."""
     if held is None or state.woke_at is None:
         return None
-    return held / max(now - state.woke_at, HELD_MIN_WINDOW_S)
+    return held / max(counted_at - state.woke_at, HELD_MIN_WINDOW_S)
 
 
 def note_rate(

@@ -120,6 +120,7 @@ def decide(
     now: float,
     demand_at: float | None = None,
     held_requests: int | None = None,
+    held_at: float | None = None,
 ) -> Decision:
     """The replicas to run now. `now` and `demand_at` are seconds on one clock (epoch).
 
@@ -127,6 +128,7 @@ def decide(
     was ready (the scale-from-zero annotation); None if it never did.
     `held_requests` is how many it holds now (`modelplane_gateway_held_requests`),
     None when unknown: with it, a start from zero is sized to the demand.
+    `held_at` is when it was counted (the annotation's time); None: now.
     """
     delay = spec.scale_down_delay_s
     previous = state.last_decision_at
@@ -174,7 +176,7 @@ def decide(
         return decision(0, DRIVER_IDLE, "no replicas and no demand", 0.0)
     if not ready:
         return _while_all_load(
-            state, current_replicas, coming, held_requests, now, window, delay, decision
+            state, current_replicas, coming, held_requests, held_at, now, window, delay, decision
         )
     state = replace(state, woke_at=None)
     if not measured:
@@ -331,6 +333,7 @@ def _while_all_load(
     current: int,
     coming: int,
     held: int | None,
+    held_at: float | None,
     now: float,
     window: float,
     delay: float,
@@ -342,7 +345,7 @@ def _while_all_load(
     with a learned per-replica capacity, that is the replicas a start from
     zero needs. They are asked for now, not one model load after the first.
     """
-    rate = held_rate(state, held, now)
+    rate = held_rate(state, held, now if held_at is None else min(held_at, now))
     capacity = state.capacity_rps or state.proven_rps
     holding = f"{coming} replica(s) loading, none ready to measure; holding {current}"
     if rate is None:

@@ -160,3 +160,17 @@ def demand_time(annotation: str | None) -> float | None:
     if moment.tzinfo is None:
         return None  # no zone, no way to compare it with the policy's clock
     return moment.timestamp()
+
+
+def held_count(annotation: str | None) -> int | None:
+    """The gateway's held-requests annotation (a count), for `decide`'s `held_requests`.
+
+    Anything that is not a non-negative decimal integer counts as unknown: a
+    bad annotation must neither size a start nor fail the tick.
+    """
+    if annotation is None:
+        return None
+    text = annotation.strip()
+    if not text.isdigit() or not text.isascii() or len(text) > 9:
+        return None
+    return int(text)
