@@ -57,12 +57,12 @@ class HpaBehavior:
 class Ours(Policy):
     """modelplane's policy (operator/modelplane/operator/autoscaler), evaluated every 10 s.
 
-    Held requests at zero replicas wake it at once: the gateway writes the
-    scale-from-zero annotation and the operator reacts to that change, not
-    only on its timer. To size a start from zero it gets what the operator
-    gets: the held count the gateway wrote with its last demand annotation (at
-    most once per demand interval, when a request is held), while the wake-up
-    that count belongs to is under way, not the live count.
+    It sees demand only as the operator does: on its 10 s timer (the operator's
+    autoscaler runs on a timer, not on the annotation's change), through the
+    gateway's last demand write (time and held count, at most once per demand
+    interval, made when a request is held; never the simulator's live held
+    count). The count sizes a start from zero while the wake-up it belongs to
+    is under way.
     """
 
     name = "ours"
@@ -74,7 +74,6 @@ class Ours(Policy):
         self.max_replicas = spec.max_replicas
         self.state = PolicyState()
         self.previous: dict[int, MetricsSnapshot] = {}
-        self.held_since: float | None = None
         self.last_reason = ""
 
     def _observations(self, view: ClusterView) -> list[ReplicaObservation]:
@@ -102,10 +101,6 @@ class Ours(Policy):
         return observations
 
     def decide(self, view: ClusterView) -> int:
-        if view.held and self.held_since is None:
-            self.held_since = view.now
-        if not view.held:
-            self.held_since = None
         held = self._held_as_annotated(view)
         decision = decide(
             self._observations(view),
@@ -113,7 +108,7 @@ class Ours(Policy):
             self.spec,
             self.state,
             view.now,
-            demand_at=self.held_since,
+            demand_at=view.demand[0] if view.demand is not None else None,
             held_requests=held[1] if held else None,
             held_at=held[0] if held else None,
         )
@@ -128,12 +123,6 @@ class Ours(Policy):
         if view.demand is None or woke_at is None or view.demand[0] < woke_at:
             return None
         return view.demand
-
-    def on_held(self, view: ClusterView) -> int | None:
-        if view.desired != 0:
-            return None
-        self.held_since = view.now
-        return self.decide(view)
 
 
 class HpaUtilization(Policy):
