@@ -19,6 +19,8 @@ has loaded. With no file, it serves the packaged SmolLM2 test model.
 Model servers run in their own sessions, so Ctrl-C reaches only this
 supervisor, which stops in order: the gateway stops accepting, the servers
 drain their requests, then everything exits. A second Ctrl-C kills at once.
+With several servers, each computes on its own share of the CPUs
+(`cpu_binding`), unless VLLM_CPU_OMP_THREADS_BIND is set.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ from prometheus_client import REGISTRY
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelplane.gateway.config_files import ConfigError, read_yaml_model
+from modelplane.gateway.cpu_binding import server_envs
 from modelplane.gateway.options import GatewayOptions
 from modelplane.gateway.routes import ModelRoute, Routing
 from modelplane.gateway.runner import build_gateway, serve_gateway
@@ -200,16 +203,18 @@ def examples_text(gateway_url: str, config: LocalConfig, needs_key: bool) -> str
 def start_children(
     replicas: list[Replica], paths: Mapping[str, str], log_format: str
 ) -> list[Child]:
+    envs = server_envs(len(replicas), os.environ)
     return [
         Child(
             r,
             subprocess.Popen(
                 serve_command(r, paths[r.model.name], log_format),
+                env={**os.environ, **extra_env},
                 start_new_session=True,
                 preexec_fn=_die_with_parent,  # safe: no threads are running yet
             ),
         )
-        for r in replicas
+        for r, extra_env in zip(replicas, envs, strict=True)
     ]
 
 
