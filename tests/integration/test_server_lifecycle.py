@@ -97,7 +97,7 @@ def test_sigterm_drains_in_flight_stream_and_refuses_new_work(
         server.terminate()
 
         deadline = time.monotonic() + 10
-        while httpx.get(f"{server.url}/ready").status_code != 503:
+        while _ready_status(server, events) != 503:
             assert time.monotonic() < deadline, "readiness did not turn 503 after SIGTERM"
         assert httpx.get(f"{server.url}/health").status_code == 200
         refused = httpx.post(
@@ -116,3 +116,15 @@ def test_sigterm_drains_in_flight_stream_and_refuses_new_work(
         assert server.wait_exit(120) == 0
     finally:
         server.stop()
+
+
+def _ready_status(server: ServerProcess, events: list[str]) -> int:
+    """`/ready`'s status; a server that stopped listening fails with what it streamed and logged."""
+    try:
+        return httpx.get(f"{server.url}/ready").status_code
+    except httpx.TransportError as err:
+        pytest.fail(
+            f"server stopped listening during the drain ({err}); exit code "
+            f"{server.proc.poll() if server.proc else None}; {len(events)} events, last "
+            f"{events[-2:]}:\n{server.log_tail()}"
+        )
