@@ -359,7 +359,7 @@ class OracleReactive(Policy):
         return max(1, self.decide(view))
 
 
-class SurpriseBound(Policy):
+class SurpriseBound(OracleReactive):
     """An upper bound on attainment, not a policy: how much a load's first surprise costs.
 
     It reads the true offered load every second. The moment the load goes
@@ -384,10 +384,7 @@ class SurpriseBound(Policy):
         max_replicas: int,
         idle_s: float = 300.0,
     ) -> None:
-        self.rate = rate
-        self.per_replica = per_replica_rps
-        self.min_replicas = min_replicas
-        self.max_replicas = max_replicas
+        super().__init__(rate, per_replica_rps, min_replicas, max_replicas)
         self.idle_s = idle_s
         self.seen = rate(0.0)
         self.busy_at = 0.0
