@@ -79,6 +79,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy -p modelplane -p modelplane.operator
 	$(BIN)/mypy e2e
+	$(BIN)/mypy tests bench
 	$(BIN)/hadolint Dockerfile.server Dockerfile.operator
 
 bench-server: $(STAMP)

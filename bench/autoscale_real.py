@@ -38,7 +38,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-from openai import APIError, AsyncOpenAI
+import httpx2
+from openai import APIError, AsyncOpenAI, DefaultAsyncHttpx2Client
 
 MODEL_NAME = "smollm2"
 # SmolLM2's vocabulary has 49152 ids; stay clear of the special ones at the start.
@@ -124,8 +125,10 @@ def random_prompt(rng: random.Random, length: int) -> list[int]:
 
 
 def openai_client(url: str, connections: int) -> AsyncOpenAI:
-    limits = httpx.Limits(max_connections=connections, max_keepalive_connections=connections)
-    http = httpx.AsyncClient(timeout=900, limits=limits)
+    # openai talks through httpx2 (its own HTTP client since 3.x); the SDK's factory keeps
+    # its defaults and takes our pool size and timeout.
+    limits = httpx2.Limits(max_connections=connections, max_keepalive_connections=connections)
+    http = DefaultAsyncHttpx2Client(timeout=900, limits=limits)
     return AsyncOpenAI(base_url=f"{url}/v1", api_key="none", http_client=http, max_retries=0)
 
 

@@ -112,7 +112,7 @@ def _now() -> str:
 
 
 @attrs.define(kw_only=True)
-class ClusterEmulator(kmock.KubernetesEmulator):  # type: ignore[misc]
+class ClusterEmulator(kmock.KubernetesEmulator):
     _versions: Iterator[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
     # Seconds to hold list responses of a resource (by plural): a slow, busy API server.
     list_delays: dict[str, float] = attrs.field(factory=dict, init=False)

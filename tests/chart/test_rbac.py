@@ -175,7 +175,7 @@ def api_client(emulator: kmock.KubernetesEmulator) -> Iterator[Callable[[], clie
 
     yield factory
     for c in clients:
-        c.close()
+        c.close()  # type: ignore[no-untyped-call]
 
 
 def llmdeployment(namespace: str) -> dict[str, Any]:

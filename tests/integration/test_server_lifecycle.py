@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import subprocess
 import threading
 import time
@@ -57,7 +58,7 @@ def test_embeddings_from_a_real_embedding_model(tmp_path: Path) -> None:
 
         def cos(a: list[float], b: list[float]) -> float:
             dot = sum(x * y for x, y in zip(a, b, strict=True))
-            return dot / (sum(x * x for x in a) ** 0.5 * sum(y * y for y in b) ** 0.5)
+            return dot / (math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b)))
 
         assert cos(vectors[0], vectors[1]) > cos(vectors[0], vectors[2])
         with pytest.raises(openai.NotFoundError):

@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionFunctionToolParam
 
 from tests.conftest import ServerProcess
 
@@ -127,7 +128,7 @@ def test_structured_output_matches_schema(client: openai.OpenAI) -> None:
 
 
 def test_named_tool_choice_calls_that_tool(client: openai.OpenAI) -> None:
-    tool = {
+    tool: ChatCompletionFunctionToolParam = {
         "type": "function",
         "function": {
             "name": "get_weather",
@@ -142,14 +143,15 @@ def test_named_tool_choice_calls_that_tool(client: openai.OpenAI) -> None:
     reply = client.chat.completions.create(
         model=MODEL,
         messages=[{"role": "user", "content": "What is the weather in Paris?"}],
-        tools=[tool],  # type: ignore[list-item]
+        tools=[tool],
         tool_choice={"type": "function", "function": {"name": "get_weather"}},
         max_tokens=100,
         temperature=0,
     )
     calls = reply.choices[0].message.tool_calls
-    assert calls and calls[0].function.name == "get_weather"  # type: ignore[union-attr]
-    json.loads(calls[0].function.arguments)  # type: ignore[union-attr]
+    # A function call (not a custom tool's): only that kind has `.function`.
+    assert calls and calls[0].type == "function" and calls[0].function.name == "get_weather"
+    json.loads(calls[0].function.arguments)
 
 
 def test_wrong_key_is_401(server: ServerProcess) -> None:

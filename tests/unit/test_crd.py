@@ -19,6 +19,8 @@ import jsonschema
 import kubernetes_validate
 import pytest
 import yaml
+from celpy.adapter import json_to_cel
+from celpy.evaluation import CELEvalError
 from pydantic import ValidationError
 
 from modelplane.api import contract
@@ -126,8 +128,8 @@ def cel_failures(obj: dict[str, Any]) -> list[str]:
     def visit(node: dict[str, Any], value: Any) -> None:
         for rule in node.get("x-kubernetes-validations", []):
             program = env.program(env.compile(rule["rule"]))
-            result = program.evaluate({"self": celpy.json_to_cel(value)})
-            if isinstance(result, celpy.CELEvalError):
+            result = program.evaluate({"self": json_to_cel(value)})
+            if isinstance(result, CELEvalError):
                 raise result
             if not result:
                 failures.append(rule["message"])

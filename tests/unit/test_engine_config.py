@@ -42,7 +42,7 @@ def test_every_field_reaches_vllm() -> None:
 
 
 def test_pooling_runner_gets_no_tool_parser() -> None:
-    args = EngineConfig(runner="pooling").vllm_args()  # type: ignore[arg-type]
+    args = EngineConfig(runner="pooling").vllm_args()
     assert "--tool-call-parser" not in args and args[-2:] == ["--runner", "pooling"]
 
 

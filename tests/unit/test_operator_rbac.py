@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import kubernetes_validate
 import pytest
 
@@ -51,7 +53,7 @@ def test_what_the_operator_and_autoscaler_need_is_allowed() -> None:
 
 
 def test_least_privilege_refuses_what_it_should() -> None:
-    refused = [
+    refused: list[tuple[str, str, dict[str, str]]] = [
         ("GET", "/api/v1/namespaces/a/secrets/x", {}),
         ("POST", "/api/v1/namespaces/a/pods/x/exec", {}),
         ("DELETE", "/apis/modelplane.io/v1alpha1/namespaces/a/llmdeployments/x", {}),
@@ -66,8 +68,12 @@ def test_least_privilege_refuses_what_it_should() -> None:
 def test_rules_make_a_valid_cluster_role_and_role(version: str) -> None:
     """The chart templates both from the rules file; they must be valid RBAC objects."""
     meta = {"name": "modelplane-operator"}
-    cluster_role = {"apiVersion": "rbac.authorization.k8s.io/v1", "kind": "ClusterRole",
-                    "metadata": meta, "rules": RULES}  # fmt: skip
+    cluster_role: dict[str, Any] = {
+        "apiVersion": "rbac.authorization.k8s.io/v1",
+        "kind": "ClusterRole",
+        "metadata": meta,
+        "rules": RULES,
+    }
     role = {**cluster_role, "kind": "Role", "metadata": {**meta, "namespace": "llm"}}
     for manifest in (cluster_role, role):
         kubernetes_validate.validate(manifest, version, strict=True)

@@ -10,6 +10,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Self
 
 import httpx
 import pytest
@@ -29,7 +30,7 @@ class Process:
     env: dict[str, str] = field(default_factory=dict)
     proc: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> Process:
+    def start(self) -> Self:
         self._log = self.log_path.open("wb")
         self.proc = subprocess.Popen(
             [*MODELPLANE, *self.args],

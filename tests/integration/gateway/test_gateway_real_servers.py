@@ -22,6 +22,7 @@ from pathlib import Path
 import httpx
 import openai
 import pytest
+from openai.types.chat import ChatCompletionMessageParam
 
 from modelplane.gateway.cpu_binding import server_envs
 from tests.conftest import MODELPLANE, ServerProcess, free_port
@@ -30,7 +31,9 @@ from tests.integration.gateway.conftest import GatewayProcess, Process
 pytestmark = pytest.mark.engine
 
 MODEL = "smollm2"
-PARIS = [{"role": "user", "content": "What is the capital of France?"}]
+PARIS: list[ChatCompletionMessageParam] = [
+    {"role": "user", "content": "What is the capital of France?"}
+]
 
 
 class LocalStack:
@@ -99,7 +102,7 @@ def test_openai_client_through_the_gateway_plain_and_streamed(stack: LocalStack)
         model=MODEL,
         messages=PARIS,
         temperature=0,
-        max_tokens=30,  # type: ignore[arg-type]
+        max_tokens=30,
     )
     assert "Paris" in (reply.choices[0].message.content or "")
     stream = client.chat.completions.create(
@@ -107,7 +110,7 @@ def test_openai_client_through_the_gateway_plain_and_streamed(stack: LocalStack)
         messages=PARIS,
         temperature=0,
         max_tokens=30,
-        stream=True,  # type: ignore[arg-type]
+        stream=True,
     )
     pieces = [
         c.choices[0].delta.content for c in stream if c.choices and c.choices[0].delta.content
@@ -120,7 +123,7 @@ def test_openai_client_through_the_gateway_plain_and_streamed(stack: LocalStack)
     )
     assert "".join(c.choices[0].text for c in streamed) == plain.choices[0].text
     with pytest.raises(openai.NotFoundError, match="available: smollm2"):
-        client.chat.completions.create(model="gpt-4o", messages=PARIS)  # type: ignore[arg-type]
+        client.chat.completions.create(model="gpt-4o", messages=PARIS)
 
 
 CHROMIUM = shutil.which("chromium")
@@ -204,9 +207,9 @@ def test_api_keys_and_rate_limits_in_front_of_a_real_server(
             anonymous.models.list()
         alpha = openai.OpenAI(base_url=base, api_key="sk-alpha", max_retries=0)
         for _ in range(2):
-            alpha.chat.completions.create(model=MODEL, messages=PARIS, max_tokens=5)  # type: ignore[arg-type]
+            alpha.chat.completions.create(model=MODEL, messages=PARIS, max_tokens=5)
         with pytest.raises(openai.RateLimitError) as refused:
-            alpha.chat.completions.create(model=MODEL, messages=PARIS, max_tokens=5)  # type: ignore[arg-type]
+            alpha.chat.completions.create(model=MODEL, messages=PARIS, max_tokens=5)
         assert 1 <= int(refused.value.response.headers["retry-after"]) <= 30
         assert "requests per minute" in refused.value.message
         # sk-beta spends its token budget on one long answer (usage is counted).
@@ -238,7 +241,7 @@ def test_a_request_is_held_until_a_late_server_is_ready(
                 messages=PARIS,
                 temperature=0,
                 max_tokens=30,
-                timeout=600,  # type: ignore[arg-type]
+                timeout=600,
             )
             answer["text"] = reply.choices[0].message.content
 

@@ -259,7 +259,7 @@ def test_autoscaling_owns_replicas_and_a_canary_needs_something_served(
         # Nothing was served yet, so there is nothing for a canary to protect: it rolls.
         def rolled() -> bool:
             pod = cluster.objects("deployments")["chat"]["spec"]["template"]["spec"]
-            args = pod["containers"][0]["args"]
+            args: list[str] = pod["containers"][0]["args"]
             return args[args.index("--max-model-len") + 1] == "1024"
 
         wait_for("the new template", rolled)

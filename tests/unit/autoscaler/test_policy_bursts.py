@@ -36,7 +36,7 @@ FAST = ttft_window(*[0.2] * 30)
 def fleet(n: int, arrived: float, **metrics: float) -> list[ReplicaObservation]:
     """n replicas well under the target, `arrived` req/s in all."""
     return [
-        replica(f"r{i}", ttft=FAST, arrived=arrived / n, finished=arrived / n, **metrics)  # type: ignore[arg-type]
+        replica(f"r{i}", ttft=FAST, arrived=arrived / n, finished=arrived / n, **metrics)
         for i in range(n)
     ]
 

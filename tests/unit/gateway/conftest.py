@@ -134,8 +134,11 @@ def route(
     return ModelRoute(name, tracks or (Track("stable", 100, tuple(urls)),), routing)
 
 
+StubFactory = Callable[[int], Awaitable[list[StubReplica]]]
+
+
 @pytest.fixture
-async def stub_replicas() -> AsyncIterator[Callable[[int], Awaitable[list[StubReplica]]]]:
+async def stub_replicas() -> AsyncIterator[StubFactory]:
     started: list[StubReplica] = []
 
     async def make(n: int) -> list[StubReplica]:

@@ -23,7 +23,7 @@ from modelplane.gateway.limits import KeyRateLimiter
 from modelplane.gateway.resilience import RetryBudget
 from modelplane.gateway.routes import DemandTarget, ModelRoute, Track
 from modelplane.server.tracing import RequestTracer
-from tests.unit.gateway.conftest import GatewayFactory, eventually, route
+from tests.unit.gateway.conftest import GatewayFactory, StubFactory, eventually, route
 
 CHAT = "/v1/chat/completions"
 DEAD = "http://127.0.0.1:9"  # the discard port: nothing listens, connections are refused
@@ -39,7 +39,7 @@ def chat(model: str = "m", stream: bool = False, **extra: object) -> dict[str, o
 
 
 async def test_a_request_reaches_a_replica_of_its_model_with_the_context_headers(
-    stub_replicas, serve_gateway: GatewayFactory
+    stub_replicas: StubFactory, serve_gateway: GatewayFactory
 ) -> None:
     (a,) = await stub_replicas(1)
     (b,) = await stub_replicas(1)
@@ -63,7 +63,7 @@ async def test_a_request_reaches_a_replica_of_its_model_with_the_context_headers
 
 
 async def test_unknown_model_is_404_listing_what_exists_and_bad_requests_are_400(
-    stub_replicas, serve_gateway: GatewayFactory
+    stub_replicas: StubFactory, serve_gateway: GatewayFactory
 ) -> None:
     (a,) = await stub_replicas(1)
     gw = await serve_gateway({"m": route("m", a.url), "n": route("n", a.url)})
@@ -83,7 +83,7 @@ async def test_unknown_model_is_404_listing_what_exists_and_bad_requests_are_400
 
 
 async def test_request_body_over_the_limit_is_413(
-    stub_replicas, serve_gateway: GatewayFactory
+    stub_replicas: StubFactory, serve_gateway: GatewayFactory
 ) -> None:
     (a,) = await stub_replicas(1)
     gw = await serve_gateway(
@@ -95,7 +95,7 @@ async def test_request_body_over_the_limit_is_413(
 
 
 async def test_the_replicas_errors_pass_through_unchanged(
-    stub_replicas, serve_gateway: GatewayFactory
+    stub_replicas: StubFactory, serve_gateway: GatewayFactory
 ) -> None:
     (a,) = await stub_replicas(1)
     gw = await serve_gateway({"m": route("m", a.url)})
@@ -106,7 +106,7 @@ async def test_the_replicas_errors_pass_through_unchanged(
 
 
 async def test_a_stream_arrives_event_by_event_not_buffered(
-    stub_replicas, serve_gateway: GatewayFactory
+    stub_replicas: StubFactory, serve_gateway: GatewayFactory
 ) -> None:
     (a,) = await stub_replicas(1)
     a.mode = "gated"  # sends one event, then waits until the test has seen it
@@ -131,7 +131,7 @@ async def test_a_stream_arrives_event_by_event_not_buffered(
 
 
 async def test_draining_and_dead_replicas_are_retried_on_another(
-    stub_replicas, serve_gateway: GatewayFactory
+    stub_replicas: StubFactory, serve_gateway: GatewayFactory
 ) -> None:
     draining, healthy = await stub_replicas(2)
     draining.mode = "draining"
@@ -154,7 +154,7 @@ async def test_draining_and_dead_replicas_are_retried_on_another(
 
 
 async def test_with_the_retry_budget_spent_the_replicas_503_goes_back_as_is(
-    stub_replicas, serve_gateway: GatewayFactory
+    stub_replicas: StubFactory, serve_gateway: GatewayFactory
 ) -> None:
     draining, healthy = await stub_replicas(2)
     draining.mode = "draining"
@@ -180,7 +180,7 @@ async def test_when_every_replica_is_down_the_client_gets_502_in_the_envelope(
 
 
 async def test_a_replica_dying_mid_stream_ends_the_stream_with_an_error_event(
-    stub_replicas, serve_gateway: GatewayFactory
+    stub_replicas: StubFactory, serve_gateway: GatewayFactory
 ) -> None:
     (a,) = await stub_replicas(1)
     a.mode = "broken-stream"
@@ -196,7 +196,7 @@ async def test_a_replica_dying_mid_stream_ends_the_stream_with_an_error_event(
 
 
 async def test_a_client_that_leaves_cancels_the_replicas_work(
-    stub_replicas, serve_gateway: GatewayFactory
+    stub_replicas: StubFactory, serve_gateway: GatewayFactory
 ) -> None:
     (a,) = await stub_replicas(1)
     a.mode = "slow"
@@ -219,7 +219,7 @@ async def test_a_client_that_leaves_cancels_the_replicas_work(
 
 
 async def test_a_request_for_a_model_at_zero_is_held_until_a_replica_is_ready(
-    stub_replicas, serve_gateway: GatewayFactory
+    stub_replicas: StubFactory, serve_gateway: GatewayFactory
 ) -> None:
     gw = await serve_gateway({"m": route("m")})
     async with httpx.AsyncClient(base_url=gw.url, timeout=10) as client:
@@ -243,7 +243,7 @@ async def test_a_hold_that_times_out_is_503_with_retry_after(serve_gateway: Gate
 
 
 async def test_api_keys_guard_the_api_but_not_the_probes(
-    stub_replicas, serve_gateway: GatewayFactory
+    stub_replicas: StubFactory, serve_gateway: GatewayFactory
 ) -> None:
     (a,) = await stub_replicas(1)
     gw = await serve_gateway(
@@ -264,7 +264,7 @@ async def test_api_keys_guard_the_api_but_not_the_probes(
 
 
 async def test_per_key_request_limit_answers_429_with_retry_after(
-    stub_replicas, serve_gateway: GatewayFactory
+    stub_replicas: StubFactory, serve_gateway: GatewayFactory
 ) -> None:
     (a,) = await stub_replicas(1)
     gw = await serve_gateway(
@@ -286,7 +286,7 @@ async def test_per_key_request_limit_answers_429_with_retry_after(
 
 
 async def test_per_key_token_limit_counts_the_usage_of_answers(
-    stub_replicas, serve_gateway: GatewayFactory
+    stub_replicas: StubFactory, serve_gateway: GatewayFactory
 ) -> None:
     (a,) = await stub_replicas(1)
     gw = await serve_gateway(
@@ -305,7 +305,7 @@ async def test_per_key_token_limit_counts_the_usage_of_answers(
 
 
 async def test_canary_weight_splits_traffic_between_tracks(
-    stub_replicas, serve_gateway: GatewayFactory
+    stub_replicas: StubFactory, serve_gateway: GatewayFactory
 ) -> None:
     stable, canary = await stub_replicas(2)
     tracks = (Track("stable", 75, (stable.url,)), Track("canary", 25, (canary.url,)))
@@ -316,7 +316,7 @@ async def test_canary_weight_splits_traffic_between_tracks(
 
 
 async def test_the_gateway_span_is_the_parent_of_the_replicas_request(
-    stub_replicas, serve_gateway: GatewayFactory
+    stub_replicas: StubFactory, serve_gateway: GatewayFactory
 ) -> None:
     (a,) = await stub_replicas(1)
     exporter = InMemorySpanExporter()
@@ -346,7 +346,7 @@ async def test_the_chat_page_is_served(serve_gateway: GatewayFactory, path: str)
 
 
 async def test_completions_and_embeddings_reach_the_replica_on_their_own_paths(
-    stub_replicas, serve_gateway: GatewayFactory
+    stub_replicas: StubFactory, serve_gateway: GatewayFactory
 ) -> None:
     (a,) = await stub_replicas(1)
     gw = await serve_gateway({"m": route("m", a.url)})
@@ -359,7 +359,7 @@ async def test_completions_and_embeddings_reach_the_replica_on_their_own_paths(
 
 
 async def test_demand_for_a_model_at_zero_says_how_many_requests_are_held(
-    stub_replicas, serve_gateway: GatewayFactory
+    stub_replicas: StubFactory, serve_gateway: GatewayFactory
 ) -> None:
     signals: list[tuple[str, int]] = []
 

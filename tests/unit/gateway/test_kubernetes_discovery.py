@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import kmock
 import pytest
@@ -178,7 +178,7 @@ def api_client(emulator: kmock.KubernetesEmulator) -> Iterator[Callable[[], clie
 
     yield factory
     for c in clients:
-        c.close()
+        c.close()  # type: ignore[no-untyped-call]
 
 
 async def until(table: RoutingTable, check: Callable[[dict[str, ModelRoute]], bool]) -> None:
@@ -188,11 +188,14 @@ async def until(table: RoutingTable, check: Callable[[dict[str, ModelRoute]], bo
 
 
 async def create(api: client.ApiClient, obj: dict[str, Any]) -> None:
+    """Create `obj` as the client's typed model, which serializes back to the same JSON."""
     if obj["kind"] == "Service":
-        await asyncio.to_thread(client.CoreV1Api(api).create_namespaced_service, NS, obj)
+        svc = client.V1Service.model_validate(obj)
+        await asyncio.to_thread(client.CoreV1Api(api).create_namespaced_service, NS, svc)
     else:
+        eps = client.V1EndpointSlice.model_validate(obj)
         await asyncio.to_thread(
-            client.DiscoveryV1Api(api).create_namespaced_endpoint_slice, NS, obj
+            client.DiscoveryV1Api(api).create_namespaced_endpoint_slice, NS, eps
         )
 
 
@@ -216,7 +219,9 @@ async def test_watch_follows_services_and_endpoints_as_the_operator_changes_them
         await create(api, service("chat-canary", "llama", track="canary", weight="20"))
         canary_pod = ("10.0.1.1", True, None)
         await create(api, endpoint_slice("chat-canary-y", "chat-canary", [canary_pod]))
-        await until(table, lambda r: len(r["llama"].tracks) == 2 and r["llama"].tracks[1].upstreams)
+        await until(
+            table, lambda r: len(r["llama"].tracks) == 2 and bool(r["llama"].tracks[1].upstreams)
+        )
         assert [(t.name, t.weight) for t in table.routes["llama"].tracks] == [
             ("stable", 100),
             ("canary", 20),
@@ -260,7 +265,8 @@ async def test_demand_for_a_model_at_zero_annotates_its_llmdeployment_with_the_h
     discovery = KubernetesDiscovery(table, api_client)
     route = ModelRoute("llama", tracks=(), demand=(DemandTarget(NS, "chat"),))
     await discovery.record_demand(route, 3)
-    obj = await asyncio.to_thread(
+    # A custom object has no model in the client: it is typed `object`, and is the JSON dict.
+    fetched = await asyncio.to_thread(
         api.get_namespaced_custom_object,
         contract.GROUP,
         contract.VERSION,
@@ -268,6 +274,7 @@ async def test_demand_for_a_model_at_zero_annotates_its_llmdeployment_with_the_h
         contract.PLURAL,
         "chat",
     )
+    obj = cast("dict[str, Any]", fetched)
     annotations = obj["metadata"]["annotations"]
     stamp = annotations[contract.ANNOTATION_DEMAND_AT]
     assert stamp.endswith("Z") and stamp[:2] == "20"

@@ -22,7 +22,7 @@ from modelplane.gateway.local_stack import (
     static_config_for,
 )
 from modelplane.gateway.routes import Routing
-from tests.unit.gateway.conftest import GatewayFactory, route
+from tests.unit.gateway.conftest import GatewayFactory, StubFactory, route
 
 README = Path(__file__).resolve().parents[3] / "README.md"
 
@@ -116,7 +116,7 @@ def test_answer_stats_report_speed_and_first_token() -> None:
 
 
 async def test_a_chat_session_keeps_the_conversation(
-    stub_replicas, serve_gateway: GatewayFactory
+    stub_replicas: StubFactory, serve_gateway: GatewayFactory
 ) -> None:
     import asyncio
     import io
