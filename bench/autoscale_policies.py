@@ -26,6 +26,7 @@ from modelplane.operator.autoscaler import (
     PolicyState,
     ReplicaObservation,
     decide,
+    held_for_wake_up,
     observe,
 )
 
@@ -101,28 +102,23 @@ class Ours(Policy):
         return observations
 
     def decide(self, view: ClusterView) -> int:
-        held = self._held_as_annotated(view)
+        demand_at, count = view.demand if view.demand is not None else (None, None)
+        # The simulator passes every demand write to the policy (its own rule
+        # tells stale from new), so the count goes with the wake-up alone.
+        held = held_for_wake_up(demand_at, count, False, self.state.woke_at)
         decision = decide(
             self._observations(view),
             view.desired,
             self.spec,
             self.state,
             view.now,
-            demand_at=view.demand[0] if view.demand is not None else None,
-            held_requests=held[1] if held else None,
-            held_at=held[0] if held else None,
+            demand_at=demand_at,
+            held_requests=held[0] if held else None,
+            held_at=held[1] if held else None,
         )
         self.state = decision.state
         self.last_reason = decision.reason
         return decision.desired_replicas
-
-    def _held_as_annotated(self, view: ClusterView) -> tuple[float, int] | None:
-        """The operator's (held_at, held_requests): the gateway's last demand write,
-        for the wake-up under way."""
-        woke_at = self.state.woke_at
-        if view.demand is None or woke_at is None or view.demand[0] < woke_at:
-            return None
-        return view.demand
 
 
 class HpaUtilization(Policy):

@@ -245,18 +245,12 @@ def print_bound(profiles: list[str], traces: list[str], seed: int, jobs: int) ->
     """Ours next to the surprise bound, per trace: where 99% is out of any such policy's reach."""
     tasks = [(p, t, pol, seed) for p in profiles for t in traces for pol in ("ours", BOUND)]
     with ProcessPoolExecutor(max_workers=jobs) as pool:
-        rows = list(pool.map(run_one, tasks))
+        rows = {(r.profile, r.trace, r.policy): r for r in pool.map(run_one, tasks)}
     print(f"{'calibration':<12}{'trace':<16}{'ours':>9}{'bound':>9}  99% reachable by a policy")
     for profile_name in profiles:
         for trace_name in traces:
-            ours, bound = (
-                next(
-                    r
-                    for r in rows
-                    if (r.profile, r.trace, r.policy) == (profile_name, trace_name, p)
-                )
-                for p in ("ours", BOUND)
-            )
+            ours = rows[(profile_name, trace_name, "ours")]
+            bound = rows[(profile_name, trace_name, BOUND)]
             verdict = "yes" if bound.attainment >= ATTAINMENT_GOAL else "no: its first surprise"
             print(
                 f"{profile_name:<12}{trace_name:<16}{ours.attainment:>8.2%} "

@@ -60,6 +60,7 @@ from modelplane.operator.autoscaler import (
     decide,
     demand_time,
     held_count,
+    held_for_wake_up,
 )
 from modelplane.operator.autoscaler.collector import DEFAULT_TIMEOUT_S
 from modelplane.operator.autoscaler.prometheus import collect_from_prometheus
@@ -210,22 +211,15 @@ def held_requests(
     annotations: Mapping[str, str], demand_counts: bool, woke_at: float | None
 ) -> tuple[int, float] | None:
     """The gateway's held count and when it was counted, when it belongs to the
-    wake-up under way.
-
-    The gateway writes the count with the demand time in one patch, so the
-    time says which wake-up the count is about. It counts when the demand
-    itself does (`held_demand`), and also while the replicas asked for by that
-    wake-up load (the policy's `woke_at`; it is unset once one is ready): that
-    is when the policy sizes the start with it. The count is the writing
-    gateway replica's; with several replicas it is a lower bound.
+    wake-up under way (`held_for_wake_up`). The count is the writing gateway
+    replica's; with several replicas it is a lower bound.
     """
-    demand = demand_time(annotations.get(contract.ANNOTATION_DEMAND_AT))
-    if demand is None:
-        return None
-    if not demand_counts and (woke_at is None or demand < woke_at):
-        return None
-    count = held_count(annotations.get(contract.ANNOTATION_DEMAND_HELD))
-    return None if count is None else (count, demand)
+    return held_for_wake_up(
+        demand_time(annotations.get(contract.ANNOTATION_DEMAND_AT)),
+        held_count(annotations.get(contract.ANNOTATION_DEMAND_HELD)),
+        demand_counts,
+        woke_at,
+    )
 
 
 def policy_spec(spec: LLMDeploymentSpec) -> AutoscalingSpec:

@@ -17,7 +17,12 @@ from modelplane.operator.autoscaler.observations import (
 )
 from modelplane.operator.autoscaler.policy import Decision, decide
 from modelplane.operator.autoscaler.spec import AutoscalingSpec, Targets
-from modelplane.operator.autoscaler.state import PolicyState, demand_time, held_count
+from modelplane.operator.autoscaler.state import (
+    PolicyState,
+    demand_time,
+    held_count,
+    held_for_wake_up,
+)
 
 __all__ = [
     "AutoscalingSpec",
@@ -33,6 +38,7 @@ __all__ = [
     "decide",
     "demand_time",
     "held_count",
+    "held_for_wake_up",
     "observe",
     "parse_metrics",
 ]

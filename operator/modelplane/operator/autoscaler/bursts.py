@@ -65,9 +65,9 @@ def note_rate(
 ) -> tuple[PolicyState, float | None]:
     """Record this decision's arrival rate; the recent mean it jumped from, if it did."""
     since = now - horizon(state)
-    recent = [r for t, r in state.rates if t >= since]
-    rates = ((*((t, r) for t, r in state.rates if t >= since), (now, rate)))[-MAX_RATES:]
-    state = replace(state, rates=rates)
+    kept = tuple((t, r) for t, r in state.rates if t >= since)
+    recent = [r for _, r in kept]
+    state = replace(state, rates=(*kept, (now, rate))[-MAX_RATES:])
     before = recent
     if state.bursts and now - state.bursts[-1][0] <= horizon(state):
         # Still rising into the last burst: its peak is the best two-decision

@@ -174,3 +174,22 @@ def held_count(annotation: str | None) -> int | None:
     if not text.isdigit() or not text.isascii() or len(text) > 9:
         return None
     return int(text)
+
+
+def held_for_wake_up(
+    demand_at: float | None, held: int | None, demand_counts: bool, woke_at: float | None
+) -> tuple[int, float] | None:
+    """The gateway's held count and when it was counted, when it belongs to the
+    wake-up under way; else None.
+
+    The gateway writes the count with the demand time in one patch, so the
+    time says which wake-up the count is about. It counts when the demand
+    itself does (`demand_counts`), and also while the replicas asked for by
+    that wake-up load (the policy's `woke_at`, unset once one is ready): that
+    is when the policy sizes the start with it.
+    """
+    if demand_at is None or held is None:
+        return None
+    if not demand_counts and (woke_at is None or demand_at < woke_at):
+        return None
+    return held, demand_at
