@@ -54,6 +54,7 @@ HOP_BY_HOP = frozenset(
 )
 _RESPONSE_DROP = HOP_BY_HOP - {b"content-length"}
 _SSE = b"text/event-stream"
+_SSE_END = b"data: [DONE]\n\n"  # the last event of an OpenAI stream
 
 # Errors before the first byte that mean "this replica did not take the
 # request": safe to send it elsewhere. A read timeout is not one of them
@@ -276,15 +277,21 @@ class UpstreamPool:
                 {"type": "http.response.start", "status": response.status, "headers": headers}
             )
             outcome.first_byte_at = time.perf_counter()
+            ended = False  # the client has its whole response (an SSE stream's [DONE])
             try:
-                if tally is None:
-                    async for chunk in response.content.iter_any():
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
-                else:
-                    async for chunk in response.content.iter_any():
+                async for chunk in response.content.iter_any():
+                    if tally is not None:
                         tally.feed(chunk)
-                        await send({"type": "http.response.body", "body": chunk, "more_body": True})
+                    if ended:
+                        continue  # read to the end, so the connection can be reused
+                    # The stream's last event ends the client's response at once: a client
+                    # that hangs up after [DONE] has been served, not walked away.
+                    ended = sse and chunk.endswith(_SSE_END)
+                    body = {"type": "http.response.body", "body": chunk, "more_body": not ended}
+                    await send(body)
             except (TimeoutError, aiohttp.ClientError) as err:
+                if ended:
+                    return  # the client has everything; the replica closed early
                 log.warning(
                     "replica %s broke off a response: %s",
                     outcome.upstream, err.__class__.__name__,
@@ -296,6 +303,7 @@ class UpstreamPool:
                 message = f"the replica's stream broke: {err.__class__.__name__}"
                 event = b"data: " + error_body(502, message) + b"\n\ndata: [DONE]\n\n"
                 await send({"type": "http.response.body", "body": event, "more_body": True})
-            await send({"type": "http.response.body", "body": b"", "more_body": False})
+            if not ended:
+                await send({"type": "http.response.body", "body": b"", "more_body": False})
         finally:
             response.release()

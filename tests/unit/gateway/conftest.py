@@ -35,7 +35,8 @@ from modelplane.server.tracing import RequestTracer
 class StubReplica:
     name: str
     # ok | draining (503) | broken-stream (dies after two events) | slow (one
-    # event per 0.3 s) | gated (first event, then waits for `release`)
+    # event per 0.3 s) | gated (first event, then waits for `release`) |
+    # lingering ([DONE], then waits for `release` before ending the response)
     mode: str = "ok"
     seen: list[dict[str, Any]] = field(default_factory=list)
     client_left: asyncio.Event = field(default_factory=asyncio.Event)
@@ -102,6 +103,8 @@ class StubReplica:
                 chunk = {"served_by": self.name, "choices": [{"delta": {"content": f"t{i} "}}]}
                 await response.write(b"data: " + json.dumps(chunk).encode() + b"\n\n")
             await response.write(b"data: [DONE]\n\n")
+            if self.mode == "lingering":
+                await self.release.wait()
         except (ConnectionResetError, asyncio.CancelledError):
             self.client_left.set()
             raise

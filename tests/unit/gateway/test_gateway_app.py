@@ -218,6 +218,26 @@ async def test_a_client_that_leaves_cancels_the_replicas_work(
     )
 
 
+async def test_a_stream_ends_for_the_client_at_done_and_counts_as_served(
+    stub_replicas: StubFactory, serve_gateway: GatewayFactory
+) -> None:
+    """The replica keeps its connection open after [DONE]; the client's response ends anyway,
+    and a client that hangs up then was served (200), not walked away (499)."""
+    (a,) = await stub_replicas(1)
+    a.mode = "lingering"
+    gw = await serve_gateway({"m": route("m", a.url)})
+    async with (
+        httpx.AsyncClient(base_url=gw.url, timeout=10) as client,
+        client.stream("POST", CHAT, json=chat(stream=True, max_tokens=2)) as r,
+    ):
+        lines = [line async for line in r.aiter_lines() if line.startswith("data: ")]
+    assert lines[-1] == "data: [DONE]" and len(lines) == 3
+    a.release.set()
+    requests = "modelplane_gateway_requests_total"
+    await eventually(lambda: gw.metric(requests, model="m", code="200", upstream=a.url) == 1)
+    assert gw.metric(requests, model="m", code="499", upstream=a.url) == 0
+
+
 async def test_a_request_for_a_model_at_zero_is_held_until_a_replica_is_ready(
     stub_replicas: StubFactory, serve_gateway: GatewayFactory
 ) -> None:
