@@ -202,6 +202,29 @@ def test_a_held_count_from_the_gateways_last_write_is_a_rate_over_its_own_age() 
     assert (as_if_now.desired_replicas, as_if_now.driver) == (1, "loading")
 
 
+def test_replicas_asked_for_while_all_load_stay_when_the_first_is_ready() -> None:
+    """The first replica up takes every held request at once: its queue says one
+    replica's worth, not the held rate. The others, asked for seconds ago on that
+    rate, must load and be measured, not be cancelled for the scale-down window
+    (recorded before the wake-up) says nothing bigger."""
+    woke = PolicyState(
+        capacity_rps=3.0,
+        woke_at=NOW - 20,
+        scaled_for=1.0,
+        zero_since=NOW - 1000,
+        recording_since=NOW - 1000,
+        last_decision_at=NOW - 10,
+    )
+    loading = [ReplicaObservation.still_loading("r0")]
+    sized = decide(loading, 1, SPEC, woke, NOW, held_requests=200, held_at=NOW)
+    assert (sized.desired_replicas, sized.driver) == (4, "demand")  # 10 req/s over 3 each
+    first_up = [replica("r0", waiting=150, running=50, kv=0.5)] + [
+        ReplicaObservation.still_loading(f"r{i}") for i in range(1, 4)
+    ]
+    later = decide(first_up, 4, SPEC, sized.state, NOW + 10)
+    assert later.desired_replicas == 4, later.reason
+
+
 def test_the_wake_up_remembers_when_demand_began() -> None:
     state = PolicyState(zero_since=NOW - 1000, last_decision_at=NOW - 10)
     decision = decide([], 0, SPEC, state, NOW, demand_at=NOW - 2, held_requests=1)

@@ -35,7 +35,9 @@ How it decides, each tick:
 * Down: only after `scaleDownDelaySeconds` of recorded history, to the
   largest need seen in that window (with 10% headroom), so never below what
   the load needs now; never while requests wait or TTFT runs past the knee;
-  never below a burst's kept peak.
+  never below a burst's kept peak. What was asked for while no replica was
+  ready is in that window too: the first one up, holding every request the
+  gateway held, must not cancel the others while they load.
 * Zero: with `minReplicas: 0`, only after `scaleDownDelaySeconds` without a
   single request (no other rule goes below one replica). Whenever the count
   reaches zero, or the policy finds it there, it records when
@@ -154,8 +156,10 @@ def decide(
     if active:
         state = replace(state, last_active_at=now)
 
-    def decision(desired: int, driver: str, reason: str, need: float | None) -> Decision:
-        made = _clamped(desired, driver, reason, spec, state, need)
+    def decision(
+        desired: int, driver: str, reason: str, need: float | None, kept: PolicyState | None = None
+    ) -> Decision:
+        made = _clamped(desired, driver, reason, spec, kept or state, need)
         if made.desired_replicas > current_replicas:
             # The load time is measured from the last ask to all of them ready.
             return replace(made, state=replace(made.state, loading_since=now))
@@ -337,7 +341,7 @@ def _while_all_load(
     now: float,
     window: float,
     delay: float,
-    decision: Callable[[int, str, str, float | None], Decision],
+    decision: Callable[[int, str, str, float | None, PolicyState], Decision],
 ) -> Decision:
     """Nothing is ready to measure. With the gateway's held count, size to the demand.
 
@@ -348,13 +352,16 @@ def _while_all_load(
     rate = held_rate(state, held, now if held_at is None else min(held_at, now))
     capacity = state.capacity_rps or state.proven_rps
     holding = f"{coming} replica(s) loading, none ready to measure; holding {current}"
+    # What was asked for while nothing could be measured stays in the scale-down
+    # window: the first replica to be ready must not cancel the others as they load.
+    asked = state.with_need(now, current, delay)
     if rate is None:
-        return decision(current, DRIVER_LOADING, holding, None)
-    state, jumped_from = note_rate(state, rate, now, window, capacity)
+        return decision(current, DRIVER_LOADING, holding, None, asked)
+    state, jumped_from = note_rate(asked, rate, now, window, capacity)
     if jumped_from is not None:
         state, _ = start_burst(state, now, delay, rate)
     if capacity is None:
-        return decision(current, DRIVER_LOADING, holding, None)
+        return decision(current, DRIVER_LOADING, holding, None, state)
     need = rate / capacity
     wanted = math.ceil(need - EPSILON)
     why = (
@@ -362,9 +369,9 @@ def _while_all_load(
         f"a replica takes {capacity:.2f} req/s (learned or proven)"
     )
     if wanted > current and need > state.scaled_for * GROWTH_WHILE_LOADING:
-        state = replace(state, scaled_for=need, last_scale_up_at=now)
-        return decision(wanted, DRIVER_DEMAND, f"{current} -> {wanted}: {why}", need)
-    return decision(current, DRIVER_LOADING, f"{holding} ({why})", need)
+        state = replace(state.with_need(now, wanted, delay), scaled_for=need, last_scale_up_at=now)
+        return decision(wanted, DRIVER_DEMAND, f"{current} -> {wanted}: {why}", need, state)
+    return decision(current, DRIVER_LOADING, f"{holding} ({why})", need, state)
 
 
 def _arrivals(measured: Sequence[ReplicaObservation], failed: int) -> float | None:
