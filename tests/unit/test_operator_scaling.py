@@ -24,7 +24,12 @@ from modelplane.operator.autoscaler import (
     decide,
     held_count,
 )
-from modelplane.operator.autoscaling import held_demand, held_requests, scrape_targets
+from modelplane.operator.autoscaling import (
+    answers_demand_now,
+    held_demand,
+    held_requests,
+    scrape_targets,
+)
 from modelplane.operator.expectations import Expectations
 from modelplane.operator.kube import build_event
 from modelplane.operator.pods import ObservedPod, observe_pod
@@ -287,6 +292,19 @@ def test_held_demand_counts_at_zero_when_newer_than_the_last_scale() -> None:
     assert held_demand(held, 0, at + 60) is None  # held before: already answered
     assert held_demand(held, 1, None) is None  # replicas run: they speak for the load
     assert held_demand({}, 0, None) is None
+
+
+def test_a_demand_write_is_decided_at_once_only_while_no_replica_serves() -> None:
+    written = {contract.ANNOTATION_DEMAND_AT: "2026-01-01T00:00:02.500000Z"}
+    loading = ObservedPod("a", "stable", None, 8000, False, False)
+    serving = ObservedPod("b", "stable", "10.0.0.2", 8000, True, False)
+    leaving = ObservedPod("c", "stable", "10.0.0.3", 8000, True, True)
+    assert answers_demand_now(written, None, [])  # at zero
+    assert answers_demand_now(written, None, [loading, leaving])  # waking: none serves
+    assert answers_demand_now(written, "2026-01-01T00:00:00.100000Z", [loading])  # a new write
+    assert not answers_demand_now(written, written[contract.ANNOTATION_DEMAND_AT], [])  # answered
+    assert not answers_demand_now(written, None, [loading, serving])  # its metrics decide
+    assert not answers_demand_now({}, None, [])  # any other change of the resource
 
 
 AT, HELD = contract.ANNOTATION_DEMAND_AT, contract.ANNOTATION_DEMAND_HELD

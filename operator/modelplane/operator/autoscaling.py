@@ -25,7 +25,11 @@ The gateway's `modelplane.io/scale-from-zero-requested-at` is passed to the
 policy while the Deployment is at zero replicas and when it is newer than
 the last scale (see `held_demand`); the gateway's held count written with it
 (`modelplane.io/scale-from-zero-held-requests`) while that wake-up is under
-way, to size the start (see `held_requests`).
+way, to size the start (see `held_requests`). Those writes are also decided
+at once, not on the next tick, while no replica of the model is ready (see
+`answers_demand_now`): every second there is a second of requests that wait
+a model load and more. One lock per LLMDeployment keeps the tick and such a
+decision from running side by side.
 
 Writes happen under the reconciler's per-resource lock and are recorded in
 its expectations, so a reconcile running between a write and its watch
@@ -222,6 +226,23 @@ def held_requests(
     )
 
 
+def answers_demand_now(
+    annotations: Mapping[str, str], answered: str | None, pods: Sequence[ObservedPod]
+) -> bool:
+    """Whether a change of the LLMDeployment is a demand write to decide on at once.
+
+    Yes for a demand time not answered yet (`answered`: the last one decided on
+    this way) while none of the model's pods serves: the model is at zero or all
+    its replicas load, requests are held at the gateway, and the timer may be
+    seconds away. Once a replica serves, its metrics speak for the load and the
+    timer decides.
+    """
+    written = annotations.get(contract.ANNOTATION_DEMAND_AT)
+    if not written or written == answered:
+        return False
+    return not any(p.serving for p in pods)
+
+
 def policy_spec(spec: LLMDeploymentSpec) -> AutoscalingSpec:
     """The policy's copy of `spec.autoscaling`, defaults included (the typed spec's)."""
     return AutoscalingSpec.from_dict(spec.autoscaling.model_dump(by_alias=True, mode="json"))
@@ -250,21 +271,48 @@ class Autoscaler:
         self._clock = clock
         self._memory: dict[OwnerKey, _Memory] = {}
         self._state_removed: set[OwnerKey] = set()
+        self._deciding: dict[OwnerKey, asyncio.Lock] = {}
+        self._answered_demand: dict[OwnerKey, str] = {}
 
     async def tick(self, view: ClusterView) -> None:
         """Decide for every LLMDeployment once."""
         await for_each_llmdeployment(view, self.autoscale, "autoscaling")
 
+    async def on_change(self, key: OwnerKey, view: ClusterView) -> None:
+        """The LLMDeployment changed: decide now if it is new gateway demand (see
+        `answers_demand_now`), else leave it to the next tick."""
+        body = view.llmdeployment(key)
+        if body is None:
+            return
+        annotations: Mapping[str, str] = body.get("metadata", {}).get("annotations") or {}
+        if not answers_demand_now(annotations, self._answered_demand.get(key), view.pods(key)):
+            return
+        self._answered_demand[key] = annotations[contract.ANNOTATION_DEMAND_AT]
+        try:
+            await self.autoscale(key, view)
+        except (KubeError, OSError) as err:
+            log.warning("autoscaling %s/%s on demand failed (next tick retries): %s", *key, err)
+
     def forget(self, key: OwnerKey) -> None:
         self._memory.pop(key, None)
         self._state_removed.discard(key)
+        self._answered_demand.pop(key, None)
+        lock = self._deciding.get(key)
+        if lock is not None and not lock.locked():
+            del self._deciding[key]
 
     def forget_all(self) -> None:
         """Start again from what the resources say (after another replica was active)."""
         self._memory.clear()
         self._state_removed.clear()
+        self._answered_demand.clear()
 
     async def autoscale(self, key: OwnerKey, view: ClusterView) -> None:
+        """Measure, decide and write for one LLMDeployment; one at a time per resource."""
+        async with self._deciding.setdefault(key, asyncio.Lock()):
+            await self._autoscale(key, view)
+
+    async def _autoscale(self, key: OwnerKey, view: ClusterView) -> None:
         body = view.llmdeployment(key)
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
             self.forget(key)

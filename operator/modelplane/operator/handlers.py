@@ -8,7 +8,8 @@ on an LLMDeployment or on one of its children reconciles that LLMDeployment
 from the indexes; a periodic resync (`resyncSeconds`) does the same for all
 of them. The autoscaler and the canary analysis run in a loop of their own,
 started here like the resync (every `autoscalerIntervalSeconds`, over the
-pods' index): a
+pods' index); the gateway's scale-from-zero demand, an event on the
+LLMDeployment, is also decided as it comes (`Autoscaler.on_change`). A
 `@kopf.timer` would make kopf add a finalizer and progress annotations to
 every LLMDeployment. No change-tracking handlers, timers or daemons are
 used, so kopf itself writes nothing to the resources: no annotations, and no
@@ -285,6 +286,8 @@ async def llmdeployment_changed(
         memo.canary.forget(key)
         return
     await memo.reconciler.reconcile(key, memo.view)
+    # The gateway's demand write, while no replica is ready, is decided now, not next tick.
+    await memo.autoscaler.on_change(key, memo.view)
 
 
 def _register_child_events(rtype: ResourceType) -> None:

@@ -36,7 +36,7 @@ class GatewayOptions(BaseModel):
     eject_after: Annotated[int, Field(ge=1)] = 3
     ejection_time: PositiveSeconds = 5.0
     health_interval: PositiveSeconds = 1.0
-    demand_interval: PositiveSeconds = 10.0
+    demand_interval: PositiveSeconds = 2.0
     max_request_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
     drain_timeout: Annotated[float, Field(ge=0)] = 30.0
     otlp_traces_endpoint: str | None = None
@@ -121,7 +121,7 @@ def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
     u.add_argument(
         "--demand-interval",
         type=float,
-        help="Least seconds between scale-from-zero signals per model (10).",
+        help="Least seconds between scale-from-zero signals per model (2).",
     )
     o = parser.add_argument_group("observability")
     o.add_argument("--otlp-traces-endpoint", help="OTLP/HTTP collector URL for request spans.")

@@ -184,6 +184,44 @@ def test_a_start_from_zero_is_sized_by_the_gateways_held_count(
         assert cluster.status("chat")["desiredReplicas"] == 4
 
 
+def test_the_gateways_demand_is_decided_as_it_is_written_not_on_the_next_tick(
+    cluster: Cluster, run_operator: OperatorFactory
+) -> None:
+    """With an hour between ticks, only the watch on the LLMDeployment can answer: the
+    first demand write wakes the model, the next one (more held) sizes the start."""
+    spec = autoscaled(minReplicas=0, maxReplicas=8)
+    cluster.create_llmd("chat", spec)
+    learned = PolicyState(capacity_rps=2.0).to_json()
+    cluster.annotate_llmd("chat", {contract.ANNOTATION_AUTOSCALER_STATE: learned})
+    with run_operator(autoscalerIntervalSeconds=3600, resyncSeconds=3600):
+        # The one tick came before the Deployment; the next is an hour away.
+        wait_for("the Deployment", lambda: "chat" in cluster.objects("deployments"))
+        assert replicas(cluster) == 0
+
+        woke = datetime.now(UTC)
+        cluster.annotate_llmd(
+            "chat",
+            {contract.ANNOTATION_DEMAND_AT: woke.isoformat(), contract.ANNOTATION_DEMAND_HELD: "1"},
+        )
+        wait_for("1 replica", lambda: replicas(cluster) == 1)
+        # 2 s later the gateway holds 30: 30 over 5 s (the shortest window the policy
+        # divides by) is 6 req/s, 3 replicas of 2 req/s.
+        cluster.annotate_llmd(
+            "chat",
+            {
+                contract.ANNOTATION_DEMAND_AT: (woke + timedelta(seconds=2)).isoformat(),
+                contract.ANNOTATION_DEMAND_HELD: "30",
+            },
+        )
+        wait_for("3 replicas", lambda: replicas(cluster) == 3)
+        wait_for(
+            "its ScaledUp event",
+            lambda: cluster.events("chat", "ScaledUp")[-1]["message"].startswith(
+                "1 -> 3: 30 requests held at the gateway, 6.0 req/s"
+            ),
+        )
+
+
 def test_a_restart_keeps_the_scale_down_timer_and_does_not_scale_down_early(
     cluster: Cluster, run_operator: OperatorFactory, fake_pods: FakePods
 ) -> None:

@@ -4,6 +4,7 @@ token counting: small state machines driven by a hand-moved clock."""
 from __future__ import annotations
 
 import json
+from datetime import UTC, datetime
 
 from modelplane.gateway.demand import DemandThrottle, rfc3339_now
 from modelplane.gateway.limits import KeyRateLimiter
@@ -122,9 +123,12 @@ def test_demand_is_signalled_once_per_interval_per_model() -> None:
     assert throttle.should_signal("a")
 
 
-def test_demand_timestamp_is_rfc3339_utc() -> None:
+def test_demand_timestamp_is_rfc3339_utc_to_the_microsecond() -> None:
+    before = datetime.now(UTC)
     stamp = rfc3339_now()
-    assert len(stamp) == 20 and stamp[10] == "T" and stamp.endswith("Z")
+    after = datetime.now(UTC)
+    assert len(stamp) == 27 and stamp[10] == "T" and stamp[19] == "." and stamp.endswith("Z")
+    assert before <= datetime.fromisoformat(stamp) <= after
 
 
 def sse(*events: object) -> bytes:
