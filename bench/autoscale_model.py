@@ -44,7 +44,7 @@ import numpy as np
 
 # The gateway's --demand-interval (DemandThrottle): at most one demand write per model
 # this often, made when a request is held.
-DEMAND_INTERVAL_S = 10.0
+DEMAND_INTERVAL_S = 2.0
 
 # vLLM's own TTFT histogram buckets (vllm/v1/metrics/buckets.py), so the policy
 # reads the simulated replicas exactly as it reads real ones.
@@ -231,6 +231,11 @@ class Policy:
         """Called when a request is held with no replica at all; may answer at once."""
         return None
 
+    def on_demand(self, view: ClusterView) -> int | None:
+        """Called when the gateway writes its demand annotation (`view.demand`); may answer
+        at once, as an operator watching the resource can."""
+        return None
+
 
 class HoldReplicas(Policy):
     """Never scales: single-replica calibration runs and the sim-vs-real twin."""
@@ -360,6 +365,9 @@ class Cluster:
             # The gateway's DemandThrottle: one write per interval, on a held request.
             if self.demand is None or self.now - self.demand[0] >= DEMAND_INTERVAL_S:
                 self.demand = (self.now, len(self.held))
+                answer = self.policy.on_demand(self.view())
+                if answer is not None:
+                    self._apply(answer)
             if len(self.held) == 1:
                 answer = self.policy.on_held(self.view())
                 if answer is not None:

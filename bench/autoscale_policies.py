@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 
 from autoscale_model import TTFT_BUCKETS, ClusterView, Policy
 
@@ -58,12 +59,12 @@ class HpaBehavior:
 class Ours(Policy):
     """modelplane's policy (operator/modelplane/operator/autoscaler), evaluated every 10 s.
 
-    It sees demand only as the operator does: on its 10 s timer (the operator's
-    autoscaler runs on a timer, not on the annotation's change), through the
-    gateway's last demand write (time and held count, at most once per demand
-    interval, made when a request is held; never the simulator's live held
-    count). The count sizes a start from zero while the wake-up it belongs to
-    is under way.
+    It sees demand only as the operator does: through the gateway's last demand
+    write (time and held count, at most once per demand interval, made when a
+    request is held; never the simulator's live held count), on its 10 s timer
+    and, while no replica is ready, at the write itself (the operator watches
+    the resource, and a write it has not answered wakes it at once). The count
+    sizes a start from zero while the wake-up it belongs to is under way.
     """
 
     name = "ours"
@@ -119,6 +120,41 @@ class Ours(Policy):
         self.state = decision.state
         self.last_reason = decision.reason
         return decision.desired_replicas
+
+    def on_demand(self, view: ClusterView) -> int | None:
+        # The operator's rule (autoscaling.answers_demand_now): a new demand write
+        # is decided at once while no replica is ready; otherwise the timer decides.
+        return None if view.ready else self.decide(view)
+
+
+class Padded(Ours):
+    """A reference, not a policy we ship: ours plus a fixed headroom on every count.
+
+    `spare` replicas more, and at least `factor` x what ours asks for (never
+    above maxReplicas; zero stays zero). Ours itself decides on the count it
+    asked for, not the padded one, so the padding does not feed back into its
+    scale-down window. `--bound` shows whether spare capacity bought this way
+    reaches 99% where ours does not, and what it costs elsewhere.
+    """
+
+    def __init__(self, spec: AutoscalingSpec, spare: int, factor: float) -> None:
+        super().__init__(spec)
+        self.spare = spare
+        self.factor = factor
+        self.name = f"ours+{spare}" if spare else f"ours x{factor:g}"
+        self.asked: int | None = None
+
+    def decide(self, view: ClusterView) -> int:
+        if self.asked is not None and view.desired > 0:
+            view = replace(view, desired=min(self.asked, view.desired))
+        self.asked = super().decide(view)
+        return self.padded(self.asked)
+
+    def padded(self, asked: int) -> int:
+        if asked == 0:
+            return 0
+        more = max(asked + self.spare, math.ceil(asked * self.factor - 1e-9))
+        return min(self.max_replicas, more)
 
 
 class HpaUtilization(Policy):

@@ -4,8 +4,9 @@ Fast checks of bench/autoscale_model.py and friends (the full comparison is
 `make bench-autoscale`): continuous batching raises throughput with
 concurrency until the engine saturates, a full KV cache makes requests wait,
 a new replica serves nothing while it loads, a seed fixes a run, the
-policy's state stays annotation-sized through bursts, and the surprise
-bound runs all out only after a surprise.
+policy's state stays annotation-sized through bursts, ours wakes on the
+gateway's demand write, the surprise bound runs all out only after a
+surprise, and the padded reference pads without feeding back.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ from dataclasses import replace
 
 import numpy as np
 from autoscale_model import ClusterView, Policy, Workload, make_workload, simulate
-from autoscale_policies import Ours, SurpriseBound
+from autoscale_policies import Ours, Padded, SurpriseBound
 from autoscale_profiles import CPU, closed_loop
 
-from modelplane.operator.autoscaler import AutoscalingSpec, Targets
+from modelplane.operator.autoscaler import AutoscalingSpec, PolicyState, Targets
 
 
 def test_throughput_grows_with_concurrency_until_the_engine_saturates() -> None:
@@ -128,3 +129,48 @@ def test_the_surprise_bound_runs_all_out_only_after_a_surprise() -> None:
     assert at(600.0) == 6  # after the surge: what the highest load seen needs
     assert at(700.0) == 6  # the load fell: it keeps that
     assert at(800.0) == 6  # 30 req/s again is no surprise
+
+
+class Asking(Ours):
+    """Ours, keeping when it asked for how many replicas."""
+
+    asks: list[tuple[float, int]]
+
+    def decide(self, view: ClusterView) -> int:
+        desired = super().decide(view)
+        self.asks = [*getattr(self, "asks", []), (view.now, desired)]
+        return desired
+
+
+def test_ours_wakes_on_the_gateways_demand_write_not_on_its_next_tick() -> None:
+    """Idle, then 8 req/s from t=1005: the first held request's demand write wakes the
+    model at once, and the next writes, 2 s apart, carry the held count that sizes it
+    (with a capacity learned before), all before the operator's next 10 s tick."""
+
+    def rate(t: np.ndarray) -> np.ndarray:
+        return np.where(t >= 1005.0, 8.0, 0.0)
+
+    workload = make_workload(rate, 8.0, 1100.0, CPU, seed=3)
+    spec = AutoscalingSpec(
+        min_replicas=0,
+        max_replicas=10,
+        targets=Targets(ttft_p95_s=1.0, queue_depth_per_replica=4, kv_cache_utilization=0.8),
+    )
+    policy = Asking(spec)
+    policy.state = PolicyState(capacity_rps=2.4)  # learned in an earlier life of the model
+    simulate(CPU, workload, policy, 1100.0, initial=0)
+    first_request = float(workload.arrival[0])
+    woke_at, woke_to = next((t, n) for t, n in policy.asks if n > 0)
+    assert (woke_at, woke_to) == (first_request, 1)
+    sized_at, sized_to = next((t, n) for t, n in policy.asks if n > 1)
+    assert sized_at < 1010.0 and sized_at % 10 != 0  # a demand write, not a tick
+    assert sized_to >= 2
+
+
+def test_the_padded_reference_adds_its_headroom_to_what_ours_asks_for() -> None:
+    spec = AutoscalingSpec(min_replicas=0, max_replicas=6, targets=Targets(ttft_p95_s=1.0))
+    spare = Padded(spec, spare=1, factor=1.0)
+    scaled = Padded(spec, spare=0, factor=1.5)
+    assert [spare.padded(n) for n in (0, 1, 3, 6)] == [0, 2, 4, 6]
+    assert [scaled.padded(n) for n in (0, 1, 3, 4, 5)] == [0, 2, 5, 6, 6]
+    assert (spare.name, scaled.name) == ("ours+1", "ours x1.5")
