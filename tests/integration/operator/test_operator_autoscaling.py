@@ -265,6 +265,18 @@ def test_a_steady_autoscaled_resource_makes_no_writes(
         wait_for("phase Ready", lambda: cluster.status("chat").get("phase") == "Ready")
         wait_for("a stored state", lambda: stored_state(cluster))
         wait_for("a first decision", lambda: cluster.status("chat").get("scaleReason"))
+        # The first ticks still write: the first rates and needs enter the stored state,
+        # the reason gains its numbers. Three ticks without a write: it has settled.
+        last = {"writes": -1, "scrapes": 0}
+
+        def settled() -> bool:
+            writes = len(cluster.operator_writes())
+            if writes != last["writes"]:
+                last.update(writes=writes, scrapes=pod.scrapes)
+                return False
+            return pod.scrapes >= last["scrapes"] + 3
+
+        wait_for("three ticks without a write", settled)
 
         seen, scrapes, reconciles = len(cluster.operator_requests()), pod.scrapes, op.reconciles()
         wait_for("10 more autoscaler ticks", lambda: pod.scrapes >= scrapes + 10)
