@@ -184,17 +184,19 @@ def test_a_start_from_zero_is_sized_by_the_held_requests(
     assert (decision.desired_replicas, decision.driver) == (desired, driver), case
 
 
+def waking(**fields: float) -> PolicyState:
+    """Woken from zero, one replica loading, 3 req/s a replica learned before."""
+    state = PolicyState(
+        capacity_rps=3.0, scaled_for=1.0, zero_since=NOW - 1000, last_decision_at=NOW - 10
+    )
+    return replace(state, **fields)  # type: ignore[arg-type]
+
+
 def test_a_held_count_from_the_gateways_last_write_is_a_rate_over_its_own_age() -> None:
     """The annotation's count is as old as its write: 100 held 10 s after the wake-up,
     read 20 s later, is 10 req/s (4 replicas of 3), not 100 over 30 s (3.3 req/s, which
     the one replica loading nearly covers: it would wait)."""
-    woke = PolicyState(
-        capacity_rps=3.0,
-        woke_at=NOW - 30,
-        scaled_for=1.0,
-        zero_since=NOW - 1000,
-        last_decision_at=NOW - 10,
-    )
+    woke = waking(woke_at=NOW - 30)
     loading = [ReplicaObservation.still_loading("r0")]
     counted = decide(loading, 1, SPEC, woke, NOW, held_requests=100, held_at=NOW - 20)
     assert (counted.desired_replicas, counted.driver) == (4, "demand")
@@ -207,14 +209,7 @@ def test_replicas_asked_for_while_all_load_stay_when_the_first_is_ready() -> Non
     replica's worth, not the held rate. The others, asked for seconds ago on that
     rate, must load and be measured, not be cancelled for the scale-down window
     (recorded before the wake-up) says nothing bigger."""
-    woke = PolicyState(
-        capacity_rps=3.0,
-        woke_at=NOW - 20,
-        scaled_for=1.0,
-        zero_since=NOW - 1000,
-        recording_since=NOW - 1000,
-        last_decision_at=NOW - 10,
-    )
+    woke = waking(woke_at=NOW - 20, recording_since=NOW - 1000)
     loading = [ReplicaObservation.still_loading("r0")]
     sized = decide(loading, 1, SPEC, woke, NOW, held_requests=200, held_at=NOW)
     assert (sized.desired_replicas, sized.driver) == (4, "demand")  # 10 req/s over 3 each

@@ -38,6 +38,14 @@ def test_a_full_kv_cache_makes_requests_wait() -> None:
     assert cramped[2] > roomy[2]
 
 
+# What a user would write for a model that may scale to zero.
+TO_ZERO = AutoscalingSpec(
+    min_replicas=0,
+    max_replicas=10,
+    targets=Targets(ttft_p95_s=1.0, queue_depth_per_replica=4, kv_cache_utilization=0.8),
+)
+
+
 class ScaleToTwoAtStart(Policy):
     name = "two"
     interval_s = 1.0
@@ -98,12 +106,7 @@ def test_the_policy_state_stays_small_through_bursts_and_a_scale_from_zero() -> 
         return np.where(t < 1200, bursts, np.where(t < 1600, 0.0, 16.0))
 
     workload = make_workload(rate, 18.0, 1800.0, CPU, seed=2)
-    spec = AutoscalingSpec(
-        min_replicas=0,
-        max_replicas=10,
-        targets=Targets(ttft_p95_s=1.0, queue_depth_per_replica=4, kv_cache_utilization=0.8),
-    )
-    policy = Recording(spec)
+    policy = Recording(TO_ZERO)
     result = simulate(CPU, workload, policy, 1800.0, initial=2)
     assert len(policy.state.bursts) >= 2  # it did see recurring bursts
     assert min(n for t, _, n in result.samples if t >= 1600) == 0 or 0 in [
@@ -151,12 +154,7 @@ def test_ours_wakes_on_the_gateways_demand_write_not_on_its_next_tick() -> None:
         return np.where(t >= 1005.0, 8.0, 0.0)
 
     workload = make_workload(rate, 8.0, 1100.0, CPU, seed=3)
-    spec = AutoscalingSpec(
-        min_replicas=0,
-        max_replicas=10,
-        targets=Targets(ttft_p95_s=1.0, queue_depth_per_replica=4, kv_cache_utilization=0.8),
-    )
-    policy = Asking(spec)
+    policy = Asking(TO_ZERO)
     policy.state = PolicyState(capacity_rps=2.4)  # learned in an earlier life of the model
     simulate(CPU, workload, policy, 1100.0, initial=0)
     first_request = float(workload.arrival[0])
