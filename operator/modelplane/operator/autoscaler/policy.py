@@ -159,7 +159,7 @@ def decide(
     def decision(
         desired: int, driver: str, reason: str, need: float | None, kept: PolicyState | None = None
     ) -> Decision:
-        made = _clamped(desired, driver, reason, spec, kept or state, need)
+        made = _clamped(desired, driver, reason, spec, state if kept is None else kept, need)
         if made.desired_replicas > current_replicas:
             # The load time is measured from the last ask to all of them ready.
             return replace(made, state=replace(made.state, loading_since=now))
