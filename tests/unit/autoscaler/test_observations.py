@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 
 from modelplane.operator.autoscaler import Histogram as Buckets
 from modelplane.operator.autoscaler import MetricsSnapshot, observe, parse_metrics
+from modelplane.server.metrics import ServerMetrics
 from tests.unit.autoscaler.builders import TTFT_BOUNDS
 
 TTFT = TTFT_BOUNDS[:-1]  # prometheus_client adds +Inf itself
@@ -132,3 +133,31 @@ def test_reads_what_the_real_server_exports() -> None:
     assert snapshot.finished == 4
     assert snapshot.ttft is not None and snapshot.ttft.total == 4  # the engine's, every request
     assert {"vllm:kv_cache_usage_perc", "vllm:time_to_first_token_seconds"} <= snapshot.found
+
+
+def test_series_that_appear_between_two_scrapes_count_from_zero() -> None:
+    """A fresh replica scraped before its first request exports none of its labelled
+    counters yet (the server's `modelplane_requests_total` by code, the engine's TTFT
+    and finished counts): what it answers afterwards is counted, not unknown."""
+    registry = CollectorRegistry()
+    engine = ("model_name", "engine")
+    Gauge("vllm:num_requests_waiting", "waiting", engine, registry=registry).labels("m", "0")
+    done = Counter("vllm:request_success", "done", (*engine, "finished_reason"), registry=registry)
+    ttft = Histogram(
+        "vllm:time_to_first_token_seconds", "ttft", engine, buckets=TTFT, registry=registry
+    )
+    server = ServerMetrics(registry)
+    fresh = parse_metrics(generate_latest(registry).decode(), at=100.0)
+    assert (fresh.requests, fresh.ttft, fresh.finished) == (None, None, None)
+
+    for _ in range(3):
+        server.requests.labels("m", "/v1/chat/completions", "200").inc()
+        done.labels("m", "0", "stop").inc()
+        ttft.labels("m", "0").observe(0.2)
+    server.requests.labels("m", "/v1/chat/completions", "500").inc()
+    answered = parse_metrics(generate_latest(registry).decode(), at=102.0)
+
+    seen = observe("canary-a", answered, fresh)
+    assert (seen.requests, seen.errors) == (4, 1)
+    assert seen.ttft is not None and seen.ttft.total == 3
+    assert seen.finished_per_s == pytest.approx(1.5)  # 3 finished in 2 s

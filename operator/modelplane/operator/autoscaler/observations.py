@@ -216,6 +216,20 @@ def _counted_since(now: float | None, then: float | None) -> float | None:
     return now - then if now >= then else now
 
 
+def _before(now: float | None, then: float | None) -> float | None:
+    """A counter's value at the earlier scrape of a replica that answered both.
+
+    A labelled counter is exported only from its first increment (prometheus_client,
+    vLLM and the server alike), so a series absent then and present now started at
+    zero in between: the first request a fresh canary pod answers, its first 5xx,
+    its first token. Reading it as "unknown" left a replica scraped before its first
+    request unmeasured for good.
+    """
+    if then is None and now is not None:
+        return 0.0
+    return then
+
+
 def observe(
     name: str, current: MetricsSnapshot, previous: MetricsSnapshot | None
 ) -> ReplicaObservation:
@@ -223,29 +237,31 @@ def observe(
 
     Without an earlier scrape there is no window: no TTFT (a histogram over the
     replica's whole life says nothing about the last few seconds) and no rates.
+    Series that appeared between the two scrapes count from zero (`_before`).
     """
     ttft = None
-    if current.ttft is not None and previous is not None and previous.ttft is not None:
-        ttft = current.ttft.minus(previous.ttft)
+    if current.ttft is not None and previous is not None:
+        ttft = current.ttft.minus(previous.ttft) if previous.ttft is not None else current.ttft
     finished_per_s = arrived_per_s = None
+    finished_before = _before(current.finished, previous.finished) if previous else None
     if (
         previous is not None
         and current.at is not None
         and previous.at is not None
         and current.at > previous.at
         and current.finished is not None
-        and previous.finished is not None
-        and current.finished >= previous.finished  # else the engine restarted
+        and finished_before is not None
+        and current.finished >= finished_before  # else the engine restarted
     ):
         elapsed = current.at - previous.at
-        finished_per_s = (current.finished - previous.finished) / elapsed
+        finished_per_s = (current.finished - finished_before) / elapsed
         # Every request that came in has either finished or is still in the engine.
         inside = (current.running + current.waiting) - (previous.running + previous.waiting)
         arrived_per_s = max(0.0, finished_per_s + inside / elapsed)
     requests = errors = None
     if previous is not None:
-        requests = _counted_since(current.requests, previous.requests)
-        errors = _counted_since(current.errors, previous.errors)
+        requests = _counted_since(current.requests, _before(current.requests, previous.requests))
+        errors = _counted_since(current.errors, _before(current.errors, previous.errors))
     return ReplicaObservation(
         name=name,
         waiting=current.waiting,
