@@ -127,6 +127,24 @@ def test_it_scales_through_the_scale_subresource(model: str, kubectl: Kubectl) -
         assert deployment["spec"]["replicas"] == replicas
 
 
+HPA = REPO / "manifests" / "autoscaling" / "hpa.yaml"
+
+
+def test_an_hpa_can_scale_it(model: str, kubectl: Kubectl) -> None:
+    """The HPA controller reads the LLMDeployment's scale subresource (AbleToScale)."""
+    kubectl.apply(HPA.read_text(), namespace=model)
+    try:
+
+        def able_to_scale() -> bool:
+            hpa = kubectl.json("get", "hpa", NAME, "-n", model)
+            conditions = hpa.get("status", {}).get("conditions", [])
+            return any(c["type"] == "AbleToScale" and c["status"] == "True" for c in conditions)
+
+        wait_until("the HPA able to scale it", able_to_scale, timeout=300, every=5)
+    finally:
+        kubectl("delete", "hpa", NAME, "-n", model, "--ignore-not-found")
+
+
 class ClientLoop:
     """Clients calling the model through the gateway until stopped, recording every failure."""
 

@@ -90,20 +90,27 @@ def _merge(base: Any, patch: Any) -> Any:
 
 
 def _scale_of(workload: Mapping[str, Any]) -> dict[str, Any]:
-    """The autoscaling/v1 Scale the API server answers for a workload's scale subresource."""
+    """The autoscaling/v1 Scale the API server answers for a workload's scale subresource.
+
+    A Deployment's selector is its spec's; a custom resource's is the string at its
+    CRD's `labelSelectorPath` (the LLMDeployment's `.status.selector`).
+    """
     meta = workload.get("metadata", {})
-    selector = workload.get("spec", {}).get("selector", {}).get("matchLabels", {})
+    spec, status = workload.get("spec", {}), workload.get("status") or {}
+    match = spec.get("selector", {}).get("matchLabels")
+    selector = (
+        ",".join(f"{k}={v}" for k, v in sorted(match.items()))
+        if match is not None
+        else str(status.get("selector", ""))
+    )
     return {
         "apiVersion": "autoscaling/v1",
         "kind": "Scale",
         "metadata": {
             k: meta[k] for k in ("name", "namespace", "uid", "resourceVersion") if k in meta
         },
-        "spec": {"replicas": workload.get("spec", {}).get("replicas", 0)},
-        "status": {
-            "replicas": (workload.get("status") or {}).get("replicas", 0),
-            "selector": ",".join(f"{k}={v}" for k, v in sorted(selector.items())),
-        },
+        "spec": {"replicas": spec.get("replicas", 0)},
+        "status": {"replicas": status.get("replicas", 0), "selector": selector},
     }
 
 

@@ -87,9 +87,10 @@ class ModelServerPod:
         return replicas
 
     def scale_by_hand(self, replicas: int) -> None:
-        """What `kubectl scale` does: a patch of the Deployment's scale subresource."""
+        """What `kubectl scale llmd` does: a patch of the LLMDeployment's scale subresource
+        (its stable Deployment carries its name)."""
         self.cluster.kubectl.patch(
-            "apps/v1", "deployments", self.namespace, self.deployment,
+            contract.API_VERSION, contract.PLURAL, self.namespace, self.deployment,
             {"spec": {"replicas": replicas}}, subresource="scale",
         )  # fmt: skip
 

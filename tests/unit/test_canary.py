@@ -305,8 +305,8 @@ def test_a_pinned_stable_track_is_neither_applied_nor_deleted() -> None:
     desired = [{"kind": "Deployment", "metadata": {"name": "chat", "annotations": {}},
                 "spec": {"replicas": 2}}]  # fmt: skip
     pinned = {("Deployment", "chat"), ("ConfigMap", "chat-server-config")}
-    plan = plan_children(desired, running, replicas_owned=True, keep=pinned)
-    assert plan.apply == []
+    plan = plan_children(desired, running, keep=pinned)
+    assert plan.apply == [] and plan.rescale == {}
     # The canary goes traffic first: its Service, then its pods, then their settings/budget.
     assert plan.delete == [("Service", "chat-canary"), ("Deployment", "chat-canary"),
                            ("ConfigMap", "chat-canary-server-config"),

@@ -62,22 +62,20 @@ def test_fit_check_refuses_names_that_cannot_name_a_service() -> None:
 
 
 @pytest.mark.parametrize(
-    ("autoscaling", "replicas", "observed", "expected"),
+    ("autoscaling", "replicas", "expected"),
     [
-        ({"enabled": False}, 3, None, 3),
-        ({"enabled": False}, 3, 5, 3),  # spec.replicas wins while autoscaling is off
-        ({"enabled": False}, 0, 2, 0),
-        ({"enabled": True, "minReplicas": 2}, 9, None, 2),  # created at minReplicas
-        ({"enabled": True, "minReplicas": 0}, 9, None, 0),  # scale to zero from the start
-        ({"enabled": True, "minReplicas": 1}, 9, 4, 4),  # the autoscaler's count stays
-        ({"enabled": True, "minReplicas": 0}, 9, 0, 0),
+        ({"enabled": False}, 3, 3),
+        ({"enabled": False}, 0, 0),
+        # spec.replicas is the one count; with autoscaling on, within its bounds.
+        ({"enabled": True, "minReplicas": 1, "maxReplicas": 8}, 4, 4),
+        ({"enabled": True, "minReplicas": 2, "maxReplicas": 8}, 1, 2),
+        ({"enabled": True, "minReplicas": 1, "maxReplicas": 3}, 9, 3),
+        ({"enabled": True, "minReplicas": 0}, 0, 0),  # scale to zero from the start
+        ({"enabled": True, "minReplicas": 0}, 1, 1),
     ],
 )
-def test_deployment_replicas(
-    autoscaling: dict[str, Any], replicas: int, observed: int | None, expected: int
-) -> None:
-    chosen = deployment_replicas(spec(autoscaling=autoscaling, replicas=replicas), observed)
-    assert chosen == expected
+def test_deployment_replicas(autoscaling: dict[str, Any], replicas: int, expected: int) -> None:
+    assert deployment_replicas(spec(autoscaling=autoscaling, replicas=replicas)) == expected
 
 
 def _deployment(replicas: int) -> dict[str, Any]:
@@ -94,19 +92,16 @@ def _observed(hash_: str, replicas: int) -> ObservedChild:
 
 
 @pytest.mark.parametrize(
-    ("observed", "replicas_owned", "applies"),
+    ("observed", "applies"),
     [
-        ({}, True, True),  # missing: create
-        ({("Deployment", "chat"): _observed("h1", 2)}, True, False),  # in sync
-        ({("Deployment", "chat"): _observed("h0", 2)}, True, True),  # drifted
-        ({("Deployment", "chat"): _observed("h1", 3)}, True, True),  # rescale
-        ({("Deployment", "chat"): _observed("h1", 3)}, False, False),  # autoscaler's count
+        ({}, True),  # missing: create
+        ({("Deployment", "chat"): _observed("h1", 2)}, False),  # in sync
+        ({("Deployment", "chat"): _observed("h0", 2)}, True),  # drifted
+        ({("Deployment", "chat"): _observed("h1", 3)}, True),  # rescaled by someone: back
     ],
 )
-def test_children_plan(
-    observed: dict[Any, ObservedChild], replicas_owned: bool, applies: bool
-) -> None:
-    plan = plan_children([_deployment(2)], observed, replicas_owned=replicas_owned)
+def test_children_plan(observed: dict[Any, ObservedChild], applies: bool) -> None:
+    plan = plan_children([_deployment(2)], observed)
     assert bool(plan.apply) is applies and plan.delete == []
     assert plan.empty is not applies
 
@@ -116,8 +111,18 @@ def test_children_plan_deletes_what_is_no_longer_wanted() -> None:
         ("Deployment", "chat"): _observed("h1", 2),
         ("ServiceMonitor", "chat"): ObservedChild("ServiceMonitor", "chat", "x"),
     }
-    plan = plan_children([_deployment(2)], observed, replicas_owned=True)
+    plan = plan_children([_deployment(2)], observed)
     assert plan.apply == [] and plan.delete == [("ServiceMonitor", "chat")]
+
+
+def test_a_kept_deployment_keeps_its_template_and_follows_the_count() -> None:
+    """A stable track pinned while a canary runs: never re-applied, only rescaled."""
+    kept = {("Deployment", "chat")}
+    drifted_and_rescaled = {("Deployment", "chat"): _observed("h0", 3)}
+    plan = plan_children([_deployment(2)], drifted_and_rescaled, keep=kept)
+    assert plan.apply == [] and plan.rescale == {("Deployment", "chat"): 2}
+    same_count = {("Deployment", "chat"): _observed("h0", 2)}
+    assert plan_children([_deployment(2)], same_count, keep=kept).empty
 
 
 def _status(

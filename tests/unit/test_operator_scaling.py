@@ -66,9 +66,9 @@ STEADY = {"scaleReason": "steady", "conditions": [READY, WITHIN]}
         # A different reason with the same count (numbers moved): still nothing.
         (decision(1, reason="other numbers"), 1, STEADY, None, None, set()),
         (decision(3), 1, STEADY, 3, "ScaledUp",
-         {"desiredReplicas", "lastScaleTime", "scaleReason", "conditions"}),
+         {"lastScaleTime", "scaleReason", "conditions"}),  # desiredReplicas: the reconciler
         (decision(1), 3, STEADY, 1, "ScaledDown",
-         {"desiredReplicas", "lastScaleTime", "scaleReason", "conditions"}),
+         {"lastScaleTime", "scaleReason", "conditions"}),  # desiredReplicas: the reconciler
         # A bound starts to hold: the condition turns, the count stays.
         (decision(4, limited=True), 4, {**STEADY, "desiredReplicas": 4}, None, None,
          {"conditions"}),
@@ -91,8 +91,10 @@ def test_scaling_plan(
         assert plan.event[1] == decided.reason == plan.status["scaleReason"]
         assert plan.direction == ("up" if event == "ScaledUp" else "down")
         assert plan.status["lastScaleTime"] == LATER
+    # A scale writes spec.replicas, which makes generation 2; otherwise it stays 1.
     for condition in plan.status.get("conditions", []):
-        assert condition["observedGeneration"] == 1
+        scaled = condition["type"] == "ScalingLimited" and plan.replicas is not None
+        assert condition["observedGeneration"] == (2 if scaled else 1)
 
 
 @pytest.mark.parametrize(
@@ -112,7 +114,8 @@ def test_scaling_limited_condition(
     ready, limited = plan.status["conditions"]
     assert ready == READY  # other writers' conditions untouched, in place
     assert (limited["status"], limited["reason"], limited["message"]) == (status, reason, message)
-    assert limited["observedGeneration"] == 2
+    # The count changes (3 -> 4, 1 or 2): the write of spec.replicas makes generation 3.
+    assert limited["observedGeneration"] == 3
     # lastTransitionTime moves only when the status flips
     assert limited["lastTransitionTime"] == (NOW if status == "False" else LATER)
 

@@ -4,26 +4,30 @@ Every `autoscalerIntervalSeconds` the operator's measuring loop calls
 `Autoscaler.tick`. For each LLMDeployment with `autoscaling.enabled` and a
 servable spec it takes the model's pods from the watch-fed pod index (ready
 ones are measured and count as capacity; loading ones are neither; while a
-canary runs, its pods too: the load is the model's, and the stable's count,
-which the autoscaler sets, sizes the canary), reads their metrics (straight
-from each pod's `/metrics`, or from Prometheus when the operator config
-names one), asks the pure policy (`autoscaler.decide`) and applies the pure
-plan (`scaling_plan`):
+canary runs, its pods too: the load is the model's, and the stable's count
+sizes the canary), reads their metrics (straight from each pod's
+`/metrics`, or from Prometheus when the operator config names one), asks
+the pure policy (`autoscaler.decide`) and applies the pure plan
+(`scaling_plan`). It writes only the LLMDeployment, never a child:
 
-- the Deployment's replicas through its scale subresource, only when they
-  change, with the resourceVersion the decision was based on as a
-  precondition (a count someone else changed meanwhile wins; the next tick
-  decides again);
+- `spec.replicas` through the LLMDeployment's scale subresource (field
+  manager `modelplane-autoscaler`), only when the decision changes it; the
+  reconciler, the one writer of the Deployment, follows (`replicas`);
 - a Normal Event ScaledUp/ScaledDown whose message is the decision's reason,
   and `modelplane_operator_scaling_decisions_total{direction}` (both
   directions' counters start at 0 when the autoscaler first sees the resource);
-- the autoscaler's status fields and its `ScalingLimited` condition;
+- its own status fields (`scaleReason`, `lastScaleTime`) and the
+  `ScalingLimited` condition;
 - the policy's state in the `modelplane.io/autoscaler-state` annotation, when
   its durable part changed (see `scaling_state`).
 
+The count the policy starts from is `spec.replicas` within the bounds, or
+the autoscaler's own last write until the watch shows it. A count someone
+else wrote while the autoscaler measured wins: it decides again next tick.
+
 The gateway's `modelplane.io/scale-from-zero-requested-at` is passed to the
-policy while the Deployment is at zero replicas and when it is newer than
-the last scale (see `held_demand`); the gateway's held count written with it
+policy while the count is zero and when it is newer than the last scale
+(see `held_demand`); the gateway's held count written with it
 (`modelplane.io/scale-from-zero-held-requests`) while that wake-up is under
 way, to size the start (see `held_requests`). Those writes are also decided
 at once, not on the next tick, while no replica of the model is ready (see
@@ -31,13 +35,14 @@ at once, not on the next tick, while no replica of the model is ready (see
 a model load and more. One lock per LLMDeployment keeps the tick and such a
 decision from running side by side.
 
-Writes happen under the reconciler's per-resource lock and are recorded in
-its expectations, so a reconcile running between a write and its watch
-event neither undoes the count nor drops the condition. Measuring (network
-I/O, up to the scrape timeout) happens outside the lock. With autoscaling
-switched off the autoscaler removes what it wrote, once. A failing scrape
-of one pod is an observation like any other; a failing API call is logged
-and retried on the next tick.
+Status writes happen under the reconciler's per-resource lock and are
+recorded in its expectations (the conditions list has two writers' entries),
+so a reconcile running between a write and its watch event does not drop
+the condition. Measuring (network I/O, up to the scrape timeout) happens
+outside the lock. With autoscaling switched off the autoscaler removes what
+it wrote, once, and `spec.replicas` is the user's (or an HPA's) again. A
+failing scrape of one pod is an observation like any other; a failing API
+call is logged and retried on the next tick.
 """
 
 from __future__ import annotations
@@ -46,7 +51,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Final, Protocol
 
 import httpx
@@ -71,11 +76,11 @@ from modelplane.operator.autoscaler.prometheus import collect_from_prometheus
 from modelplane.operator.config import OperatorConfig
 from modelplane.operator.expectations import OwnerKey
 from modelplane.operator.kube import KubeError
-from modelplane.operator.observed import ObservedChild
 from modelplane.operator.parsing import parse_spec
 from modelplane.operator.pods import ObservedPod
 from modelplane.operator.reconciler import ClusterView, Reconciler
-from modelplane.operator.resources import DEPLOYMENTS, LLMDEPLOYMENTS
+from modelplane.operator.replicas import deployment_replicas
+from modelplane.operator.resources import LLMDEPLOYMENTS
 from modelplane.operator.scaling_plan import Bounds, plan_autoscaling_off, plan_scaling
 from modelplane.operator.scaling_state import needs_storing, resume
 from modelplane.operator.timestamps import epoch_of, rfc3339
@@ -83,6 +88,9 @@ from modelplane.operator.timestamps import epoch_of, rfc3339
 log = logging.getLogger(__name__)
 
 STATE: Final = contract.ANNOTATION_AUTOSCALER_STATE
+# Who owns spec.replicas in managedFields while autoscaling is on (GitOps tools are told).
+FIELD_MANAGER: Final = "modelplane-autoscaler"
+WRITE_TTL_S: Final = 30.0  # how long an unconfirmed write of spec.replicas is trusted
 CONCURRENCY: Final = 16  # LLMDeployments measured at once
 
 
@@ -199,7 +207,7 @@ def held_demand(
     rule's last firing as activity; but a model that started at zero, or went
     there by an ordinary scale-down, has no such time, so an old annotation
     would keep it at one replica for good, or wake it right after it went to
-    zero. So the demand counts only while the Deployment is at zero replicas
+    zero. So the demand counts only while the count is zero
     (above zero, loading or serving replicas speak for the load) and only if
     it is newer than the autoscaler's last change of the count.
     """
@@ -256,6 +264,18 @@ class _Memory:
     stored: PolicyState | None  # what the annotation holds (None: nothing yet)
     snapshots: dict[str, MetricsSnapshot] = field(default_factory=dict)
     driver: str | None = None  # of the last decision (None: none since the operator started)
+    written: tuple[int, float] | None = None  # spec.replicas written, until when (monotonic)
+
+    def replicas(self, spec: LLMDeploymentSpec, now: float) -> int:
+        """The count to decide from: the spec's within its bounds, or this autoscaler's
+        own write until the watch-fed index shows it (or it is too old to trust)."""
+        seen = deployment_replicas(spec)
+        if self.written is not None:
+            count, until = self.written
+            if seen != count and now < until:
+                return count
+            self.written = None
+        return seen
 
 
 class Autoscaler:
@@ -328,9 +348,8 @@ class Autoscaler:
             await self._switch_off(key, body, annotations)
             return
         self._state_removed.discard(key)
-        seen = self._reconciler.observed_children(key, view).get(("Deployment", name))
-        if seen is None or seen.deployment is None or seen.resource_version is None:
-            return  # created at minReplicas by the reconciler first
+        if ("Deployment", name) not in self._reconciler.observed_children(key, view):
+            return  # the reconciler creates it first: nothing runs to measure yet
         memory = self._memory.get(key)
         if memory is None:
             memory = self._memory[key] = self._recall(annotations)
@@ -342,7 +361,7 @@ class Autoscaler:
         memory.snapshots = dict(collection.snapshots)
         now = self._clock()
         autoscaling = policy_spec(spec)
-        current = seen.deployment.spec_replicas
+        current = memory.replicas(spec, time.monotonic())
         scaled_at = (self._reconciler.observed_status(key, body) or {}).get("lastScaleTime")
         demand_at = held_demand(annotations, current, epoch_of(scaled_at))
         held = held_requests(annotations, demand_at is not None, memory.state.woke_at)
@@ -359,7 +378,7 @@ class Autoscaler:
         memory.state = decision.state
         bounds = Bounds(autoscaling.min_replicas, autoscaling.max_replicas)
         async with self._reconciler.lock(key):
-            await self._apply(key, view, seen, decision, bounds, memory, now)
+            await self._apply(key, view, current, decision, bounds, memory, now)
 
     def _recall(self, annotations: Mapping[str, str]) -> _Memory:
         """After a start: the state the annotation holds, continued to now."""
@@ -373,7 +392,7 @@ class Autoscaler:
         self,
         key: OwnerKey,
         view: ClusterView,
-        decided_on: ObservedChild,
+        decided_on: int,
         decision: Decision,
         bounds: Bounds,
         memory: _Memory,
@@ -381,16 +400,16 @@ class Autoscaler:
     ) -> None:
         namespace, name = key
         body = view.llmdeployment(key)
-        seen = self._reconciler.observed_children(key, view).get(("Deployment", name))
-        if body is None or seen is None or seen.deployment is None or decided_on.deployment is None:
+        if body is None:
             return
-        if seen.deployment.spec_replicas != decided_on.deployment.spec_replicas:
+        parsed = parse_spec(name, body.get("spec"), self._reconciler.config)
+        if parsed.spec is None or memory.replicas(parsed.spec, time.monotonic()) != decided_on:
             return  # scaled by someone else while measuring: decide again next tick
         api, expect = self._reconciler.api, self._reconciler.expectations
         generation = body["metadata"].get("generation")
         plan = plan_scaling(
             decision,
-            current_replicas=seen.deployment.spec_replicas,
+            current_replicas=decided_on,
             status=self._reconciler.observed_status(key, body),
             bounds=bounds,
             generation=int(generation) if generation is not None else None,
@@ -400,23 +419,11 @@ class Autoscaler:
         )
         memory.driver = decision.driver
         if plan.replicas is not None and plan.direction is not None:
-            try:
-                scale = await asyncio.to_thread(
-                    api.scale, DEPLOYMENTS, namespace, name, plan.replicas,
-                    seen.resource_version or "",
-                )  # fmt: skip
-            except KubeError as err:
-                if err.status != 409:
-                    raise
-                log.info("%s/%s: replicas changed meanwhile; deciding again next tick", *key)
-                return
-            version = (scale.get("metadata") or {}).get("resourceVersion")
-            written = replace(seen.deployment, spec_replicas=plan.replicas)
-            expect.expect_child(
-                key,
-                ("Deployment", name),
-                replace(seen, resource_version=version, deployment=written),
-            )
+            await asyncio.to_thread(
+                api.scale, LLMDEPLOYMENTS, namespace, name, plan.replicas,
+                field_manager=FIELD_MANAGER,
+            )  # fmt: skip
+            memory.written = (plan.replicas, time.monotonic() + WRITE_TTL_S)
             self._reconciler.metrics.scaling_decisions.labels(namespace, name, plan.direction).inc()
             log.info("%s/%s: %s", namespace, name, decision.reason)
         if plan.status:

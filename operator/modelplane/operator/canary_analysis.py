@@ -8,9 +8,10 @@ memory; after an operator restart the window restarts at the first scrape,
 while the step's dwell goes on from `stepStartedAt`), or from Prometheus
 over the range since the step began. The sum over the pods, 5xx answers of
 `modelplane_requests_total` against all answers, and the TTFT histogram's
-growth (vLLM's, else the server's), becomes `CanaryMetrics`; the reconciler
-gets it and reconciles, and the pure planner (`canary.plan_canary`) decides
-whether the step holds, passes, or aborts. Nothing is written here.
+growth (vLLM's, else the server's), becomes `CanaryMetrics`, recorded in the
+`CanaryMeasurements` store the reconciler reads; then the resource is
+reconciled, and the pure planner (`canary.plan_canary`) decides whether the
+step holds, passes, or aborts. Nothing is written to the cluster here.
 """
 
 from __future__ import annotations
@@ -30,16 +31,10 @@ from modelplane.operator.autoscaling import (
     scrape_targets,
 )
 from modelplane.operator.canary import CanaryMetrics
+from modelplane.operator.canary_store import CanaryMeasurements, Step, canary_step
 from modelplane.operator.expectations import OwnerKey
-from modelplane.operator.reconciler import (
-    CanaryMeasurement,
-    ClusterView,
-    Reconciler,
-    canary_step,
-)
+from modelplane.operator.reconciler import ClusterView, Reconciler
 from modelplane.operator.timestamps import epoch_of
-
-Step = tuple[str, int, str | None]
 
 
 def canary_metrics(
@@ -73,19 +68,23 @@ class CanaryAnalysis:
         self,
         reconciler: Reconciler,
         source: MetricsSource,
+        measurements: CanaryMeasurements,
         *,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._reconciler = reconciler
         self._source = source
+        self._measurements = measurements
         self._clock = clock
         self._baselines: dict[OwnerKey, _Baseline] = {}
 
     def forget(self, key: OwnerKey) -> None:
         self._baselines.pop(key, None)
+        self._measurements.forget(key)
 
     def forget_all(self) -> None:
         self._baselines.clear()
+        self._measurements.clear()
 
     async def tick(self, view: ClusterView) -> None:
         await for_each_llmdeployment(view, self.analyse, "canary analysis of")
@@ -126,4 +125,4 @@ class CanaryAnalysis:
         metrics = canary_metrics(
             collection.observations, self._reconciler.config.canary_min_requests
         )
-        self._reconciler.canary_measurements[key] = CanaryMeasurement(step, metrics)
+        self._measurements.record(key, step, metrics)

@@ -2,12 +2,12 @@
 
 Pure: desired manifests and the observed children in, a small plan out.
 A child is applied when it is missing, when its spec-hash annotation differs
-from the desired one, or (Deployment only, while the operator owns the
-count) when its replicas differ; children the desired state no longer has
-(a ServiceMonitor switched off, a canary track after its rollout) are
-deleted, and children to keep (a stable track pinned while a canary runs)
-are left as they run. An unchanged state gives an
-empty plan: nothing is written.
+from the desired one, or (Deployment only) when its replicas differ;
+children the desired state no longer has (a ServiceMonitor switched off, a
+canary track after its rollout) are deleted, and children to keep (a stable
+track pinned while a canary runs) keep the template they run, only their
+replica count follows the desired one (through the scale subresource). An
+unchanged state gives an empty plan: nothing is written.
 """
 
 from __future__ import annotations
@@ -27,10 +27,11 @@ DELETE_ORDER: Final = {"Service": 0, "Deployment": 1}
 class ChildrenPlan:
     apply: list[dict[str, Any]] = field(default_factory=list)
     delete: list[ChildKey] = field(default_factory=list)
+    rescale: dict[ChildKey, int] = field(default_factory=dict)  # kept Deployments' new counts
 
     @property
     def empty(self) -> bool:
-        return not self.apply and not self.delete
+        return not self.apply and not self.delete and not self.rescale
 
 
 def child_key(manifest: Mapping[str, Any]) -> ChildKey:
@@ -46,26 +47,24 @@ def plan_children(
     desired: list[dict[str, Any]],
     observed: Mapping[ChildKey, ObservedChild],
     *,
-    replicas_owned: bool,
     keep: Collection[ChildKey] = (),
-    always_rescale: Collection[ChildKey] = (),
 ) -> ChildrenPlan:
-    """`keep`: children left exactly as they run (a stable track pinned during a canary);
-    `always_rescale`: Deployments whose replicas the operator owns even while autoscaling
-    owns the others' (the canary's)."""
+    """`keep`: children whose template stays as it runs (a stable track pinned during a
+    canary); a kept Deployment is still rescaled to the desired count."""
     plan = ChildrenPlan()
     for manifest in desired:
         key = child_key(manifest)
-        if key in keep:
-            continue
         seen = observed.get(key)
-        stale = seen is None or seen.spec_hash != _hash_of(manifest)
         rescale = (
-            (replicas_owned or key in always_rescale)
-            and seen is not None
+            seen is not None
             and seen.deployment is not None
             and seen.deployment.spec_replicas != manifest["spec"]["replicas"]
         )
+        if key in keep:
+            if rescale:
+                plan.rescale[key] = int(manifest["spec"]["replicas"])
+            continue
+        stale = seen is None or seen.spec_hash != _hash_of(manifest)
         if stale or rescale:
             plan.apply.append(manifest)
     wanted = {child_key(m) for m in desired} | set(keep)

@@ -34,6 +34,7 @@ import kopf
 from modelplane.api import contract
 from modelplane.operator.autoscaling import Autoscaler, metrics_source
 from modelplane.operator.canary_analysis import CanaryAnalysis
+from modelplane.operator.canary_store import CanaryMeasurements
 from modelplane.operator.children_plan import ChildKey
 from modelplane.operator.config import config_from_environment
 from modelplane.operator.expectations import OwnerKey
@@ -135,18 +136,21 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
     service_monitor_api = await asyncio.to_thread(api.api_exists, SERVICE_MONITORS.api_version)
     metrics = OperatorMetrics()
     metrics.serve(config.metrics_port)
+    # The canary analysis records its measurements here; the reconciler reads them.
+    measurements = CanaryMeasurements()
     reconciler = Reconciler(
         api,
         config,
         metrics,
         service_monitor_api=service_monitor_api,
+        canary_measurements=measurements,
     )
     view = IndexView(
         {name: indexes[name] for name in ["llmdeployments_idx", "pods_idx", *CHILD_INDEXES]}
     )
     source = metrics_source(config)
     autoscaler = Autoscaler(reconciler, source)
-    canary = CanaryAnalysis(reconciler, source)
+    canary = CanaryAnalysis(reconciler, source, measurements)
 
     def start_afresh() -> None:  # another replica worked meanwhile: trust what it wrote
         autoscaler.forget_all()

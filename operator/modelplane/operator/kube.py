@@ -6,9 +6,10 @@ builders' dicts go through untouched. Children are written with server-side
 apply (field manager `modelplane-operator`, forced): one call creates or
 updates, and fields the operator stops setting are removed, which a merge
 patch would leave behind (e.g. a GPU limit after a switch to CPU). Status is
-a JSON merge patch of the changed fields only; so are the autoscaler's writes
-(the Deployment's scale subresource, with a resourceVersion precondition, and
-its state annotation on the LLMDeployment). Calls are blocking; the
+a JSON merge patch of the changed fields only; so are the scale writes (the
+autoscaler's of the LLMDeployment's `spec.replicas`, field manager
+`modelplane-autoscaler`; the reconciler's of a stable Deployment pinned
+during a canary) and the autoscaler's state annotation. Calls are blocking; the
 reconciler runs them in worker threads.
 """
 
@@ -174,18 +175,22 @@ class KubeApi:
         )
 
     def scale(
-        self, rtype: ResourceType, namespace: str, name: str, replicas: int, resource_version: str
+        self,
+        rtype: ResourceType,
+        namespace: str,
+        name: str,
+        replicas: int,
+        *,
+        field_manager: str = FIELD_MANAGER,
     ) -> dict[str, Any]:
-        """Set replicas through the scale subresource, only if the object is still at
-        `resource_version` (409 otherwise); returns the Scale."""
+        """Set replicas through the scale subresource; returns the Scale. `field_manager`
+        names the writer in the object's managedFields (what GitOps tools are told)."""
         return self.request(
             "PATCH",
             rtype.object_path(namespace, name, "scale"),
-            body={
-                "metadata": {"resourceVersion": resource_version},
-                "spec": {"replicas": replicas},
-            },
+            body={"spec": {"replicas": replicas}},
             content_type=MERGE_PATCH,
+            query=[("fieldManager", field_manager)],
         )
 
     def patch_annotations(

@@ -16,14 +16,13 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
 
 from pydantic import ValidationError
 
 from modelplane.api import contract
 from modelplane.api.llmdeployment import (
-    CanaryStatus,
     LLMDeploymentSpec,
     LLMDeploymentStatus,
     Phase,
@@ -34,11 +33,11 @@ from modelplane.operator.builders import BuildOptions, CanaryTrack, build_childr
 from modelplane.operator.builders.deployment import template_hash_of
 from modelplane.operator.canary import (
     NO_CANARY,
-    CanaryMetrics,
     CanaryObserved,
     CanaryPlan,
     plan_canary,
 )
+from modelplane.operator.canary_store import CanaryMeasurements, canary_step
 from modelplane.operator.children_plan import ChildKey, child_key, plan_children
 from modelplane.operator.config import OperatorConfig
 from modelplane.operator.expectations import Expectations, OwnerKey
@@ -54,8 +53,8 @@ from modelplane.operator.naming import config_map_name
 from modelplane.operator.observed import ObservedChild, ObservedDeployment, observe_child
 from modelplane.operator.parsing import INVALID_SPEC, parse_spec
 from modelplane.operator.pods import ObservedPod
-from modelplane.operator.replicas import deployment_replicas, replicas_owned_by_operator
-from modelplane.operator.resources import CHILD_TYPES
+from modelplane.operator.replicas import deployment_replicas
+from modelplane.operator.resources import CHILD_TYPES, DEPLOYMENTS
 from modelplane.operator.rollout import RolloutPlan, RolloutState, plan_rollout
 from modelplane.operator.status import Observation, compute_status, status_patch
 from modelplane.operator.timestamps import rfc3339
@@ -82,20 +81,6 @@ class Converged:
     desired_deployment: dict[str, Any]  # the stable track's
     written_deployment: ObservedDeployment | None  # the stable's, as the API returned it
     canary: CanaryPlan = NO_CANARY
-
-
-@dataclass(frozen=True)
-class CanaryMeasurement:
-    """The canary's metrics over one step (`step` identifies it, as status.canary does)."""
-
-    step: tuple[str, int, str | None]  # (templateHash, step, stepStartedAt)
-    metrics: CanaryMetrics
-
-
-def canary_step(status: CanaryStatus | None) -> tuple[str, int, str | None] | None:
-    if status is None:
-        return None
-    return (status.template_hash, status.step, status.step_started_at)
 
 
 def utc_now() -> str:
@@ -127,6 +112,7 @@ class Reconciler:
         metrics: OperatorMetrics,
         *,
         service_monitor_api: bool = False,
+        canary_measurements: CanaryMeasurements | None = None,
         expectations: Expectations | None = None,
         now: Callable[[], str] = utc_now,
         clock: Callable[[], float] = time.time,
@@ -138,20 +124,21 @@ class Reconciler:
         self._expect = expectations or Expectations()
         self._now = now
         self._clock = clock
-        # The canary analysis' latest measurement per resource (the measuring loop writes it).
-        self.canary_measurements: dict[OwnerKey, CanaryMeasurement] = {}
+        # Read only: the canary analysis records its measurements there.
+        self._measurements = canary_measurements or CanaryMeasurements()
         self._locks: dict[OwnerKey, asyncio.Lock] = {}
         self._retries: dict[OwnerKey, asyncio.TimerHandle] = {}
         self._backoff: dict[OwnerKey, float] = {}
         self._tasks: set[asyncio.Task[str]] = set()
 
     def lock(self, key: OwnerKey) -> asyncio.Lock:
-        """One writer per LLMDeployment at a time: reconciles and the autoscaler share it."""
+        """One status writer per LLMDeployment at a time: reconciles and the autoscaler's
+        status writes share it."""
         return self._locks.setdefault(key, asyncio.Lock())
 
     @property
     def expectations(self) -> Expectations:
-        """Writes not yet seen in the indexes (the autoscaler records its own here too)."""
+        """Writes not yet seen in the indexes (the autoscaler's status patches join them)."""
         return self._expect
 
     def observed_children(self, key: OwnerKey, view: ClusterView) -> dict[ChildKey, ObservedChild]:
@@ -194,7 +181,6 @@ class Reconciler:
         """The LLMDeployment is gone: drop what is kept about it."""
         self._expect.forget(key)
         self.metrics.forget(*key)
-        self.canary_measurements.pop(key, None)
         self._backoff.pop(key, None)
         handle = self._retries.pop(key, None)
         if handle is not None:
@@ -342,9 +328,7 @@ class Reconciler:
             deployment=stable,
             served_revision=previous.served_revision,
         )
-        measured = self.canary_measurements.get(key)
-        step = canary_step(previous.canary)
-        metrics = measured.metrics if measured is not None and measured.step == step else None
+        metrics = self._measurements.for_step(key, canary_step(previous.canary))
         return plan_canary(
             CanaryObserved(
                 target_revision=spec.model.revision,
@@ -374,8 +358,7 @@ class Reconciler:
         """Apply/delete what differs."""
         namespace, name = key
         seen = observed.get(("Deployment", name))
-        current_replicas = seen.deployment.spec_replicas if seen and seen.deployment else None
-        replicas = deployment_replicas(spec, current_replicas)
+        replicas = deployment_replicas(spec)
         canary = self._plan_canary(key, spec, observed, previous, replicas)
         stable = seen.deployment if seen else None
         desired = build_children(
@@ -396,19 +379,9 @@ class Reconciler:
             manifest["metadata"]["ownerReferences"] = [owner]
             if child_key(manifest) == ("Deployment", name):
                 desired_deployment = manifest
-                if not replicas_owned_by_operator(spec) and seen and seen.resource_version:
-                    # The count we write is the autoscaler's, as last seen: refuse to write
-                    # it back if the autoscaler changed it since (409, then a retry).
-                    manifest["metadata"]["resourceVersion"] = seen.resource_version
         # While a canary runs, the stable track keeps the template (and settings) it runs.
         pinned = {("Deployment", name), ("ConfigMap", config_map_name(name))}
-        plan = plan_children(
-            desired,
-            observed,
-            replicas_owned=replicas_owned_by_operator(spec),
-            keep=pinned if canary.pin_stable else (),
-            always_rescale={("Deployment", f"{name}-{contract.TRACK_CANARY}")},
-        )
+        plan = plan_children(desired, observed, keep=pinned if canary.pin_stable else ())
         written: ObservedDeployment | None = None
         for manifest in plan.apply:
             rtype = CHILD_TYPES[manifest["kind"]]
@@ -418,15 +391,24 @@ class Reconciler:
             self._expect.expect_child(key, ckey, child)
             if ckey == ("Deployment", name):
                 written = child.deployment
+        for ckey, count in plan.rescale.items():
+            await asyncio.to_thread(self.api.scale, DEPLOYMENTS, namespace, ckey[1], count)
+            kept = observed[ckey]
+            if kept.deployment is not None:
+                rescaled = replace(kept.deployment, spec_replicas=count)
+                self._expect.expect_child(key, ckey, replace(kept, deployment=rescaled))
+                if ckey == ("Deployment", name):
+                    written = rescaled
         for kind, child_name in plan.delete:
             await asyncio.to_thread(self.api.delete, CHILD_TYPES[kind], namespace, child_name)
             self._expect.expect_child(key, (kind, child_name), None)
         if not plan.empty:
             log.info(
-                "%s/%s: applied %s, deleted %s",
+                "%s/%s: applied %s, rescaled %s, deleted %s",
                 namespace,
                 name,
                 [child_key(m) for m in plan.apply],
+                plan.rescale,
                 plan.delete,
             )
         return Converged(desired_deployment, written, canary)

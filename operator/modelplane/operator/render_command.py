@@ -74,7 +74,7 @@ def render(
         if parsed.spec is None or parsed.problems:
             raise RenderError(f"{name}: " + "; ".join(parsed.problems))
         options = BuildOptions(
-            replicas=deployment_replicas(parsed.spec, None),
+            replicas=deployment_replicas(parsed.spec),
             service_monitor_api=service_monitor_api,
         )
         objects += build_children(

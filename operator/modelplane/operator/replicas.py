@@ -1,10 +1,14 @@
-"""How many replicas the model server Deployment should have: the autoscaler seam.
+"""How many replicas the model server Deployment runs: `spec.replicas`, one writer each.
 
-While `autoscaling.enabled`, the autoscaler owns the replica count: the
-operator creates the Deployment at `minReplicas` (0 allowed: scale to zero)
-and never overwrites the count afterwards; the autoscaler (`autoscaling`)
-changes it through the Deployment's scale subresource. With autoscaling
-disabled the count follows `spec.replicas`.
+`LLMDeployment.spec.replicas` is the one replica count, exposed through the
+resource's `scale` subresource. Who writes it depends on the spec: with
+`autoscaling.enabled` the operator's autoscaler does (nobody else should);
+with it off, the user, `kubectl scale llmd`, an HPA or a KEDA ScaledObject
+does. The reconciler alone writes the Deployment and sets its replicas from
+`spec.replicas`, clamped to the autoscaling bounds while autoscaling is on
+(so a hand edit outside them cannot run more than `maxReplicas`). A new
+autoscaled resource starts at `spec.replicas` (1 unless set; 0 starts at
+zero) and the autoscaler moves it from there.
 """
 
 from __future__ import annotations
@@ -12,15 +16,9 @@ from __future__ import annotations
 from modelplane.api.llmdeployment import LLMDeploymentSpec
 
 
-def deployment_replicas(spec: LLMDeploymentSpec, observed_replicas: int | None) -> int:
-    """Replicas to write; `observed_replicas` is the Deployment's current spec (None: absent)."""
+def deployment_replicas(spec: LLMDeploymentSpec) -> int:
+    """Replicas the stable Deployment runs for this spec."""
     if spec.autoscaling.enabled:
-        if observed_replicas is None:
-            return spec.autoscaling.min_replicas
-        return observed_replicas
+        bounds = spec.autoscaling
+        return min(max(spec.replicas, bounds.min_replicas), bounds.max_replicas)
     return spec.replicas
-
-
-def replicas_owned_by_operator(spec: LLMDeploymentSpec) -> bool:
-    """Whether a reconcile may change an existing Deployment's replicas."""
-    return not spec.autoscaling.enabled

@@ -2,16 +2,18 @@
 
 The policy (`autoscaler.policy.decide`) says how many replicas to run and
 why. This module turns that into a small plan for one LLMDeployment: the
-replica count to write through the Deployment's scale subresource (only
-when it differs from the Deployment's), the direction for the decisions
-counter, the Event (ScaledUp/ScaledDown, message = the decision's reason),
-and a merge patch of the status fields the autoscaler owns:
+replica count to write to `spec.replicas` through the LLMDeployment's
+scale subresource (only when it differs from the count decided from), the
+direction for the decisions counter, the Event (ScaledUp/ScaledDown,
+message = the decision's reason), and a merge patch of the status fields
+the autoscaler owns (`desiredReplicas` is the reconciler's: the count the
+Deployment was given):
 
-- `desiredReplicas`, `scaleReason` and `lastScaleTime` change with the
-  replica count; `scaleReason` also follows a change of what drives the
-  decision (another target, no metrics, loading, idle), but not the numbers
-  inside it, so a steady resource keeps its status untouched instead of
-  rewriting a countdown or a rate every tick;
+- `scaleReason` and `lastScaleTime` change with the replica count;
+  `scaleReason` also follows a change of what drives the decision (another
+  target, no metrics, loading, idle), but not the numbers inside it, so a
+  steady resource keeps its status untouched instead of rewriting a
+  countdown or a rate every tick;
 - the `ScalingLimited` condition (Kubernetes' HPA names its reasons the same
   way: TooManyReplicas, TooFewReplicas, DesiredWithinRange) is rewritten
   when its status or reason changes, at each scale, or when the spec's
@@ -53,7 +55,7 @@ class Bounds:
 
 @dataclass(frozen=True)
 class ScalingPlan:
-    replicas: int | None = None  # write this count (scale subresource); None: unchanged
+    replicas: int | None = None  # write this spec.replicas (scale subresource); None: unchanged
     direction: str | None = None  # "up" or "down" when replicas change
     event: tuple[str, str] | None = None  # (reason, message) of the Normal Event
     status: dict[str, Any] = field(default_factory=dict)  # merge patch; empty: no write
@@ -111,7 +113,7 @@ def plan_scaling(
     now: str,
     driver_changed: bool = False,
 ) -> ScalingPlan:
-    """The writes for `decision` on a Deployment that has `current_replicas` now.
+    """The writes for `decision` on a resource whose count is `current_replicas` now.
 
     `status` is the LLMDeployment's status as the operator last saw or wrote it;
     `driver_changed`: the previous decision had another driver.
@@ -120,6 +122,10 @@ def plan_scaling(
     before = next((c for c in previous.conditions if c.type == ConditionType.SCALING_LIMITED), None)
     desired = decision.desired_replicas
     changed = desired != current_replicas
+    if changed and generation is not None:
+        # Writing spec.replicas moves the generation on by one: the condition describes
+        # the spec that holds the count it reports.
+        generation += 1
     wanted = limited_condition(decision, bounds, generation, now, before)
     condition_stale = (
         before is None
@@ -129,7 +135,6 @@ def plan_scaling(
     )
     patch: dict[str, Any] = {}
     if changed:
-        patch["desiredReplicas"] = desired
         patch["lastScaleTime"] = now
     if changed or driver_changed or previous.scale_reason is None:
         patch["scaleReason"] = decision.reason

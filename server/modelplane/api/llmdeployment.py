@@ -349,7 +349,10 @@ class LLMDeploymentSpec(ResourceModel):
         default_factory=ResourcesSpec, description="Compute for one replica."
     )
     replicas: Annotated[int, Field(ge=0, le=1000)] = Field(
-        1, description="Replicas while autoscaling is disabled (ignored while it is enabled)."
+        1,
+        description="The replica count, also the scale subresource's (kubectl scale, an HPA, "
+        "KEDA). While autoscaling is enabled the autoscaler writes it, within minReplicas and "
+        "maxReplicas, starting from the value given (0 starts at zero).",
     )
     autoscaling: AutoscalingSpec = Field(
         default_factory=AutoscalingSpec, description="Autoscaling on latency and load."
@@ -495,7 +498,9 @@ class LLMDeploymentStatus(StatusModel):
         None, description="Replicas running the current revision and configuration."
     )
     desired_replicas: int | None = Field(
-        None, description="Replicas wanted now (spec.replicas, or the autoscaler's decision)."
+        None,
+        description="Replicas the Deployment was given: spec.replicas, within the "
+        "autoscaling bounds while autoscaling is enabled.",
     )
     ready: str | None = Field(None, description="ready/desired replicas, for kubectl get.")
     served_revision: str | None = Field(

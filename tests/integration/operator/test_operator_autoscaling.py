@@ -5,8 +5,10 @@ the test plays the kubelet and the Deployment controller: it creates the
 pods a Deployment would run, each backed by a real HTTP server serving
 vLLM-style metrics the test changes over time (fake_pods.py). What is
 asserted is what a user sees: the Deployment's replicas, the
-LLMDeployment's status and conditions, its Events, the operator's metrics,
-and the requests the operator made (no writes while nothing changes).
+LLMDeployment's `spec.replicas` (the autoscaler's one write of the count),
+status and conditions, its Events, the operator's metrics, and the requests
+the operator made (no writes while nothing changes, no scale of a child by
+the autoscaler).
 """
 
 from __future__ import annotations
@@ -37,6 +39,20 @@ def autoscaled(**autoscaling: Any) -> dict[str, Any]:
 def replicas(cluster: Cluster, name: str = "chat") -> int:
     value: int = cluster.objects("deployments")[name]["spec"]["replicas"]
     return value
+
+
+def spec_replicas(cluster: Cluster, name: str = "chat") -> int:
+    value: int = cluster.llmd(name)["spec"]["replicas"]
+    return value
+
+
+def scale_writes(cluster: Cluster) -> list[str]:
+    """The operator's writes through a scale subresource, with their field manager."""
+    return [
+        f"{r.url.path} {r.params.get('fieldManager')}"
+        for r in cluster.operator_requests()
+        if r.method.value == "PATCH" and r.url.path.endswith("/scale")
+    ]
 
 
 def stored_state(cluster: Cluster, name: str = "chat") -> dict[str, Any] | None:
@@ -74,6 +90,12 @@ def test_scales_up_on_load_and_down_when_it_is_gone(
         # 20 requests wait in the only engine: it needs 4 replicas; maxReplicas is 3.
         a.metrics.load(waiting=20, running=4)
         wait_for("3 replicas", lambda: replicas(cluster) == 3)
+        # The autoscaler wrote the LLMDeployment's count; the reconciler moved the Deployment.
+        assert spec_replicas(cluster) == 3
+        assert scale_writes(cluster) == [
+            "/apis/modelplane.io/v1alpha1/namespaces/default/llmdeployments/chat/scale "
+            "modelplane-autoscaler"
+        ]
         status = wait_for("status of the scale-up", lambda: (s := cluster.status("chat"))
                           .get("desiredReplicas") == 3 and s)  # fmt: skip
         assert "1 -> 4" in status["scaleReason"]
@@ -100,12 +122,15 @@ def test_scales_up_on_load_and_down_when_it_is_gone(
         limited = cluster.condition("chat", "ScalingLimited")
         assert (limited["status"], limited["reason"]) == ("False", "DesiredWithinRange")
         assert decisions(op, "down") == 1 and decisions(op, "up") == 1
+        assert spec_replicas(cluster) == 1
+        assert all("/llmdeployments/chat/scale" in write for write in scale_writes(cluster))
 
 
 def test_scale_from_zero_on_held_requests_and_back_to_zero_when_idle(
     cluster: Cluster, run_operator: OperatorFactory, fake_pods: FakePods
 ) -> None:
-    spec = autoscaled(minReplicas=0, maxReplicas=2, scaleDownDelaySeconds=1)
+    # replicas: 0 starts it at zero (left out, it would start at 1 and scale down).
+    spec = {**autoscaled(minReplicas=0, maxReplicas=2, scaleDownDelaySeconds=1), "replicas": 0}
     with run_operator(autoscalerIntervalSeconds=TICK, resyncSeconds=TICK) as op:
         cluster.create_llmd("chat", spec)
         wait_for("a first decision", lambda: cluster.status("chat").get("scaleReason"))
@@ -148,7 +173,7 @@ def test_a_start_from_zero_is_sized_by_the_gateways_held_count(
 ) -> None:
     """The gateway writes how many requests it holds with each demand time: while the
     first replica loads, the held count over its age sizes the start."""
-    spec = autoscaled(minReplicas=0, maxReplicas=8)
+    spec = {**autoscaled(minReplicas=0, maxReplicas=8), "replicas": 0}
     cluster.create_llmd("chat", spec)
     # Learned before (an earlier life of this model): a replica takes 2 req/s.
     learned = PolicyState(capacity_rps=2.0).to_json()
@@ -189,7 +214,7 @@ def test_the_gateways_demand_is_decided_as_it_is_written_not_on_the_next_tick(
 ) -> None:
     """With an hour between ticks, only the watch on the LLMDeployment can answer: the
     first demand write wakes the model, the next one (more held) sizes the start."""
-    spec = autoscaled(minReplicas=0, maxReplicas=8)
+    spec = {**autoscaled(minReplicas=0, maxReplicas=8), "replicas": 0}
     cluster.create_llmd("chat", spec)
     learned = PolicyState(capacity_rps=2.0).to_json()
     cluster.annotate_llmd("chat", {contract.ANNOTATION_AUTOSCALER_STATE: learned})
@@ -232,9 +257,11 @@ def test_a_restart_keeps_the_scale_down_timer_and_does_not_scale_down_early(
         wait_for("the Deployment", lambda: "chat" in cluster.objects("deployments"))
         for name in ("chat-a", "chat-b", "chat-c"):
             fake_pods.start("chat", name).metrics.load(waiting=0, running=1)
-        # Someone scaled it to 3 by hand; one replica carries the load.
-        cluster.kubectl.patch("apps/v1", "deployments", "default", "chat",
-                              {"spec": {"replicas": 3}})  # fmt: skip
+        # Someone scaled it to 3 by hand (`kubectl scale llmd chat --replicas 3`); one
+        # replica carries the load.
+        cluster.kubectl.patch(contract.API_VERSION, contract.PLURAL, "default", "chat",
+                              {"spec": {"replicas": 3}}, subresource="scale")  # fmt: skip
+        wait_for("3 replicas", lambda: replicas(cluster) == 3)
         before = wait_for("a stored state", lambda: stored_state(cluster))
         wait_for("3 replicas seen", lambda: cluster.status("chat").get("desiredReplicas") == 3)
     assert replicas(cluster) == 3  # stopped well before the delay was over
@@ -328,8 +355,8 @@ def test_replica_metrics_from_a_real_prometheus(
         with run_operator(autoscalerIntervalSeconds=TICK, **settings) as op:
             cluster.create_llmd("chat", autoscaled(minReplicas=1, maxReplicas=4))
             wait_for("the Deployment", lambda: "chat" in cluster.objects("deployments"))
-            cluster.kubectl.patch("apps/v1", "deployments", "default", "chat",
-                                  {"spec": {"replicas": 2}})  # fmt: skip
+            cluster.kubectl.patch(contract.API_VERSION, contract.PLURAL, "default", "chat",
+                                  {"spec": {"replicas": 2}}, subresource="scale")  # fmt: skip
             reason = wait_for(
                 "a decision from Prometheus' numbers",
                 lambda: (

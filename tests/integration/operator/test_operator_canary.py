@@ -198,3 +198,34 @@ def test_a_failing_canary_is_aborted_and_stays_so(
         wait_for("phase Ready", lambda: cluster.status("chat")["phase"] == "Ready")
         assert "canary" not in cluster.status("chat")
         assert cluster.condition("chat", "Degraded")["status"] == "False"
+
+
+def test_the_pinned_stable_track_follows_a_new_replica_count(
+    cluster: Cluster, run_operator: OperatorFactory, fake_pods: FakePods
+) -> None:
+    """While a canary runs, the stable Deployment keeps its template but not its count:
+    `kubectl scale llmd` (or the autoscaler, or an HPA) moves it, and the canary's size
+    follows the stable's."""
+    with run_operator(**SETTINGS):
+        serving(cluster)
+        canary_started(cluster, fake_pods)
+        seen = len(cluster.operator_requests())
+        cluster.kubectl.patch(contract.API_VERSION, contract.PLURAL, "default", "chat",
+                              {"spec": {"replicas": 20}}, subresource="scale")  # fmt: skip
+
+        def stable_replicas() -> int:
+            count: int = cluster.objects("deployments")["chat"]["spec"]["replicas"]
+            return count
+
+        wait_for("20 stable replicas", lambda: stable_replicas() == 20)
+        assert revision_of(cluster, "chat") == "main"  # still pinned
+        # 10% of 20 stable replicas: the canary's step 1 now needs 2.
+        wait_for(
+            "2 canary replicas",
+            lambda: cluster.objects("deployments")["chat-canary"]["spec"]["replicas"] == 2,
+        )
+        writes = cluster.operator_writes(since=seen)
+        assert "PATCH /apis/apps/v1/namespaces/default/deployments/chat/scale" in writes
+        assert not any(w.startswith("PATCH /apis/apps/v1/namespaces/default/deployments/chat?")
+                       or w == "PATCH /apis/apps/v1/namespaces/default/deployments/chat"
+                       for w in writes)  # fmt: skip

@@ -235,6 +235,40 @@ def test_a_restarted_operator_writes_nothing(
         assert cluster.operator_writes(since=seen) == []
 
 
+def scale_llmd(cluster: Cluster, name: str, replicas: int) -> dict[str, Any]:
+    """`kubectl scale llmd NAME --replicas N`: a patch of the scale subresource."""
+    return cluster.kubectl.patch(contract.API_VERSION, contract.PLURAL, "default", name,
+                                 {"spec": {"replicas": replicas}}, subresource="scale")  # fmt: skip
+
+
+def test_kubectl_scale_and_an_hpa_move_the_deployment_through_the_scale_subresource(
+    cluster: Cluster, run_operator: OperatorFactory
+) -> None:
+    """With autoscaling off, whatever writes the LLMDeployment's scale subresource
+    (`kubectl scale llmd`, an HPA, KEDA) sets the count the Deployment runs."""
+    with run_operator():
+        cluster.create_llmd("chat", SMOLLM2)
+        wait_for("the Deployment", lambda: "chat" in cluster.objects("deployments"))
+        wait_for("the selector in status", lambda: cluster.status("chat").get("selector"))
+        scale = scale_llmd(cluster, "chat", 3)
+        assert (scale["kind"], scale["spec"]["replicas"]) == ("Scale", 3)
+        wait_for(
+            "3 replicas", lambda: cluster.objects("deployments")["chat"]["spec"]["replicas"] == 3
+        )
+        wait_for("desired 3", lambda: cluster.status("chat").get("desiredReplicas") == 3)
+        cluster.report_deployment("chat", replicas=3, readyReplicas=3, updatedReplicas=3)
+        wait_for("3 ready", lambda: cluster.status("chat").get("readyReplicas") == 3)
+        # What an HPA reads back: the count, and the pods to average metrics over.
+        seen = cluster.kubectl.get(contract.API_VERSION, contract.PLURAL, "default", "chat/scale")
+        assert seen["spec"]["replicas"] == 3 and seen["status"]["replicas"] == 3
+        deployment = cluster.objects("deployments")["chat"]
+        labels = deployment["spec"]["template"]["metadata"]["labels"]
+        selector = dict(term.split("=") for term in seen["status"]["selector"].split(","))
+        assert selector.items() <= labels.items()
+        scale_llmd(cluster, "chat", 0)
+        wait_for("zero", lambda: cluster.objects("deployments")["chat"]["spec"]["replicas"] == 0)
+
+
 def test_autoscaling_owns_replicas_and_a_canary_needs_something_served(
     cluster: Cluster, run_operator: OperatorFactory
 ) -> None:
@@ -242,17 +276,25 @@ def test_autoscaling_owns_replicas_and_a_canary_needs_something_served(
                                                "targets": {"ttftP95Seconds": 1.5}}}  # fmt: skip
     with run_operator() as op:
         cluster.create_llmd("chat", autoscaled)
-        cluster.create_llmd("idle", {**autoscaled, "autoscaling": {"enabled": True,
-                                                                  "minReplicas": 0}})  # fmt: skip
+        idle = {**autoscaled, "replicas": 0, "autoscaling": {"enabled": True, "minReplicas": 0}}
+        cluster.create_llmd("idle", idle)
         wait_for("chat created", lambda: "chat" in cluster.objects("deployments"))
+        # spec.replicas (1 unless set) within the bounds: minReplicas 2.
         assert cluster.objects("deployments")["chat"]["spec"]["replicas"] == 2
         wait_for("idle scaled to zero", lambda: phase(cluster, "idle") == "Ready")
         assert cluster.objects("deployments")["idle"]["spec"]["replicas"] == 0
         assert cluster.condition("idle", "Ready")["reason"] == "ScaledToZero"
 
-        # The autoscaler scales through the Deployment; later reconciles keep its count.
-        scale = {"spec": {"replicas": 4}}
-        cluster.kubectl.patch("apps/v1", "deployments", "default", "chat", scale)
+        # The autoscaler scales through the LLMDeployment's scale subresource; the
+        # reconciler, the Deployment's one writer, follows.
+        scale_llmd(cluster, "chat", 4)
+        wait_for(
+            "4 replicas", lambda: cluster.objects("deployments")["chat"]["spec"]["replicas"] == 4
+        )
+        # A hand edit of the Deployment is no second writer: it goes back to spec.replicas.
+        cluster.kubectl.patch("apps/v1", "deployments", "default", "chat",
+                              {"spec": {"replicas": 7}})  # fmt: skip
+        wait_for("4 again", lambda: cluster.objects("deployments")["chat"]["spec"]["replicas"] == 4)
         cluster.patch_llmd("chat", {"engine": {"maxModelLen": 1024},
                                     "rollout": {"strategy": "Canary"}})  # fmt: skip
 
