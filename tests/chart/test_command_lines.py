@@ -22,8 +22,8 @@ from modelplane.api import contract
 from modelplane.cli import build_parser
 from modelplane.gateway.options import options_from_args
 from modelplane.operator.config import CONFIG_ENV
+from modelplane.operator.kube.peering import POD_ID_ENV
 from modelplane.operator.operator_command import HANDLERS_MODULE
-from modelplane.operator.peering_gate import POD_ID_ENV
 from tests.chart.helm import container, find, operator_config, render
 
 CASES: dict[str, dict[str, Any]] = {

@@ -18,7 +18,8 @@ from modelplane.api.llmdeployment import (
 )
 from modelplane.operator.autoscaler import ReplicaObservation, observe, parse_metrics
 from modelplane.operator.builders import BuildOptions, CanaryTrack, build_children
-from modelplane.operator.canary import (
+from modelplane.operator.canary.analysis import canary_metrics
+from modelplane.operator.canary.plan import (
     CanaryMetrics,
     CanaryObserved,
     CanaryPlan,
@@ -26,12 +27,15 @@ from modelplane.operator.canary import (
     canary_shares,
     plan_canary,
 )
-from modelplane.operator.canary_analysis import canary_metrics
-from modelplane.operator.children_plan import plan_children
 from modelplane.operator.config import OperatorConfig
-from modelplane.operator.observed import DeploymentCondition, ObservedChild, ObservedDeployment
-from modelplane.operator.rollout import plan_rollout
-from modelplane.operator.status import Observation, compute_status
+from modelplane.operator.reconcile.children_plan import plan_children
+from modelplane.operator.reconcile.observed import (
+    DeploymentCondition,
+    ObservedChild,
+    ObservedDeployment,
+)
+from modelplane.operator.reconcile.rollout import plan_rollout
+from modelplane.operator.reconcile.status import Observation, compute_status
 from tests.integration.operator.fake_pods import ModelServerMetrics
 
 NOW = 1_800_000_000.0

@@ -7,12 +7,16 @@ from typing import Any
 import pytest
 
 from modelplane.api.llmdeployment import LLMDeploymentSpec
-from modelplane.operator.children_plan import plan_children
 from modelplane.operator.config import OperatorConfig
-from modelplane.operator.fit import fit_problems
-from modelplane.operator.observed import DeploymentCondition, ObservedChild, ObservedDeployment
-from modelplane.operator.replicas import deployment_replicas
-from modelplane.operator.rollout import RolloutState, plan_rollout
+from modelplane.operator.reconcile.children_plan import plan_children
+from modelplane.operator.reconcile.fit import fit_problems
+from modelplane.operator.reconcile.observed import (
+    DeploymentCondition,
+    ObservedChild,
+    ObservedDeployment,
+)
+from modelplane.operator.reconcile.replicas import deployment_replicas
+from modelplane.operator.reconcile.rollout import RolloutState, plan_rollout
 
 CONFIG = OperatorConfig()
 SOURCE = {"source": "hf://org/model"}

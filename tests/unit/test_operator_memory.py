@@ -5,9 +5,9 @@ from __future__ import annotations
 from prometheus_client import generate_latest
 
 from modelplane.api.llmdeployment import LLMDeploymentSpec, Phase
-from modelplane.operator.expectations import Expectations
 from modelplane.operator.metrics import OperatorMetrics, sample_of
-from modelplane.operator.observed import ObservedChild
+from modelplane.operator.reconcile.expectations import Expectations
+from modelplane.operator.reconcile.observed import ObservedChild
 
 OWNER = ("llm", "chat")
 SVC = ("Service", "chat")

@@ -15,6 +15,7 @@ import kubernetes_validate
 import pytest
 
 from modelplane.api import contract
+from modelplane.api.demand import held_count
 from modelplane.operator.autoscaler import (
     AutoscalingSpec,
     Decision,
@@ -22,19 +23,14 @@ from modelplane.operator.autoscaler import (
     ReplicaObservation,
     Targets,
     decide,
-    held_count,
 )
-from modelplane.operator.autoscaling import (
-    answers_demand_now,
-    held_demand,
-    held_requests,
-    scrape_targets,
-)
-from modelplane.operator.expectations import Expectations
-from modelplane.operator.kube import build_event
-from modelplane.operator.pods import ObservedPod, observe_pod
-from modelplane.operator.scaling_plan import Bounds, plan_autoscaling_off, plan_scaling
-from modelplane.operator.scaling_state import durable, needs_storing, resume
+from modelplane.operator.autoscaler.controller import scrape_targets
+from modelplane.operator.autoscaler.demand import answers_demand_now, held_demand, held_requests
+from modelplane.operator.autoscaler.persistence import durable, needs_storing, resume
+from modelplane.operator.autoscaler.plan import Bounds, plan_autoscaling_off, plan_scaling
+from modelplane.operator.kube.client import build_event
+from modelplane.operator.reconcile.expectations import Expectations
+from modelplane.operator.reconcile.pods import ObservedPod, observe_pod
 
 BOUNDS = Bounds(min_replicas=1, max_replicas=4)
 NOW = "2026-01-01T00:00:00Z"

@@ -7,9 +7,9 @@ from typing import Any
 import pytest
 
 from modelplane.api.llmdeployment import LLMDeploymentStatus
-from modelplane.operator.observed import DeploymentCondition, ObservedDeployment
-from modelplane.operator.rollout import plan_rollout
-from modelplane.operator.status import Observation, compute_status, status_patch
+from modelplane.operator.reconcile.observed import DeploymentCondition, ObservedDeployment
+from modelplane.operator.reconcile.rollout import plan_rollout
+from modelplane.operator.reconcile.status import Observation, compute_status, status_patch
 
 T0, T1 = "2026-01-01T00:00:00Z", "2026-01-01T00:05:00Z"
 

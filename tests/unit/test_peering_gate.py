@@ -16,7 +16,7 @@ import pytest
 from kopf._cogs.aiokits import aiotoggles
 from kopf._core.engines.peering import Identity, process_peering_event
 
-from modelplane.operator.peering_gate import (
+from modelplane.operator.kube.peering import (
     Activity,
     combine,
     decide_activity,

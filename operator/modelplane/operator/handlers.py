@@ -16,7 +16,7 @@ used, so kopf itself writes nothing to the resources: no annotations, and no
 finalizer (owner references delete the children with their LLMDeployment).
 kopf pauses its handlers while another peered replica is active; it cannot
 pause these loops, so each of their ticks asks the peering gate first
-(peering_gate.py).
+(kube/peering.py).
 """
 
 from __future__ import annotations
@@ -32,19 +32,13 @@ from typing import Any, Final
 import kopf
 
 from modelplane.api import contract
-from modelplane.operator.autoscaling import Autoscaler, metrics_source
-from modelplane.operator.canary_analysis import CanaryAnalysis
-from modelplane.operator.canary_store import CanaryMeasurements
-from modelplane.operator.children_plan import ChildKey
+from modelplane.operator.autoscaler.controller import Autoscaler, metrics_source
+from modelplane.operator.canary.analysis import CanaryAnalysis
+from modelplane.operator.canary.store import CanaryMeasurements
 from modelplane.operator.config import config_from_environment
-from modelplane.operator.expectations import OwnerKey
-from modelplane.operator.kube import KubeApi, bearer_credentials, load_client_configuration
-from modelplane.operator.metrics import OperatorMetrics
-from modelplane.operator.observed import ObservedChild, observe_child
-from modelplane.operator.peering_gate import POD_ID_ENV, ActivityGate, activity_gate
-from modelplane.operator.pods import ObservedPod, observe_pod
-from modelplane.operator.reconciler import Reconciler
-from modelplane.operator.resources import (
+from modelplane.operator.kube.client import KubeApi, bearer_credentials, load_client_configuration
+from modelplane.operator.kube.peering import POD_ID_ENV, ActivityGate, activity_gate
+from modelplane.operator.kube.resources import (
     CONFIG_MAPS,
     DEPLOYMENTS,
     NETWORK_POLICIES,
@@ -53,6 +47,12 @@ from modelplane.operator.resources import (
     SERVICES,
     ResourceType,
 )
+from modelplane.operator.metrics import OperatorMetrics
+from modelplane.operator.reconcile.children_plan import ChildKey
+from modelplane.operator.reconcile.expectations import OwnerKey
+from modelplane.operator.reconcile.observed import ObservedChild, observe_child
+from modelplane.operator.reconcile.pods import ObservedPod, observe_pod
+from modelplane.operator.reconcile.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,7 @@ priority works; kopf freezes *every* operator whose priority ties with
 another's, so each process draws a random priority unless `--priority` is
 given. kopf pauses only its own handlers; the operator's loops (resync,
 autoscaler, canary analysis) check the same peering object themselves
-(peering_gate.py), looking this replica up by its $POD_ID.
+(kube/peering.py), looking this replica up by its $POD_ID.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 from typing import Any, Final
 
-from modelplane.operator.peering_gate import POD_ID_ENV
+from modelplane.operator.kube.peering import POD_ID_ENV
 
 HANDLERS_MODULE = "modelplane.operator.handlers"
 LOG_LEVELS: Final = ("debug", "info", "warning")  # what kopf's logging offers

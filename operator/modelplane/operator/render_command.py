@@ -59,8 +59,8 @@ def render(
 ) -> list[dict[str, Any]]:
     from modelplane.api import contract
     from modelplane.operator.builders import BuildOptions, build_children
-    from modelplane.operator.parsing import parse_spec
-    from modelplane.operator.replicas import deployment_replicas
+    from modelplane.operator.reconcile.parsing import parse_spec
+    from modelplane.operator.reconcile.replicas import deployment_replicas
 
     objects: list[dict[str, Any]] = []
     for doc in documents:

@@ -8,12 +8,11 @@ because the held count written with each signal is how the autoscaler
 measures the arrival rate while the first replica loads: the sooner it has a
 second count, the sooner it asks for every replica the load needs. Signals
 happen only while requests are held (a cold start), so the cost is a few
-patches per start.
+patches per start. What the patch holds is `modelplane.api.demand`.
 """
 
 from __future__ import annotations
 
-import datetime
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,12 +31,3 @@ class DemandThrottle:
             return False
         self._last[model] = now
         return True
-
-
-def rfc3339_now() -> str:
-    """UTC now as RFC 3339 with microseconds and a `Z` (Kubernetes' MicroTime format).
-
-    Whole seconds would do to order demand against a scale, but the autoscaler
-    also divides the held count by the time since the wake-up, a few seconds.
-    """
-    return datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")

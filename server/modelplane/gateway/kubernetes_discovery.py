@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelplane.api import contract
-from modelplane.gateway.demand import rfc3339_now
+from modelplane.api.demand import demand_annotations
 from modelplane.gateway.routes import DemandTarget, ModelRoute, Routing, RoutingTable, Track
 
 log = logging.getLogger("modelplane.gateway.discovery")
@@ -354,11 +354,7 @@ class KubernetesDiscovery:
         from kubernetes import client
 
         api = client.CustomObjectsApi(self.api_client())
-        annotations = {
-            contract.ANNOTATION_DEMAND_AT: rfc3339_now(),
-            contract.ANNOTATION_DEMAND_HELD: str(held),
-        }
-        body = {"metadata": {"annotations": annotations}}
+        body = {"metadata": {"annotations": demand_annotations(held)}}
         api.patch_namespaced_custom_object(
             contract.GROUP, contract.VERSION, target.namespace, contract.PLURAL, target.name, body
         )

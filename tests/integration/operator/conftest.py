@@ -26,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from modelplane.api import contract
 from modelplane.operator.config import CONFIG_ENV, OperatorConfig
-from modelplane.operator.kube import USER_AGENT
+from modelplane.operator.kube.client import USER_AGENT
 from modelplane.operator.operator_command import kopf_args
 from tests.conftest import free_port
 from tests.integration.operator.fake_pods import FakePods

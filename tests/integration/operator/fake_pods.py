@@ -24,7 +24,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from modelplane.api import contract
-from modelplane.operator.naming import child_labels
+from modelplane.operator.builders.naming import child_labels
 from modelplane.server.metrics import ServerMetrics
 from tests.kube_emulator import Kubectl
 

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 
 from modelplane.api import contract
-from modelplane.operator.kube import FIELD_MANAGER
-from modelplane.operator.resources import LLMDEPLOYMENTS
+from modelplane.operator.kube.client import FIELD_MANAGER
+from modelplane.operator.kube.resources import LLMDEPLOYMENTS
 from tests.integration.operator.conftest import Cluster, OperatorFactory, wait_for
 
 SMOLLM2 = {

@@ -29,9 +29,9 @@ import yaml
 from kopf.testing import KopfRunner
 
 from modelplane.operator.config import CONFIG_ENV, OperatorConfig
-from modelplane.operator.kube import FIELD_MANAGER, KubeApi
+from modelplane.operator.kube.client import FIELD_MANAGER, KubeApi
+from modelplane.operator.kube.peering import ActivityGate, activity_gate
 from modelplane.operator.operator_command import kopf_args
-from modelplane.operator.peering_gate import ActivityGate, activity_gate
 from tests.chart.helm import find, find_all, render
 from tests.conftest import free_port
 from tests.integration.operator.conftest import Cluster, Operator, _metrics_up, wait_for
@@ -43,7 +43,7 @@ from tests.rbac_check import ApiCall, allowed, api_call, disallowed_calls
 PEERINGS = "/apis/kopf.dev/v1/clusterkopfpeerings"
 SPEC = {"model": {"source": "hf://HuggingFaceTB/SmolLM2-135M-Instruct"}}
 IDENTITY = "mp-modelplane-operator-7f9c-abcde"  # POD_ID, as the chart sets it
-GATE_LOGGER = "modelplane.operator.peering_gate"
+GATE_LOGGER = "modelplane.operator.kube.peering"
 
 
 @pytest.fixture

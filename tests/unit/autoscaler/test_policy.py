@@ -13,6 +13,7 @@ from dataclasses import replace
 
 import pytest
 
+from modelplane.api.demand import demand_time
 from modelplane.operator.autoscaler import (
     AutoscalingSpec,
     Decision,
@@ -20,7 +21,6 @@ from modelplane.operator.autoscaler import (
     ReplicaObservation,
     Targets,
     decide,
-    demand_time,
 )
 from tests.unit.autoscaler.builders import replica, ttft_window
 

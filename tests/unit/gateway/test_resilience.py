@@ -6,7 +6,8 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from modelplane.gateway.demand import DemandThrottle, rfc3339_now
+from modelplane.api.demand import DEMAND_AT, DEMAND_HELD, demand_annotations, demand_stamp
+from modelplane.gateway.demand import DemandThrottle
 from modelplane.gateway.limits import KeyRateLimiter
 from modelplane.gateway.resilience import OutlierDetector, RetryBudget
 from modelplane.gateway.tokens import TokenTally
@@ -125,10 +126,21 @@ def test_demand_is_signalled_once_per_interval_per_model() -> None:
 
 def test_demand_timestamp_is_rfc3339_utc_to_the_microsecond() -> None:
     before = datetime.now(UTC)
-    stamp = rfc3339_now()
+    stamp = demand_stamp()
     after = datetime.now(UTC)
     assert len(stamp) == 27 and stamp[10] == "T" and stamp[19] == "." and stamp.endswith("Z")
     assert before <= datetime.fromisoformat(stamp) <= after
+
+
+def test_the_demand_patch_reads_back_as_the_operator_reads_it() -> None:
+    """The contract both sides use: what the gateway writes, the autoscaler reads."""
+    from modelplane.api.demand import demand_time, held_count
+
+    at = datetime(2026, 12, 6, 1, 2, 3, 456789, tzinfo=UTC)
+    patch = demand_annotations(17, at)
+    assert patch == {DEMAND_AT: "2026-12-06T01:02:03.456789Z", DEMAND_HELD: "17"}
+    assert demand_time(patch[DEMAND_AT]) == at.timestamp()
+    assert held_count(patch[DEMAND_HELD]) == 17
 
 
 def sse(*events: object) -> bytes:

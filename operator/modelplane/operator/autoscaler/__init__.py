@@ -1,13 +1,21 @@
-"""Autoscaling for LLMDeployments: a pure policy over replica metrics.
+"""Autoscaling for LLMDeployments: a pure policy over replica metrics, and its controller.
 
+The pure policy, which the simulator in `bench/` runs too:
 `decide(observations, current_replicas, spec, state, now, demand_at)` is the
-whole policy (see `policy`); `observations` turns a replica's Prometheus text
-into what it reads; `collector` scrapes ready pods concurrently; `state`
-holds what survives between decisions (and operator restarts). The operator
-wires these into a timer; the simulator in `bench/` runs the same code.
+whole policy (see `policy`, with `bursts`); `observations` turns a replica's
+Prometheus text into what it reads; `state` holds what survives between
+decisions (and operator restarts); `spec` is the bounds and targets.
+
+The operator's side: `collector` (the pods' /metrics) and `prometheus` (a
+range query) measure; `controller` runs the loop and writes only the
+LLMDeployment (`spec.replicas` through its scale subresource, its status
+fields, its state annotation); `plan` turns a decision into those writes;
+`persistence` decides when the state annotation is worth rewriting.
+Importing this package imports the policy only, never the controller.
 """
 
 from modelplane.operator.autoscaler.collector import Collection, ScrapeTarget, collect
+from modelplane.operator.autoscaler.demand import held_for_wake_up
 from modelplane.operator.autoscaler.observations import (
     Histogram,
     MetricsSnapshot,
@@ -17,12 +25,7 @@ from modelplane.operator.autoscaler.observations import (
 )
 from modelplane.operator.autoscaler.policy import Decision, decide
 from modelplane.operator.autoscaler.spec import AutoscalingSpec, Targets
-from modelplane.operator.autoscaler.state import (
-    PolicyState,
-    demand_time,
-    held_count,
-    held_for_wake_up,
-)
+from modelplane.operator.autoscaler.state import PolicyState
 
 __all__ = [
     "AutoscalingSpec",
@@ -36,8 +39,6 @@ __all__ = [
     "Targets",
     "collect",
     "decide",
-    "demand_time",
-    "held_count",
     "held_for_wake_up",
     "observe",
     "parse_metrics",

@@ -13,7 +13,6 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, replace
-from datetime import datetime
 from typing import Any
 
 STATE_VERSION = 1
@@ -144,52 +143,3 @@ def _time(value: Any) -> float | None:
     if not math.isfinite(number):
         raise ValueError("not a time")
     return number
-
-
-def demand_time(annotation: str | None) -> float | None:
-    """The gateway's scale-from-zero annotation (RFC 3339) as epoch seconds, for `decide`.
-
-    Anything unreadable counts as no demand: a bad annotation must not wake a model.
-    """
-    if not annotation:
-        return None
-    try:
-        moment = datetime.fromisoformat(annotation.strip())
-    except ValueError:
-        return None
-    if moment.tzinfo is None:
-        return None  # no zone, no way to compare it with the policy's clock
-    return moment.timestamp()
-
-
-def held_count(annotation: str | None) -> int | None:
-    """The gateway's held-requests annotation (a count), for `decide`'s `held_requests`.
-
-    Anything that is not a non-negative decimal integer counts as unknown: a
-    bad annotation must neither size a start nor fail the tick.
-    """
-    if annotation is None:
-        return None
-    text = annotation.strip()
-    if not text.isdigit() or not text.isascii() or len(text) > 9:
-        return None
-    return int(text)
-
-
-def held_for_wake_up(
-    demand_at: float | None, held: int | None, demand_counts: bool, woke_at: float | None
-) -> tuple[int, float] | None:
-    """The gateway's held count and when it was counted, when it belongs to the
-    wake-up under way; else None.
-
-    The gateway writes the count with the demand time in one patch, so the
-    time says which wake-up the count is about. It counts when the demand
-    itself does (`demand_counts`), and also while the replicas asked for by
-    that wake-up load (the policy's `woke_at`, unset once one is ready): that
-    is when the policy sizes the start with it.
-    """
-    if demand_at is None or held is None:
-        return None
-    if not demand_counts and (woke_at is None or demand_at < woke_at):
-        return None
-    return held, demand_at

@@ -16,14 +16,14 @@ from typing import Any
 from modelplane.api import contract
 from modelplane.api.llmdeployment import LLMDeploymentSpec
 from modelplane.operator.builders.deployment import build_deployment
+from modelplane.operator.builders.hashing import stable_hash
+from modelplane.operator.builders.model_source import locate_model
 from modelplane.operator.builders.policies import build_network_policy, build_pod_disruption_budget
 from modelplane.operator.builders.server_config import build_config_map
 from modelplane.operator.builders.service import build_service
 from modelplane.operator.builders.service_monitor import build_service_monitor
 from modelplane.operator.config import OperatorConfig
-from modelplane.operator.fit import resolve_placement
-from modelplane.operator.hashing import stable_hash
-from modelplane.operator.model_source import locate_model
+from modelplane.operator.reconcile.fit import resolve_placement
 
 
 @dataclass(frozen=True)

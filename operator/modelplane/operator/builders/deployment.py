@@ -15,12 +15,12 @@ from typing import Any, Final
 
 from modelplane.api import contract
 from modelplane.api.llmdeployment import LLMDeploymentSpec
+from modelplane.operator.builders.hashing import stable_hash
+from modelplane.operator.builders.model_source import ModelLocation
+from modelplane.operator.builders.naming import child_labels, config_map_name, pod_selector
 from modelplane.operator.builders.server_config import CONFIG_DIR, CONFIG_FILE
 from modelplane.operator.config import OperatorConfig
-from modelplane.operator.fit import Placement
-from modelplane.operator.hashing import stable_hash
-from modelplane.operator.model_source import ModelLocation
-from modelplane.operator.naming import child_labels, config_map_name, pod_selector
+from modelplane.operator.reconcile.fit import Placement
 
 CONTAINER: Final = "server"
 SERVER_UID: Final = 10001  # the user Dockerfile.server creates

@@ -14,8 +14,13 @@ from __future__ import annotations
 from typing import Any
 
 from modelplane.api import contract
+from modelplane.operator.builders.naming import (
+    child_labels,
+    model_selector,
+    pod_selector,
+    service_name,
+)
 from modelplane.operator.config import OperatorConfig
-from modelplane.operator.naming import child_labels, model_selector, pod_selector, service_name
 
 
 def build_pod_disruption_budget(

@@ -14,9 +14,9 @@ import yaml
 
 from modelplane.api import contract
 from modelplane.api.llmdeployment import LLMDeploymentSpec, served_model_name
+from modelplane.operator.builders.model_source import ModelLocation
+from modelplane.operator.builders.naming import child_labels, config_map_name
 from modelplane.operator.config import OperatorConfig
-from modelplane.operator.model_source import ModelLocation
-from modelplane.operator.naming import child_labels, config_map_name
 
 CONFIG_DIR: Final = "/etc/modelplane/config"
 CONFIG_FILE: Final = "serve.yaml"

@@ -11,7 +11,7 @@ from typing import Any
 
 from modelplane.api import contract
 from modelplane.api.llmdeployment import LLMDeploymentSpec, routing_strategy, served_model_name
-from modelplane.operator.naming import child_labels, pod_selector, service_name
+from modelplane.operator.builders.naming import child_labels, pod_selector, service_name
 
 
 def build_service(

@@ -18,8 +18,8 @@ import re
 from typing import Any
 
 from modelplane.api import contract
+from modelplane.operator.builders.naming import child_labels, model_selector
 from modelplane.operator.config import OperatorConfig
-from modelplane.operator.naming import child_labels, model_selector
 
 SERVICE_MONITOR_API = "monitoring.coreos.com/v1"
 

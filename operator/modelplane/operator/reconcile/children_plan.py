@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from modelplane.api import contract
-from modelplane.operator.observed import ObservedChild
+from modelplane.operator.reconcile.observed import ObservedChild
 
 ChildKey = tuple[str, str]  # (kind, name)
 DELETE_ORDER: Final = {"Service": 0, "Deployment": 1}

@@ -42,8 +42,8 @@ from modelplane.api.llmdeployment import (
     RolloutSpec,
     RolloutStrategy,
 )
-from modelplane.operator.observed import ObservedDeployment
-from modelplane.operator.rollout import PROGRESS_DEADLINE_EXCEEDED
+from modelplane.operator.reconcile.observed import ObservedDeployment
+from modelplane.operator.reconcile.rollout import PROGRESS_DEADLINE_EXCEEDED
 from modelplane.operator.timestamps import epoch_of, rfc3339
 
 DEFAULT_MIN_REQUESTS: Final = 10

@@ -25,10 +25,10 @@ from modelplane.api.llmdeployment import (
     LLMDeploymentStatus,
     Phase,
 )
-from modelplane.operator.canary import CANARY_ABORTED, CanaryPlan
-from modelplane.operator.naming import endpoint, pod_selector, selector_string
-from modelplane.operator.observed import ObservedDeployment
-from modelplane.operator.rollout import RolloutPlan, RolloutState
+from modelplane.operator.builders.naming import endpoint, pod_selector, selector_string
+from modelplane.operator.canary.plan import CANARY_ABORTED, CanaryPlan
+from modelplane.operator.reconcile.observed import ObservedDeployment
+from modelplane.operator.reconcile.rollout import RolloutPlan, RolloutState
 
 OWNED_CONDITIONS: Final = frozenset(
     {

@@ -25,15 +25,15 @@ from pydantic import ValidationError
 from modelplane.api import contract
 from modelplane.api.llmdeployment import CanaryPhase, LLMDeploymentStatus
 from modelplane.operator.autoscaler import Histogram, MetricsSnapshot, ReplicaObservation
-from modelplane.operator.autoscaling import (
+from modelplane.operator.autoscaler.controller import (
     MetricsSource,
     for_each_llmdeployment,
     scrape_targets,
 )
-from modelplane.operator.canary import CanaryMetrics
-from modelplane.operator.canary_store import CanaryMeasurements, Step, canary_step
-from modelplane.operator.expectations import OwnerKey
-from modelplane.operator.reconciler import ClusterView, Reconciler
+from modelplane.operator.canary.plan import CanaryMetrics
+from modelplane.operator.canary.store import CanaryMeasurements, Step, canary_step
+from modelplane.operator.reconcile.expectations import OwnerKey
+from modelplane.operator.reconcile.reconciler import ClusterView, Reconciler
 from modelplane.operator.timestamps import epoch_of
 
 

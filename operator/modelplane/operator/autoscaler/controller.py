@@ -8,7 +8,7 @@ canary runs, its pods too: the load is the model's, and the stable's count
 sizes the canary), reads their metrics (straight from each pod's
 `/metrics`, or from Prometheus when the operator config names one), asks
 the pure policy (`autoscaler.decide`) and applies the pure plan
-(`scaling_plan`). It writes only the LLMDeployment, never a child:
+(`autoscaler.plan`). It writes only the LLMDeployment, never a child:
 
 - `spec.replicas` through the LLMDeployment's scale subresource (field
   manager `modelplane-autoscaler`), only when the decision changes it; the
@@ -19,17 +19,18 @@ the pure policy (`autoscaler.decide`) and applies the pure plan
 - its own status fields (`scaleReason`, `lastScaleTime`) and the
   `ScalingLimited` condition;
 - the policy's state in the `modelplane.io/autoscaler-state` annotation, when
-  its durable part changed (see `scaling_state`).
+  its durable part changed (see `autoscaler.persistence`).
 
 The count the policy starts from is `spec.replicas` within the bounds, or
 the autoscaler's own last write until the watch shows it. A count someone
 else wrote while the autoscaler measured wins: it decides again next tick.
 
 The gateway's `modelplane.io/scale-from-zero-requested-at` is passed to the
-policy while the count is zero and when it is newer than the last scale
-(see `held_demand`); the gateway's held count written with it
+policy while the count is zero and when it is newer than the last scale; the
+gateway's held count written with it
 (`modelplane.io/scale-from-zero-held-requests`) while that wake-up is under
-way, to size the start (see `held_requests`). Those writes are also decided
+way, to size the start (the rules: `autoscaler.demand`; the annotations'
+format: `modelplane.api.demand`). Those writes are also decided
 at once, not on the next tick, while no replica of the model is ready (see
 `answers_demand_now`): every second there is a second of requests that wait
 a model load and more. One lock per LLMDeployment keeps the tick and such a
@@ -67,22 +68,20 @@ from modelplane.operator.autoscaler import (
     ScrapeTarget,
     collect,
     decide,
-    demand_time,
-    held_count,
-    held_for_wake_up,
 )
 from modelplane.operator.autoscaler.collector import DEFAULT_TIMEOUT_S
+from modelplane.operator.autoscaler.demand import answers_demand_now, held_demand, held_requests
+from modelplane.operator.autoscaler.persistence import needs_storing, resume
+from modelplane.operator.autoscaler.plan import Bounds, plan_autoscaling_off, plan_scaling
 from modelplane.operator.autoscaler.prometheus import collect_from_prometheus
 from modelplane.operator.config import OperatorConfig
-from modelplane.operator.expectations import OwnerKey
-from modelplane.operator.kube import KubeError
-from modelplane.operator.parsing import parse_spec
-from modelplane.operator.pods import ObservedPod
-from modelplane.operator.reconciler import ClusterView, Reconciler
-from modelplane.operator.replicas import deployment_replicas
-from modelplane.operator.resources import LLMDEPLOYMENTS
-from modelplane.operator.scaling_plan import Bounds, plan_autoscaling_off, plan_scaling
-from modelplane.operator.scaling_state import needs_storing, resume
+from modelplane.operator.kube.client import KubeError
+from modelplane.operator.kube.resources import LLMDEPLOYMENTS
+from modelplane.operator.reconcile.expectations import OwnerKey
+from modelplane.operator.reconcile.parsing import parse_spec
+from modelplane.operator.reconcile.pods import ObservedPod
+from modelplane.operator.reconcile.reconciler import ClusterView, Reconciler
+from modelplane.operator.reconcile.replicas import deployment_replicas
 from modelplane.operator.timestamps import epoch_of, rfc3339
 
 log = logging.getLogger(__name__)
@@ -195,60 +194,6 @@ def scrape_targets(pods: Sequence[ObservedPod], track: str | None = None) -> lis
         for p in pods
         if (track is None or p.track == track) and not p.terminating
     ]
-
-
-def held_demand(
-    annotations: Mapping[str, str], current_replicas: int, last_scale_at: float | None
-) -> float | None:
-    """The gateway's scale-from-zero signal, while there is something to wake.
-
-    The gateway records when it held a request and never removes the
-    annotation. The policy counts demand newer than its own scale-to-zero
-    rule's last firing as activity; but a model that started at zero, or went
-    there by an ordinary scale-down, has no such time, so an old annotation
-    would keep it at one replica for good, or wake it right after it went to
-    zero. So the demand counts only while the count is zero
-    (above zero, loading or serving replicas speak for the load) and only if
-    it is newer than the autoscaler's last change of the count.
-    """
-    if current_replicas > 0:
-        return None
-    demand = demand_time(annotations.get(contract.ANNOTATION_DEMAND_AT))
-    if demand is None or (last_scale_at is not None and demand <= last_scale_at):
-        return None
-    return demand
-
-
-def held_requests(
-    annotations: Mapping[str, str], demand_counts: bool, woke_at: float | None
-) -> tuple[int, float] | None:
-    """The gateway's held count and when it was counted, when it belongs to the
-    wake-up under way (`held_for_wake_up`). The count is the writing gateway
-    replica's; with several replicas it is a lower bound.
-    """
-    return held_for_wake_up(
-        demand_time(annotations.get(contract.ANNOTATION_DEMAND_AT)),
-        held_count(annotations.get(contract.ANNOTATION_DEMAND_HELD)),
-        demand_counts,
-        woke_at,
-    )
-
-
-def answers_demand_now(
-    annotations: Mapping[str, str], answered: str | None, pods: Sequence[ObservedPod]
-) -> bool:
-    """Whether a change of the LLMDeployment is a demand write to decide on at once.
-
-    Yes for a demand time not answered yet (`answered`: the last one decided on
-    this way) while none of the model's pods serves: the model is at zero or all
-    its replicas load, requests are held at the gateway, and the timer may be
-    seconds away. Once a replica serves, its metrics speak for the load and the
-    timer decides.
-    """
-    written = annotations.get(contract.ANNOTATION_DEMAND_AT)
-    if not written or written == answered:
-        return False
-    return not any(p.serving for p in pods)
 
 
 def policy_spec(spec: LLMDeploymentSpec) -> AutoscalingSpec:

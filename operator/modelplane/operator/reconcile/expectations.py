@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from modelplane.operator.children_plan import ChildKey
-from modelplane.operator.observed import ObservedChild
+from modelplane.operator.reconcile.children_plan import ChildKey
+from modelplane.operator.reconcile.observed import ObservedChild
 
 OwnerKey = tuple[str, str]  # (namespace, name) of the LLMDeployment
 

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from modelplane.operator.observed import ObservedDeployment
+from modelplane.operator.reconcile.observed import ObservedDeployment
 
 NEW_REPLICA_SET_AVAILABLE: Final = "NewReplicaSetAvailable"
 PROGRESS_DEADLINE_EXCEEDED: Final = "ProgressDeadlineExceeded"

@@ -16,7 +16,7 @@ from pydantic import ValidationError
 
 from modelplane.api.llmdeployment import LLMDeploymentSpec
 from modelplane.operator.config import OperatorConfig
-from modelplane.operator.fit import fit_problems
+from modelplane.operator.reconcile.fit import fit_problems
 
 INVALID_SPEC: Final = "InvalidSpec"
 DOES_NOT_FIT: Final = "DoesNotFit"

@@ -31,17 +31,17 @@ from modelplane.api.llmdeployment import (
 )
 from modelplane.operator.builders import BuildOptions, CanaryTrack, build_children
 from modelplane.operator.builders.deployment import template_hash_of
-from modelplane.operator.canary import (
+from modelplane.operator.builders.naming import config_map_name
+from modelplane.operator.canary.plan import (
     NO_CANARY,
     CanaryObserved,
     CanaryPlan,
     plan_canary,
 )
-from modelplane.operator.canary_store import CanaryMeasurements, canary_step
-from modelplane.operator.children_plan import ChildKey, child_key, plan_children
+from modelplane.operator.canary.store import CanaryMeasurements, canary_step
 from modelplane.operator.config import OperatorConfig
-from modelplane.operator.expectations import Expectations, OwnerKey
-from modelplane.operator.kube import KubeApi, KubeError
+from modelplane.operator.kube.client import KubeApi, KubeError
+from modelplane.operator.kube.resources import CHILD_TYPES, DEPLOYMENTS
 from modelplane.operator.metrics import (
     RESULT_ERROR,
     RESULT_INVALID,
@@ -49,14 +49,14 @@ from modelplane.operator.metrics import (
     OperatorMetrics,
     sample_of,
 )
-from modelplane.operator.naming import config_map_name
-from modelplane.operator.observed import ObservedChild, ObservedDeployment, observe_child
-from modelplane.operator.parsing import INVALID_SPEC, parse_spec
-from modelplane.operator.pods import ObservedPod
-from modelplane.operator.replicas import deployment_replicas
-from modelplane.operator.resources import CHILD_TYPES, DEPLOYMENTS
-from modelplane.operator.rollout import RolloutPlan, RolloutState, plan_rollout
-from modelplane.operator.status import Observation, compute_status, status_patch
+from modelplane.operator.reconcile.children_plan import ChildKey, child_key, plan_children
+from modelplane.operator.reconcile.expectations import Expectations, OwnerKey
+from modelplane.operator.reconcile.observed import ObservedChild, ObservedDeployment, observe_child
+from modelplane.operator.reconcile.parsing import INVALID_SPEC, parse_spec
+from modelplane.operator.reconcile.pods import ObservedPod
+from modelplane.operator.reconcile.replicas import deployment_replicas
+from modelplane.operator.reconcile.rollout import RolloutPlan, RolloutState, plan_rollout
+from modelplane.operator.reconcile.status import Observation, compute_status, status_patch
 from modelplane.operator.timestamps import rfc3339
 
 log = logging.getLogger(__name__)

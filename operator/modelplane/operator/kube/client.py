@@ -23,7 +23,7 @@ from datetime import UTC, datetime
 from typing import Any, Final
 
 from modelplane.api import contract
-from modelplane.operator.resources import EVENTS, LLMDEPLOYMENTS, ResourceType
+from modelplane.operator.kube.resources import EVENTS, LLMDEPLOYMENTS, ResourceType
 
 FIELD_MANAGER: Final = contract.MANAGED_BY
 USER_AGENT: Final = f"{contract.MANAGED_BY}/0.1.0"

@@ -1,6 +1,6 @@
 """The canary analysis' measurements, handed to the reconciler through one explicit store.
 
-The measuring loop (`canary_analysis`) writes the canary's metrics for the
+The measuring loop (`canary.analysis`) writes the canary's metrics for the
 step it measured; the reconciler reads them when it plans the canary
 (`canary.plan_canary`). A measurement counts only for the step it was taken
 in: a step is named by its template hash, number and start time, as
@@ -13,8 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from modelplane.api.llmdeployment import CanaryStatus
-from modelplane.operator.canary import CanaryMetrics
-from modelplane.operator.expectations import OwnerKey
+from modelplane.operator.canary.plan import CanaryMetrics
+from modelplane.operator.reconcile.expectations import OwnerKey
 
 Step = tuple[str, int, str | None]  # (templateHash, step, stepStartedAt)
 

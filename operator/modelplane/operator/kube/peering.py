@@ -37,7 +37,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final, Protocol
 
-from modelplane.operator.kube import KubeApi
+from modelplane.operator.kube.client import KubeApi
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,94 @@
+"""What the autoscaler decides from the gateway's scale-from-zero demand.
+
+The annotations' format is `modelplane.api.demand` (the contract with the
+gateway); here is what they mean to the autoscaler: whether a demand time
+counts (`held_demand`), whether a held count belongs to the wake-up under
+way (`held_for_wake_up`, `held_requests`), and whether a change of the
+resource is a demand write to decide on at once (`answers_demand_now`).
+Pure; the simulator in `bench/` uses the same rules.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Protocol
+
+from modelplane.api.demand import DEMAND_AT, DEMAND_HELD, demand_time, held_count
+
+
+class Pod(Protocol):
+    @property
+    def serving(self) -> bool: ...
+
+
+def held_for_wake_up(
+    demand_at: float | None, held: int | None, demand_counts: bool, woke_at: float | None
+) -> tuple[int, float] | None:
+    """The gateway's held count and when it was counted, when it belongs to the
+    wake-up under way; else None.
+
+    The gateway writes the count with the demand time in one patch, so the
+    time says which wake-up the count is about. It counts when the demand
+    itself does (`demand_counts`), and also while the replicas asked for by
+    that wake-up load (the policy's `woke_at`, unset once one is ready): that
+    is when the policy sizes the start with it.
+    """
+    if demand_at is None or held is None:
+        return None
+    if not demand_counts and (woke_at is None or demand_at < woke_at):
+        return None
+    return held, demand_at
+
+
+def held_demand(
+    annotations: Mapping[str, str], current_replicas: int, last_scale_at: float | None
+) -> float | None:
+    """The gateway's scale-from-zero signal, while there is something to wake.
+
+    The gateway records when it held a request and never removes the
+    annotation. The policy counts demand newer than its own scale-to-zero
+    rule's last firing as activity; but a model that started at zero, or went
+    there by an ordinary scale-down, has no such time, so an old annotation
+    would keep it at one replica for good, or wake it right after it went to
+    zero. So the demand counts only while the count is zero
+    (above zero, loading or serving replicas speak for the load) and only if
+    it is newer than the autoscaler's last change of the count.
+    """
+    if current_replicas > 0:
+        return None
+    demand = demand_time(annotations.get(DEMAND_AT))
+    if demand is None or (last_scale_at is not None and demand <= last_scale_at):
+        return None
+    return demand
+
+
+def held_requests(
+    annotations: Mapping[str, str], demand_counts: bool, woke_at: float | None
+) -> tuple[int, float] | None:
+    """The gateway's held count and when it was counted, when it belongs to the
+    wake-up under way (`held_for_wake_up`). The count is the writing gateway
+    replica's; with several replicas it is a lower bound.
+    """
+    return held_for_wake_up(
+        demand_time(annotations.get(DEMAND_AT)),
+        held_count(annotations.get(DEMAND_HELD)),
+        demand_counts,
+        woke_at,
+    )
+
+
+def answers_demand_now(
+    annotations: Mapping[str, str], answered: str | None, pods: Sequence[Pod]
+) -> bool:
+    """Whether a change of the LLMDeployment is a demand write to decide on at once.
+
+    Yes for a demand time not answered yet (`answered`: the last one decided on
+    this way) while none of the model's pods serves: the model is at zero or all
+    its replicas load, requests are held at the gateway, and the timer may be
+    seconds away. Once a replica serves, its metrics speak for the load and the
+    timer decides.
+    """
+    written = annotations.get(DEMAND_AT)
+    if not written or written == answered:
+        return False
+    return not any(p.serving for p in pods)
