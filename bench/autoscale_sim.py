@@ -66,7 +66,7 @@ from autoscale_policies import (
 from autoscale_profiles import CPU, GPU
 from autoscale_traces import Trace, all_traces
 
-from modelplane.operator.autoscaler import AutoscalingSpec, Targets
+from modelplane.operator.autoscaler import AutoscalingSpec, AutoscalingTargets
 
 PROFILES = {"cpu": CPU, "gpu": GPU}
 BASELINES = ("hpa-util80", "keda-queue5", "kubeai-avg10m", "aibrix-kpa")  # what users would pick
@@ -89,10 +89,10 @@ def our_spec(profile: Profile, trace: Trace) -> AutoscalingSpec:
     return AutoscalingSpec(
         min_replicas=trace.min_replicas,
         max_replicas=MAX_REPLICAS,
-        targets=Targets(
-            ttft_p95_s=profile.slo_ttft_s, queue_depth_per_replica=4, kv_cache_utilization=0.8
+        targets=AutoscalingTargets(
+            ttft_p95_seconds=profile.slo_ttft_s, queue_depth_per_replica=4, kv_cache_utilization=0.8
         ),
-        scale_down_delay_s=300.0,
+        scale_down_delay_seconds=300,
     )
 
 

@@ -7,7 +7,6 @@ state the way the operator does (only when `needs_storing`), and let a
 
 from __future__ import annotations
 
-from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -18,21 +17,21 @@ from modelplane.api import contract
 from modelplane.api.demand import held_count
 from modelplane.operator.autoscaler import (
     AutoscalingSpec,
+    AutoscalingTargets,
     Decision,
     PolicyState,
     ReplicaObservation,
-    Targets,
     decide,
 )
 from modelplane.operator.autoscaler.controller import scrape_targets
 from modelplane.operator.autoscaler.demand import answers_demand_now, held_demand, held_requests
 from modelplane.operator.autoscaler.persistence import durable, needs_storing, resume
-from modelplane.operator.autoscaler.plan import Bounds, plan_autoscaling_off, plan_scaling
+from modelplane.operator.autoscaler.plan import plan_autoscaling_off, plan_scaling
 from modelplane.operator.kube.client import build_event
 from modelplane.operator.reconcile.expectations import Expectations
 from modelplane.operator.reconcile.pods import ObservedPod, observe_pod
 
-BOUNDS = Bounds(min_replicas=1, max_replicas=4)
+BOUNDS = AutoscalingSpec(min_replicas=1, max_replicas=4)
 NOW = "2026-01-01T00:00:00Z"
 LATER = "2026-01-01T00:05:00Z"
 
@@ -143,8 +142,12 @@ def test_switching_autoscaling_off_removes_its_fields_once() -> None:
 
 # --- the stored state --------------------------------------------------------
 
-SPEC = AutoscalingSpec(min_replicas=1, max_replicas=4, targets=Targets(queue_depth_per_replica=2),
-                       scale_down_delay_s=300)  # fmt: skip
+SPEC = AutoscalingSpec(
+    min_replicas=1,
+    max_replicas=4,
+    targets=AutoscalingTargets(queue_depth_per_replica=2),
+    scale_down_delay_seconds=300,
+)
 
 
 def replicas(count: int, *, waiting: float = 0, running: float = 1) -> list[ReplicaObservation]:
@@ -223,7 +226,7 @@ def test_a_long_downtime_does_not_forget_the_last_need() -> None:
 
 
 def test_a_restart_does_not_scale_to_zero_a_model_that_was_just_busy() -> None:
-    spec = replace(SPEC, min_replicas=0, scale_down_delay_s=60)
+    spec = SPEC.model_copy(update={"min_replicas": 0, "scale_down_delay_seconds": 60})
     state = PolicyState()
     stored = None
     for t in range(0, 300, 10):  # busy for five minutes, stored once

@@ -164,6 +164,23 @@ class AutoscalingTargets(ResourceModel):
         None, description="GPU utilisation (0-1]."
     )
 
+    @property
+    def any(self) -> bool:
+        """Whether any target is set."""
+        return any(
+            v is not None
+            for v in (
+                self.ttft_p95_seconds,
+                self.queue_depth_per_replica,
+                self.kv_cache_utilization,
+                self.gpu_utilization,
+            )
+        )
+
+
+# What the autoscaler scales on when `targets` names none.
+DEFAULT_TARGETS: Final = AutoscalingTargets(kv_cache_utilization=0.8)
+
 
 class AutoscalingSpec(ResourceModel):
     """Replica count driven by latency and load signals; replaces `replicas` while enabled."""
@@ -185,7 +202,8 @@ class AutoscalingSpec(ResourceModel):
     )
     max_replicas: Annotated[int, Field(ge=1, le=1000)] = Field(4, description="Most replicas.")
     targets: AutoscalingTargets = Field(
-        default_factory=AutoscalingTargets, description="What to scale on."
+        default_factory=AutoscalingTargets,
+        description="What to scale on; none named: kvCacheUtilization 0.8.",
     )
     scale_down_delay_seconds: Annotated[int, Field(ge=0, le=86400)] = Field(
         300, description="How long load must stay low before a replica is removed."
@@ -199,6 +217,11 @@ class AutoscalingSpec(ResourceModel):
                 f"autoscaling.maxReplicas ({self.max_replicas})"
             )
         return self
+
+    @property
+    def scaling_targets(self) -> AutoscalingTargets:
+        """The targets the policy works to: those named, else the default."""
+        return self.targets if self.targets.any else DEFAULT_TARGETS
 
 
 class RolloutStrategy(StrEnum):

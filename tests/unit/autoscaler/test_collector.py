@@ -17,9 +17,9 @@ import pytest
 
 from modelplane.operator.autoscaler import (
     AutoscalingSpec,
+    AutoscalingTargets,
     PolicyState,
     ScrapeTarget,
-    Targets,
     collect,
     decide,
 )
@@ -109,7 +109,7 @@ async def test_scrapes_every_ready_pod_and_marks_the_ones_that_fail(pods: str) -
     second = await collect(targets[:3], first.snapshots, timeout_s=0.5, clock=Clock(110.0))
     a = next(o for o in second.observations if o.name == "pod-a")
     assert a.finished_per_s == pytest.approx(4.0)
-    spec = AutoscalingSpec(targets=Targets(kv_cache_utilization=0.8))
+    spec = AutoscalingSpec(targets=AutoscalingTargets(kv_cache_utilization=0.8))
     decision = decide(second.observations, 3, spec, PolicyState(), 110.0)
     assert decision.desired_replicas == 4  # 3 x 0.9 / 0.8
     assert "left out pod-broken" in decision.reason

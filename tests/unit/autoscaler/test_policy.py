@@ -16,20 +16,22 @@ import pytest
 from modelplane.api.demand import demand_time
 from modelplane.operator.autoscaler import (
     AutoscalingSpec,
+    AutoscalingTargets,
     Decision,
     PolicyState,
     ReplicaObservation,
-    Targets,
     decide,
 )
 from tests.unit.autoscaler.builders import replica, ttft_window
 
 NOW = 1_000_000.0
-ALL_TARGETS = Targets(
-    ttft_p95_s=1.0, queue_depth_per_replica=4, kv_cache_utilization=0.8, gpu_utilization=0.9
+ALL_TARGETS = AutoscalingTargets(
+    ttft_p95_seconds=1.0, queue_depth_per_replica=4, kv_cache_utilization=0.8, gpu_utilization=0.9
 )
 SPEC = AutoscalingSpec(min_replicas=1, max_replicas=8, targets=ALL_TARGETS)
-KV_ONLY = AutoscalingSpec(min_replicas=1, max_replicas=8, targets=Targets(kv_cache_utilization=0.8))
+KV_ONLY = AutoscalingSpec(
+    min_replicas=1, max_replicas=8, targets=AutoscalingTargets(kv_cache_utilization=0.8)
+)
 SLOW = ttft_window(*[3.0] * 30)  # p95 far past a 1 s target
 FAST = ttft_window(*[0.2] * 30)  # well under it
 
@@ -416,7 +418,7 @@ def idle(now: float) -> list[ReplicaObservation]:
 def test_scale_to_zero_after_idle_only_when_allowed(
     min_replicas: int, desired: int, driver: str, limited: bool
 ) -> None:
-    spec = replace(KV_ONLY, min_replicas=min_replicas)
+    spec = KV_ONLY.model_copy(update={"min_replicas": min_replicas})
     history, state = run_timeline(spec, 1, idle, ticks=32)
     final = history[-1][1]
     assert (final.desired_replicas, final.driver, final.limited) == (desired, driver, limited)
@@ -427,7 +429,7 @@ def test_scale_to_zero_after_idle_only_when_allowed(
         assert "held at minReplicas 1" in final.reason
 
 
-TO_ZERO = replace(KV_ONLY, min_replicas=0)
+TO_ZERO = KV_ONLY.model_copy(update={"min_replicas": 0})
 
 
 @pytest.mark.parametrize(
@@ -568,7 +570,7 @@ def test_the_annotation_that_woke_a_model_neither_keeps_it_up_nor_wakes_it_again
             "capped at maxReplicas 8 (wanted 10)",
         ),
         (
-            replace(KV_ONLY, min_replicas=3),
+            KV_ONLY.model_copy(update={"min_replicas": 3}),
             fleet(3, kv=0.05, running=1),
             3,
             3,

@@ -16,9 +16,9 @@ import pytest
 
 from modelplane.operator.autoscaler import (
     AutoscalingSpec,
+    AutoscalingTargets,
     PolicyState,
     ReplicaObservation,
-    Targets,
     decide,
 )
 from modelplane.operator.autoscaler.bursts import MAX_BURSTS, MAX_RATES
@@ -28,7 +28,9 @@ NOW = 1_000_000.0
 SPEC = AutoscalingSpec(
     min_replicas=0,
     max_replicas=10,
-    targets=Targets(ttft_p95_s=1.0, queue_depth_per_replica=4, kv_cache_utilization=0.8),
+    targets=AutoscalingTargets(
+        ttft_p95_seconds=1.0, queue_depth_per_replica=4, kv_cache_utilization=0.8
+    ),
 )
 FAST = ttft_window(*[0.2] * 30)
 
@@ -228,7 +230,9 @@ def test_the_wake_up_remembers_when_demand_began() -> None:
 
 
 def test_the_model_load_time_is_measured_from_the_last_ask() -> None:
-    kv_only = replace(SPEC, min_replicas=1, targets=Targets(kv_cache_utilization=0.8))
+    kv_only = SPEC.model_copy(
+        update={"min_replicas": 1, "targets": AutoscalingTargets(kv_cache_utilization=0.8)}
+    )
     asked = decide([replica(kv=0.9, running=10)], 1, kv_only, PolicyState(), NOW)
     assert (asked.desired_replicas, asked.state.loading_since) == (2, NOW)
     loading = [replica("r0", kv=0.5, running=5), ReplicaObservation.still_loading("r1")]
@@ -267,7 +271,7 @@ def test_while_the_knee_is_unknown_scale_down_keeps_what_carried_the_load(
 def test_a_queue_breach_with_the_knee_unknown_sizes_on_the_arrivals(
     case: str, proven: float | None, desired: int
 ) -> None:
-    queue_only = replace(SPEC, targets=Targets(queue_depth_per_replica=4))
+    queue_only = SPEC.model_copy(update={"targets": AutoscalingTargets(queue_depth_per_replica=4)})
     state = PolicyState(proven_rps=proven)
     backlog = [
         replica(f"r{i}", kv=0.3, running=10, waiting=50, arrived=4.0, finished=4.0)

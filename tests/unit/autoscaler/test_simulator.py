@@ -18,7 +18,7 @@ from autoscale_model import ClusterView, Policy, Workload, make_workload, simula
 from autoscale_policies import Ours, Padded, SurpriseBound
 from autoscale_profiles import CPU, closed_loop
 
-from modelplane.operator.autoscaler import AutoscalingSpec, PolicyState, Targets
+from modelplane.operator.autoscaler import AutoscalingSpec, AutoscalingTargets, PolicyState
 
 
 def test_throughput_grows_with_concurrency_until_the_engine_saturates() -> None:
@@ -42,7 +42,9 @@ def test_a_full_kv_cache_makes_requests_wait() -> None:
 TO_ZERO = AutoscalingSpec(
     min_replicas=0,
     max_replicas=10,
-    targets=Targets(ttft_p95_s=1.0, queue_depth_per_replica=4, kv_cache_utilization=0.8),
+    targets=AutoscalingTargets(
+        ttft_p95_seconds=1.0, queue_depth_per_replica=4, kv_cache_utilization=0.8
+    ),
 )
 
 
@@ -69,7 +71,9 @@ def test_a_seed_fixes_the_run() -> None:
     def run(seed: int) -> tuple[int, float, float, int]:
         rate = lambda t: np.where(t < 300, 4.0, 16.0)  # noqa: E731
         workload = make_workload(rate, 16.0, 900.0, CPU, seed)
-        spec = AutoscalingSpec(targets=Targets(ttft_p95_s=1.0, kv_cache_utilization=0.8))
+        spec = AutoscalingSpec(
+            targets=AutoscalingTargets(ttft_p95_seconds=1.0, kv_cache_utilization=0.8)
+        )
         result = simulate(CPU, workload, Ours(spec), 900.0, initial=1)
         return len(workload), result.attainment(1.0), result.replica_seconds, result.scaling_events
 
@@ -166,7 +170,9 @@ def test_ours_wakes_on_the_gateways_demand_write_not_on_its_next_tick() -> None:
 
 
 def test_the_padded_reference_adds_its_headroom_to_what_ours_asks_for() -> None:
-    spec = AutoscalingSpec(min_replicas=0, max_replicas=6, targets=Targets(ttft_p95_s=1.0))
+    spec = AutoscalingSpec(
+        min_replicas=0, max_replicas=6, targets=AutoscalingTargets(ttft_p95_seconds=1.0)
+    )
     spare = Padded(spec, spare=1, factor=1.0)
     scaled = Padded(spec, spare=0, factor=1.5)
     assert [spare.padded(n) for n in (0, 1, 3, 6)] == [0, 2, 4, 6]

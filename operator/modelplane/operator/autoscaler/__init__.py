@@ -4,7 +4,8 @@ The pure policy, which the simulator in `bench/` runs too:
 `decide(observations, current_replicas, spec, state, now, demand_at)` is the
 whole policy (see `policy`, with `bursts`); `observations` turns a replica's
 Prometheus text into what it reads; `state` holds what survives between
-decisions (and operator restarts); `spec` is the bounds and targets.
+decisions (and operator restarts). The bounds and targets are the resource's own
+`AutoscalingSpec` (`modelplane.api.llmdeployment`), re-exported here.
 
 The operator's side: `collector` (the pods' /metrics) and `prometheus` (a
 range query) measure; `controller` runs the loop and writes only the
@@ -14,6 +15,7 @@ fields, its state annotation); `plan` turns a decision into those writes;
 Importing this package imports the policy only, never the controller.
 """
 
+from modelplane.api.llmdeployment import AutoscalingSpec, AutoscalingTargets
 from modelplane.operator.autoscaler.collector import Collection, ScrapeTarget, collect
 from modelplane.operator.autoscaler.demand import held_for_wake_up
 from modelplane.operator.autoscaler.observations import (
@@ -24,11 +26,11 @@ from modelplane.operator.autoscaler.observations import (
     parse_metrics,
 )
 from modelplane.operator.autoscaler.policy import Decision, decide
-from modelplane.operator.autoscaler.spec import AutoscalingSpec, Targets
 from modelplane.operator.autoscaler.state import PolicyState
 
 __all__ = [
     "AutoscalingSpec",
+    "AutoscalingTargets",
     "Collection",
     "Decision",
     "Histogram",
@@ -36,7 +38,6 @@ __all__ = [
     "PolicyState",
     "ReplicaObservation",
     "ScrapeTarget",
-    "Targets",
     "collect",
     "decide",
     "held_for_wake_up",

@@ -72,7 +72,7 @@ from modelplane.operator.autoscaler import (
 from modelplane.operator.autoscaler.collector import DEFAULT_TIMEOUT_S
 from modelplane.operator.autoscaler.demand import answers_demand_now, held_demand, held_requests
 from modelplane.operator.autoscaler.persistence import needs_storing, resume
-from modelplane.operator.autoscaler.plan import Bounds, plan_autoscaling_off, plan_scaling
+from modelplane.operator.autoscaler.plan import plan_autoscaling_off, plan_scaling
 from modelplane.operator.autoscaler.prometheus import collect_from_prometheus
 from modelplane.operator.config import OperatorConfig
 from modelplane.operator.kube.client import KubeError
@@ -196,11 +196,6 @@ def scrape_targets(pods: Sequence[ObservedPod], track: str | None = None) -> lis
     ]
 
 
-def policy_spec(spec: LLMDeploymentSpec) -> AutoscalingSpec:
-    """The policy's copy of `spec.autoscaling`, defaults included (the typed spec's)."""
-    return AutoscalingSpec.from_dict(spec.autoscaling.model_dump(by_alias=True, mode="json"))
-
-
 @dataclass
 class _Memory:
     """What the autoscaler keeps about one LLMDeployment between ticks."""
@@ -305,7 +300,7 @@ class Autoscaler:
         collection = await self._source.collect(namespace, targets, memory.snapshots)
         memory.snapshots = dict(collection.snapshots)
         now = self._clock()
-        autoscaling = policy_spec(spec)
+        autoscaling = spec.autoscaling
         current = memory.replicas(spec, time.monotonic())
         scaled_at = (self._reconciler.observed_status(key, body) or {}).get("lastScaleTime")
         demand_at = held_demand(annotations, current, epoch_of(scaled_at))
@@ -321,9 +316,8 @@ class Autoscaler:
             held_at=held[1] if held else None,
         )
         memory.state = decision.state
-        bounds = Bounds(autoscaling.min_replicas, autoscaling.max_replicas)
         async with self._reconciler.lock(key):
-            await self._apply(key, view, current, decision, bounds, memory, now)
+            await self._apply(key, view, current, decision, autoscaling, memory, now)
 
     def _recall(self, annotations: Mapping[str, str]) -> _Memory:
         """After a start: the state the annotation holds, continued to now."""
@@ -339,7 +333,7 @@ class Autoscaler:
         view: ClusterView,
         decided_on: int,
         decision: Decision,
-        bounds: Bounds,
+        bounds: AutoscalingSpec,
         memory: _Memory,
         now: float,
     ) -> None:

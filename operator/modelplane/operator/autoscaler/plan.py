@@ -29,15 +29,18 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from pydantic import ValidationError
-
 from modelplane.api.llmdeployment import (
+    AutoscalingSpec,
     Condition,
-    ConditionStatus,
     ConditionType,
-    LLMDeploymentStatus,
 )
 from modelplane.operator.autoscaler import Decision
+from modelplane.operator.status_model import (
+    condition,
+    dump_conditions,
+    parse_status,
+    with_condition,
+)
 
 SCALED_UP: Final = "ScaledUp"
 SCALED_DOWN: Final = "ScaledDown"
@@ -48,12 +51,6 @@ AUTOSCALER_FIELDS: Final = ("scaleReason", "lastScaleTime")
 
 
 @dataclass(frozen=True)
-class Bounds:
-    min_replicas: int
-    max_replicas: int
-
-
-@dataclass(frozen=True)
 class ScalingPlan:
     replicas: int | None = None  # write this spec.replicas (scale subresource); None: unchanged
     direction: str | None = None  # "up" or "down" when replicas change
@@ -61,46 +58,33 @@ class ScalingPlan:
     status: dict[str, Any] = field(default_factory=dict)  # merge patch; empty: no write
 
 
-def _parsed(status: Mapping[str, Any]) -> LLMDeploymentStatus:
-    try:
-        return LLMDeploymentStatus.model_validate(dict(status))
-    except ValidationError:
-        return LLMDeploymentStatus()
-
-
-def _dump(conditions: list[Condition]) -> list[dict[str, Any]]:
-    return [c.model_dump(by_alias=True, mode="json", exclude_none=True) for c in conditions]
-
-
 def limited_condition(
-    decision: Decision, bounds: Bounds, generation: int | None, now: str, before: Condition | None
+    decision: Decision,
+    bounds: AutoscalingSpec,
+    generation: int | None,
+    now: str,
+    before: Condition | None,
 ) -> Condition:
     """The ScalingLimited condition for this decision (keeps its transition time if unchanged)."""
     if decision.limited:
         at_max = decision.desired_replicas >= bounds.max_replicas
-        status, reason = ConditionStatus.TRUE, TOO_MANY if at_max else TOO_FEW
+        limited, reason = True, TOO_MANY if at_max else TOO_FEW
         message = decision.reason
     else:
-        status, reason = ConditionStatus.FALSE, WITHIN_RANGE
+        limited, reason = False, WITHIN_RANGE
         message = (
             f"{decision.desired_replicas} replica(s) wanted, within minReplicas "
             f"{bounds.min_replicas} and maxReplicas {bounds.max_replicas}"
         )
-    since = before.last_transition_time if before and before.status == status else now
-    return Condition(
-        type=ConditionType.SCALING_LIMITED,
-        status=status,
-        reason=reason,
-        message=message,
-        last_transition_time=since,
-        observed_generation=generation,
+    return condition(
+        ConditionType.SCALING_LIMITED,
+        limited,
+        reason,
+        message,
+        previous=[before] if before is not None else [],
+        now=now,
+        generation=generation,
     )
-
-
-def _with_condition(conditions: list[Condition], new: Condition) -> list[Condition]:
-    """`conditions` with the one of `new`'s type replaced in place, or `new` appended."""
-    replaced = [new if c.type == new.type else c for c in conditions]
-    return replaced if any(c.type == new.type for c in conditions) else [*conditions, new]
 
 
 def plan_scaling(
@@ -108,7 +92,7 @@ def plan_scaling(
     *,
     current_replicas: int,
     status: Mapping[str, Any],
-    bounds: Bounds,
+    bounds: AutoscalingSpec,
     generation: int | None,
     now: str,
     driver_changed: bool = False,
@@ -118,7 +102,7 @@ def plan_scaling(
     `status` is the LLMDeployment's status as the operator last saw or wrote it;
     `driver_changed`: the previous decision had another driver.
     """
-    previous = _parsed(status)
+    previous = parse_status(status)
     before = next((c for c in previous.conditions if c.type == ConditionType.SCALING_LIMITED), None)
     desired = decision.desired_replicas
     changed = desired != current_replicas
@@ -139,7 +123,7 @@ def plan_scaling(
     if changed or driver_changed or previous.scale_reason is None:
         patch["scaleReason"] = decision.reason
     if condition_stale:
-        patch["conditions"] = _dump(_with_condition(previous.conditions, wanted))
+        patch["conditions"] = dump_conditions(with_condition(previous.conditions, wanted))
     patch = {key: value for key, value in patch.items() if status.get(key) != value}
     if not changed:
         return ScalingPlan(status=patch)
@@ -155,8 +139,8 @@ def plan_scaling(
 def plan_autoscaling_off(status: Mapping[str, Any]) -> dict[str, Any]:
     """A merge patch removing what the autoscaler wrote; empty when there is nothing."""
     patch: dict[str, Any] = {key: None for key in AUTOSCALER_FIELDS if key in status}
-    previous = _parsed(status)
+    previous = parse_status(status)
     kept = [c for c in previous.conditions if c.type != ConditionType.SCALING_LIMITED]
     if len(kept) != len(previous.conditions):
-        patch["conditions"] = _dump(kept)
+        patch["conditions"] = dump_conditions(kept)
     return patch

@@ -55,6 +55,7 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
+from modelplane.api.llmdeployment import AutoscalingSpec, AutoscalingTargets
 from modelplane.operator.autoscaler.bursts import (
     BURST_FACTOR,
     LEVEL_S,
@@ -67,7 +68,6 @@ from modelplane.operator.autoscaler.bursts import (
     start_burst,
 )
 from modelplane.operator.autoscaler.observations import Histogram, ReplicaObservation
-from modelplane.operator.autoscaler.spec import AutoscalingSpec, Targets
 from modelplane.operator.autoscaler.state import PolicyState
 
 GROWTH_WHILE_LOADING = 1.25  # while loading, add more only past this x the sized-for need
@@ -132,7 +132,7 @@ def decide(
     None when unknown: with it, a start from zero is sized to the demand.
     `held_at` is when it was counted (the annotation's time); None: now.
     """
-    delay = spec.scale_down_delay_s
+    delay = float(spec.scale_down_delay_seconds)
     previous = state.last_decision_at
     window = DEFAULT_WINDOW_S
     if previous is not None and now > previous:
@@ -198,7 +198,7 @@ def decide(
     recent = level(state, now)
     state = _learn_capacity(
         measured,
-        spec.targets,
+        spec.scaling_targets,
         state,
         now,
         cool_from=now - window,
@@ -209,7 +209,7 @@ def decide(
     # Sized on the level of the last half minute, or on this window's rate
     # when it jumped (a burst is no noise to smooth away).
     sized_on = arrivals if jumped_from is not None else recent
-    needs = _needs(measured, len(ready), sized_on, spec.targets, capacity, state.proven_rps)
+    needs = _needs(measured, len(ready), sized_on, spec.scaling_targets, capacity, state.proven_rps)
     if jumped_from is not None and arrivals is not None:
         needs.extend(
             _burst_need(
@@ -422,7 +422,7 @@ def _p95(histogram: Histogram | None, minimum: int) -> float | None:
 
 def _learn_capacity(
     measured: Sequence[ReplicaObservation],
-    targets: Targets,
+    targets: AutoscalingTargets,
     state: PolicyState,
     now: float,
     cool_from: float,
@@ -451,9 +451,9 @@ def _learn_capacity(
     finish close to the estimate it rises by `CAPACITY_PROBE` a decision, up
     to `hot_rps` or `PROBE_CEILING` times the proven level, whichever is more.
     """
-    if targets.ttft_p95_s is None:
+    if targets.ttft_p95_seconds is None:
         return state
-    target = targets.ttft_p95_s
+    target = targets.ttft_p95_seconds
     knee = KNEE_FRACTION * target
     fleet_p95 = _p95(
         Histogram.merge(o.ttft for o in measured if o.ttft is not None), MIN_FIRST_TOKENS
@@ -518,7 +518,7 @@ def _needs(
     measured: Sequence[ReplicaObservation],
     ready: int,
     arrivals: float | None,
-    targets: Targets,
+    targets: AutoscalingTargets,
     capacity: float | None,
     proven: float | None = None,
 ) -> list[_Need]:
@@ -537,8 +537,8 @@ def _needs(
     fleet_ttft = Histogram.merge(o.ttft for o in measured if o.ttft is not None)
     p95 = _p95(fleet_ttft, MIN_FIRST_TOKENS)
 
-    if targets.ttft_p95_s is not None:
-        target = targets.ttft_p95_s
+    if targets.ttft_p95_seconds is not None:
+        target = targets.ttft_p95_seconds
         if capacity is not None and arrivals is not None:
             needs.append(
                 _Need(

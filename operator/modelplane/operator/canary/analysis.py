@@ -20,10 +20,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from pydantic import ValidationError
-
 from modelplane.api import contract
-from modelplane.api.llmdeployment import CanaryPhase, LLMDeploymentStatus
+from modelplane.api.llmdeployment import CanaryPhase
 from modelplane.operator.autoscaler import Histogram, MetricsSnapshot, ReplicaObservation
 from modelplane.operator.autoscaler.controller import (
     MetricsSource,
@@ -34,6 +32,7 @@ from modelplane.operator.canary.plan import CanaryMetrics
 from modelplane.operator.canary.store import CanaryMeasurements, Step, canary_step
 from modelplane.operator.reconcile.expectations import OwnerKey
 from modelplane.operator.reconcile.reconciler import ClusterView, Reconciler
+from modelplane.operator.status_model import parse_status
 from modelplane.operator.timestamps import epoch_of
 
 
@@ -94,10 +93,7 @@ class CanaryAnalysis:
         if body is None:
             self.forget(key)
             return
-        try:
-            status = LLMDeploymentStatus.model_validate(self._reconciler.observed_status(key, body))
-        except ValidationError:
-            return
+        status = parse_status(self._reconciler.observed_status(key, body))
         canary = status.canary
         if canary is None or canary.phase is CanaryPhase.ABORTED:
             self.forget(key)

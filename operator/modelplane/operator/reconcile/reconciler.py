@@ -19,8 +19,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from typing import Any, Final, Protocol
 
-from pydantic import ValidationError
-
 from modelplane.api import contract
 from modelplane.api.llmdeployment import (
     LLMDeploymentSpec,
@@ -57,6 +55,7 @@ from modelplane.operator.reconcile.pods import ObservedPod
 from modelplane.operator.reconcile.replicas import deployment_replicas
 from modelplane.operator.reconcile.rollout import RolloutPlan, RolloutState, plan_rollout
 from modelplane.operator.reconcile.status import Observation, compute_status, status_patch
+from modelplane.operator.status_model import parse_status
 from modelplane.operator.timestamps import rfc3339
 
 log = logging.getLogger(__name__)
@@ -220,10 +219,7 @@ class Reconciler:
         meta = body["metadata"]
         generation = meta.get("generation")
         current = self.observed_status(key, body)
-        try:
-            previous = LLMDeploymentStatus.model_validate(current)
-        except ValidationError:
-            previous = LLMDeploymentStatus()
+        previous = parse_status(current)
         observed = self.observed_children(key, view)
 
         parsed = parse_spec(name, body.get("spec"), self.config)

@@ -20,7 +20,6 @@ from typing import Any, Final
 from modelplane.api.llmdeployment import (
     CanaryPhase,
     Condition,
-    ConditionStatus,
     ConditionType,
     LLMDeploymentStatus,
     Phase,
@@ -29,6 +28,9 @@ from modelplane.operator.builders.naming import endpoint, pod_selector, selector
 from modelplane.operator.canary.plan import CANARY_ABORTED, CanaryPlan
 from modelplane.operator.reconcile.observed import ObservedDeployment
 from modelplane.operator.reconcile.rollout import RolloutPlan, RolloutState
+from modelplane.operator.status_model import (
+    condition,
+)
 
 OWNED_CONDITIONS: Final = frozenset(
     {
@@ -61,16 +63,14 @@ class Observation:
 def _condition(
     obs: Observation, type_: ConditionType, status: bool, reason: str, message: str
 ) -> Condition:
-    value = ConditionStatus.TRUE if status else ConditionStatus.FALSE
-    before = next((c for c in obs.previous.conditions if c.type == type_), None)
-    since = before.last_transition_time if before and before.status == value else obs.now
-    return Condition(
-        type=type_,
-        status=value,
-        reason=reason,
-        message=message,
-        last_transition_time=since,
-        observed_generation=obs.generation,
+    return condition(
+        type_,
+        status,
+        reason,
+        message,
+        previous=obs.previous.conditions,
+        now=obs.now,
+        generation=obs.generation,
     )
 
 
