@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from enum import StrEnum
 
 import pytest
 from pydantic import ValidationError
@@ -13,6 +14,9 @@ from modelplane.api.engine import (
     ModelFacts,
     Quantization,
     engine_config_problems,
+    engine_flags,
+    scalar_type,
+    typed_flags,
 )
 from modelplane.server.options import add_serve_arguments, options_from_args
 
@@ -83,6 +87,40 @@ def test_serve_flags_round_trip_through_the_server_cli(config: EngineConfig) -> 
     add_serve_arguments(parser)
     args = parser.parse_args(["--model", "/m", *config.serve_flags()])
     assert options_from_args(args).engine == config
+
+
+def _not_the_default(name: str) -> object:
+    """A valid value of the field other than its default, found from its type."""
+    field = EngineConfig.model_fields[name]
+    default = field.get_default(call_default_factory=True)
+    kind = scalar_type(field)
+    if isinstance(default, list):
+        return ["--max-num-seqs=8"]
+    if kind is bool:
+        return not default
+    if isinstance(kind, type) and issubclass(kind, StrEnum):
+        return next(m for m in kind if m != default and m.value != "pooling")
+    return {int: 64, float: 0.5, str: "llama3_json"}[kind]
+
+
+@pytest.mark.parametrize("name", [name for name, _ in engine_flags()])
+def test_every_engine_field_reaches_every_surface_from_its_one_declaration(name: str) -> None:
+    """A field declared with a Flag needs nothing else: the server's CLI parses it, the
+    operator's serve flags carry it, vLLM gets it, and extraArgs may not repeat it."""
+    flag = dict(engine_flags())[name]
+    config = EngineConfig.model_validate({name: _not_the_default(name)})
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    parsed = options_from_args(parser.parse_args(["--model", "/m", *config.serve_flags()]))
+    assert parsed.engine == config
+    rendered = " ".join(config.vllm_args())
+    if name == "extra_args":
+        assert rendered.endswith("--max-num-seqs=8")
+    else:
+        assert flag.name.removeprefix("--") in rendered
+        assert flag.name in typed_flags()
+        with pytest.raises(ValidationError, match=f"extraArgs sets {flag.name}"):
+            EngineConfig(extra_args=[f"{flag.name}=1"])
 
 
 FACTS = ModelFacts(max_position_embeddings=8192)

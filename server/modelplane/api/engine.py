@@ -9,11 +9,14 @@ values cannot drift apart.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from enum import StrEnum
-from typing import Annotated
+from functools import cache
+from typing import Annotated, Any, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
+from pydantic.fields import FieldInfo
 
 
 class Quantization(StrEnum):
@@ -46,30 +49,55 @@ class Runner(StrEnum):
     POOLING = "pooling"
 
 
-# Engine flags the typed fields own. Passing one of them again through
-# `extraArgs` would let two settings disagree, so it is refused.
-TYPED_FLAGS: dict[str, str] = {
-    "--quantization": "quantization",
-    "-q": "quantization",
-    "--kv-cache-dtype": "kvCacheDtype",
-    "--dtype": "dtype",
-    "--max-model-len": "maxModelLen",
-    "--gpu-memory-utilization": "gpuMemoryUtilization",
-    "--tensor-parallel-size": "tensorParallelSize",
-    "-tp": "tensorParallelSize",
-    "--enable-prefix-caching": "enablePrefixCaching",
-    "--no-enable-prefix-caching": "enablePrefixCaching",
-    "--enforce-eager": "enforceEager",
-    "--tool-call-parser": "toolCallParser",
-    "--runner": "runner",
+@dataclass(frozen=True)
+class Flag:
+    """How one `EngineConfig` field reaches the engine: declared once, on the field.
+
+    `name` is the flag of both vLLM and `modelplane serve`; everything else
+    (vLLM's arguments, the `modelplane serve` flags the operator renders, the
+    server's command line, the flags `extraArgs` may not repeat) is generated
+    from the fields in their order, as vLLM's `EngineArgs` builds its CLI.
+    A bool defaulting to True is `--name/--no-name`; one defaulting to False is
+    a switch; a list is repeated (`--engine-arg=ARG`) and reaches vLLM verbatim.
+    """
+
+    name: str
+    aliases: tuple[str, ...] = ()  # other spellings vLLM accepts (refused in extraArgs too)
+    vllm_default: object = None  # left out of vLLM's arguments at this value (its own default)
+    always: bool = False  # passed to vLLM whatever the value
+    with_flags: tuple[str, ...] = ()  # passed to vLLM before it (a switch it needs)
+    generation_only: bool = False  # not for the pooling runner, which has no use for it
+    none_word: str | None = None  # how None is spelled on the command line ("none")
+
+
+def flag_of(field: FieldInfo) -> Flag | None:
+    return next((m for m in field.metadata if isinstance(m, Flag)), None)
+
+
+def _nullable(field: FieldInfo) -> bool:
+    return type(None) in get_args(field.annotation)
+
+
+def scalar_type(field: FieldInfo) -> type:
+    """The field's value type with None and constraints stripped (int, float, str, an enum)."""
+    kind: Any = field.annotation
+    while get_origin(kind) is Annotated or type(None) in get_args(kind):
+        if get_origin(kind) is Annotated:
+            kind = get_args(kind)[0]
+        else:
+            kind = next(a for a in get_args(kind) if a is not type(None))
+    return kind  # type: ignore[no-any-return]
+
+
+DEFAULT_TOOL_CALL_PARSER = "hermes"
+# Flags the server sets itself from its own options: refused in extraArgs as well.
+SERVER_FLAGS: dict[str, str] = {
     "--model": "the server's --model option",
     "--served-model-name": "the server's --served-model-name option",
     "--api-key": "the server's API keys (--api-key-file / MODELPLANE_API_KEYS)",
     "--host": "the server's --host option",
     "--port": "the server's --port option",
 }
-
-DEFAULT_TOOL_CALL_PARSER = "hermes"
 
 
 class EngineConfig(BaseModel):
@@ -83,95 +111,151 @@ class EngineConfig(BaseModel):
         use_enum_values=False,
     )
 
-    quantization: Quantization = Field(
-        Quantization.NONE, description="Weight quantization method of the checkpoint."
+    quantization: Annotated[
+        Quantization, Flag("--quantization", aliases=("-q",), vllm_default=Quantization.NONE)
+    ] = Field(Quantization.NONE, description="Weight quantization method of the checkpoint.")
+    kv_cache_dtype: Annotated[
+        KVCacheDtype, Flag("--kv-cache-dtype", vllm_default=KVCacheDtype.AUTO)
+    ] = Field(KVCacheDtype.AUTO, description="KV-cache precision; fp8 halves KV memory.")
+    dtype: Annotated[Dtype, Flag("--dtype", vllm_default=Dtype.AUTO)] = Field(
+        Dtype.AUTO, description="Activation and weight dtype."
     )
-    kv_cache_dtype: KVCacheDtype = Field(
-        KVCacheDtype.AUTO, description="KV-cache precision; fp8 halves KV memory."
-    )
-    dtype: Dtype = Field(Dtype.AUTO, description="Activation and weight dtype.")
-    max_model_len: Annotated[int, Field(ge=16)] | None = Field(
+    max_model_len: Annotated[Annotated[int, Field(ge=16)] | None, Flag("--max-model-len")] = Field(
         None, description="Context length in tokens; defaults to the model's own."
     )
-    gpu_memory_utilization: Annotated[float, Field(gt=0.0, le=1.0)] = Field(
-        0.9, description="Fraction of GPU memory the engine may use."
+    gpu_memory_utilization: Annotated[
+        float, Field(gt=0.0, le=1.0), Flag("--gpu-memory-utilization", always=True)
+    ] = Field(0.9, description="Fraction of GPU memory the engine may use.")
+    tensor_parallel_size: Annotated[
+        int, Field(ge=1), Flag("--tensor-parallel-size", aliases=("-tp",), vllm_default=1)
+    ] = Field(1, description="GPUs one replica shards the model across.")
+    # Enabled is vLLM's own default for models with a KV cache; saying so
+    # explicitly breaks encoder-only (embedding) models, which have none.
+    enable_prefix_caching: Annotated[bool, Flag("--enable-prefix-caching", vllm_default=True)] = (
+        Field(True, description="Reuse KV cache of shared prefixes.")
     )
-    tensor_parallel_size: Annotated[int, Field(ge=1)] = Field(
-        1, description="GPUs one replica shards the model across."
-    )
-    enable_prefix_caching: bool = Field(True, description="Reuse KV cache of shared prefixes.")
-    enforce_eager: bool = Field(
+    enforce_eager: Annotated[bool, Flag("--enforce-eager", vllm_default=False)] = Field(
         False, description="Skip graph capture/compilation: faster start, slower decode."
     )
-    tool_call_parser: str | None = Field(
+    runner: Annotated[Runner, Flag("--runner", vllm_default=Runner.AUTO)] = Field(
+        Runner.AUTO, description="generate (chat) or pooling (embeddings)."
+    )
+    tool_call_parser: Annotated[
+        str | None,
+        Flag(
+            "--tool-call-parser",
+            with_flags=("--enable-auto-tool-choice",),
+            generation_only=True,
+            none_word="none",
+        ),
+    ] = Field(
         DEFAULT_TOOL_CALL_PARSER,
         description="vLLM tool-call parser; enables tool calls and named tool_choice.",
     )
-    runner: Runner = Field(Runner.AUTO, description="generate (chat) or pooling (embeddings).")
-    extra_args: list[str] = Field(
+    extra_args: Annotated[list[str], Flag("--engine-arg")] = Field(
         default_factory=list, description="Passed to the engine verbatim (escape hatch)."
     )
 
     @field_validator("extra_args")
     @classmethod
     def _extra_args_do_not_shadow_typed_fields(cls, value: list[str]) -> list[str]:
+        owned = typed_flags()
         for arg in value:
             flag = arg.split("=", 1)[0]
-            if flag in TYPED_FLAGS:
+            if flag in owned:
                 raise ValueError(
-                    f"extraArgs sets {flag}, which {TYPED_FLAGS[flag]} already controls; "
+                    f"extraArgs sets {flag}, which {owned[flag]} already controls; "
                     "use that field instead"
                 )
         return value
 
-    def _prefix_caching_flag(self) -> str:
-        prefix = "" if self.enable_prefix_caching else "no-"
-        return f"--{prefix}enable-prefix-caching"
-
     def vllm_args(self) -> list[str]:
-        """vLLM engine flags for this configuration (model and serving flags excluded)."""
+        """vLLM engine flags for this configuration (model and serving flags excluded):
+        each field's flag, left out at vLLM's own default."""
         args: list[str] = []
-        if self.quantization is not Quantization.NONE:
-            args += ["--quantization", self.quantization.value]
-        if self.kv_cache_dtype is not KVCacheDtype.AUTO:
-            args += ["--kv-cache-dtype", self.kv_cache_dtype.value]
-        if self.dtype is not Dtype.AUTO:
-            args += ["--dtype", self.dtype.value]
-        if self.max_model_len is not None:
-            args += ["--max-model-len", str(self.max_model_len)]
-        args += ["--gpu-memory-utilization", repr(self.gpu_memory_utilization)]
-        if self.tensor_parallel_size != 1:
-            args += ["--tensor-parallel-size", str(self.tensor_parallel_size)]
-        if not self.enable_prefix_caching:
-            # Enabled is vLLM's own default for models with a KV cache; saying
-            # so explicitly breaks encoder-only (embedding) models, which have none.
-            args.append("--no-enable-prefix-caching")
-        if self.enforce_eager:
-            args.append("--enforce-eager")
-        if self.runner is not Runner.AUTO:
-            args += ["--runner", self.runner.value]
-        if self.tool_call_parser and self.runner is not Runner.POOLING:
-            args += ["--enable-auto-tool-choice", "--tool-call-parser", self.tool_call_parser]
-        return args + list(self.extra_args)
+        extra: list[str] = []
+        for name, flag in engine_flags():
+            value = getattr(self, name)
+            if isinstance(value, list):
+                extra += value
+                continue
+            if value is None or (not flag.always and value == flag.vllm_default):
+                continue
+            if flag.generation_only and self.runner is Runner.POOLING:
+                continue
+            if isinstance(value, bool):
+                args.append(flag.name if value else _negated(flag.name))
+                continue
+            args += [*flag.with_flags, flag.name, _text(value)]
+        return args + extra
 
     def serve_flags(self) -> list[str]:
-        """`modelplane serve` flags that reproduce this configuration (used by the operator)."""
-        flags = [
-            "--quantization", self.quantization.value,
-            "--kv-cache-dtype", self.kv_cache_dtype.value,
-            "--dtype", self.dtype.value,
-            "--gpu-memory-utilization", repr(self.gpu_memory_utilization),
-            "--tensor-parallel-size", str(self.tensor_parallel_size),
-            "--runner", self.runner.value,
-        ]  # fmt: skip
-        if self.max_model_len is not None:
-            flags += ["--max-model-len", str(self.max_model_len)]
-        flags.append(self._prefix_caching_flag())
-        if self.enforce_eager:
-            flags.append("--enforce-eager")
-        flags += ["--tool-call-parser", self.tool_call_parser or "none"]
-        flags += [f"--engine-arg={arg}" for arg in self.extra_args]
+        """`modelplane serve` flags that reproduce this configuration (used by the operator).
+
+        Every setting is spelled out, so the pod template says what runs. Fields
+        that always hold a value come first, the others after, each group in
+        field order: the order is part of the pod template's hash, and a change
+        would restart every model on an operator upgrade.
+        """
+        flags: list[str] = []
+        fields = type(self).model_fields
+        valued = [(n, f) for n, f in engine_flags() if _always_valued(fields[n])]
+        others = [(n, f) for n, f in engine_flags() if not _always_valued(fields[n])]
+        for name, flag in valued + others:
+            value = getattr(self, name)
+            if isinstance(value, list):
+                flags += [f"{flag.name}={arg}" for arg in value]
+            elif isinstance(value, bool):
+                default = fields[name].default
+                if value or default is True:
+                    flags.append(flag.name if value else _negated(flag.name))
+            elif value is None:
+                if flag.none_word is not None:
+                    flags += [flag.name, flag.none_word]
+            else:
+                flags += [flag.name, _text(value)]
         return flags
+
+
+def _negated(name: str) -> str:
+    return f"--no-{name.removeprefix('--')}"
+
+
+def _text(value: object) -> str:
+    return value.value if isinstance(value, StrEnum) else str(value)
+
+
+def _always_valued(field: FieldInfo) -> bool:
+    """A field whose flag always carries a value (not a switch, a list or an optional)."""
+    kind = scalar_type(field)
+    return kind is not bool and get_origin(field.annotation) is not list and not _nullable(field)
+
+
+@cache
+def engine_flags() -> tuple[tuple[str, Flag], ...]:
+    """(field name, flag) of every EngineConfig field, in field order."""
+    found = []
+    for name, field in EngineConfig.model_fields.items():
+        flag = flag_of(field)
+        if flag is not None:
+            found.append((name, flag))
+    return tuple(found)
+
+
+@cache
+def typed_flags() -> dict[str, str]:
+    """Engine flags the typed fields (or the server itself) own, with who owns each.
+    Passing one again through `extraArgs` would let two settings disagree."""
+    owned: dict[str, str] = {}
+    for name, flag in engine_flags():
+        if name == "extra_args":
+            continue
+        field = to_camel(name)
+        for spelling in (flag.name, *flag.aliases):
+            owned[spelling] = field
+        if scalar_type(EngineConfig.model_fields[name]) is bool:
+            owned[_negated(flag.name)] = field
+    return {**owned, **SERVER_FLAGS}
 
 
 class ModelFacts(BaseModel):

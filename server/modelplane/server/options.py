@@ -8,6 +8,7 @@ LLMDeployment resource (`servedModelName`, `engine.maxModelLen`, ...).
 from __future__ import annotations
 
 import argparse
+from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -15,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
-from modelplane.api.engine import Dtype, EngineConfig, KVCacheDtype, Quantization, Runner
+from modelplane.api.engine import EngineConfig, engine_flags, scalar_type
 
 
 class ServeOptions(BaseModel):
@@ -49,20 +50,6 @@ class OptionsError(ValueError):
     """A one-line reason the options cannot be used."""
 
 
-# flag dest -> engine field name, for flags that set EngineConfig fields
-_ENGINE_FLAGS = {
-    "quantization": "quantization",
-    "kv_cache_dtype": "kv_cache_dtype",
-    "dtype": "dtype",
-    "max_model_len": "max_model_len",
-    "gpu_memory_utilization": "gpu_memory_utilization",
-    "tensor_parallel_size": "tensor_parallel_size",
-    "enable_prefix_caching": "enable_prefix_caching",
-    "enforce_eager": "enforce_eager",
-    "tool_call_parser": "tool_call_parser",
-    "runner": "runner",
-    "engine_args": "extra_args",
-}
 _SERVE_FLAGS = (
     "model",
     "served_model_name",
@@ -112,38 +99,48 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="Print ready-to-paste curl and OpenAI client examples once ready.",
     )
-    e = parser.add_argument_group("engine (LLMDeployment spec.engine)")
-    e.add_argument("--quantization", choices=[q.value for q in Quantization])
-    e.add_argument("--kv-cache-dtype", choices=[k.value for k in KVCacheDtype])
-    e.add_argument("--dtype", choices=[d.value for d in Dtype])
-    e.add_argument("--max-model-len", type=int, help="Context length in tokens.")
-    e.add_argument("--gpu-memory-utilization", type=float, help="Fraction of GPU memory (0.9).")
-    e.add_argument("--tensor-parallel-size", type=int, help="GPUs per replica (1).")
-    e.add_argument(
-        "--enable-prefix-caching",
-        action=argparse.BooleanOptionalAction,
-        default=None,
-        help="Reuse the KV cache of shared prompt prefixes (on).",
-    )
-    e.add_argument(
-        "--enforce-eager",
-        action="store_true",
-        default=None,
-        help="Skip compilation and graph capture: much faster start, slower decode.",
-    )
-    e.add_argument(
-        "--tool-call-parser",
-        help="vLLM tool-call parser for tool calls and named tool_choice "
-        "(default hermes; 'none' disables tools).",
-    )
-    e.add_argument("--runner", choices=[r.value for r in Runner], help="generate or pooling.")
-    e.add_argument(
-        "--engine-arg",
-        dest="engine_args",
-        action="append",
-        metavar="ARG",
-        help="Extra vLLM flag passed verbatim, e.g. --engine-arg=--max-num-seqs=64 (repeatable).",
-    )
+    add_engine_arguments(parser.add_argument_group("engine (LLMDeployment spec.engine)"))
+
+
+def add_engine_arguments(group: argparse._ArgumentGroup) -> None:
+    """One flag per `EngineConfig` field, generated from the field and its `Flag`:
+    choices from an enum, the type from the annotation, help from the description.
+    Every flag defaults to None so that only flags given override the config file."""
+    fields = EngineConfig.model_fields
+    for name, flag in engine_flags():
+        field = fields[name]
+        kind = scalar_type(field)
+        default = field.get_default(call_default_factory=True)
+        help_text = (field.description or "").rstrip(".")
+        if isinstance(default, list):
+            group.add_argument(
+                flag.name,
+                dest=name,
+                action="append",
+                metavar="ARG",
+                help=f"{help_text}, e.g. {flag.name}=--max-num-seqs=64 (repeatable).",
+            )
+        elif kind is bool:
+            group.add_argument(
+                flag.name,
+                dest=name,
+                action=argparse.BooleanOptionalAction if default else "store_true",
+                default=None,
+                help=f"{help_text} ({'on' if default else 'off'} unless given).",
+            )
+        elif isinstance(kind, type) and issubclass(kind, StrEnum):
+            choices = [member.value for member in kind]
+            group.add_argument(
+                flag.name, dest=name, choices=choices, help=f"{help_text} (default {default})."
+            )
+        else:
+            spelled = f"; '{flag.none_word}' for none" if flag.none_word else ""
+            group.add_argument(
+                flag.name,
+                dest=name,
+                type=kind,
+                help=f"{help_text} (default {default}{spelled}).",
+            )
 
 
 def options_from_args(args: argparse.Namespace) -> ServeOptions:
@@ -155,13 +152,13 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
     if not isinstance(engine_in_file, dict):
         raise OptionsError("engine in the config file must be a mapping of engine options")
     engine = _by_field_name(EngineConfig, engine_in_file)
-    for dest, field in _ENGINE_FLAGS.items():
-        value = getattr(args, dest, None)
+    for name, flag in engine_flags():
+        value = getattr(args, name, None)
         if value is None:
             continue
-        if dest == "tool_call_parser" and value.lower() == "none":
+        if flag.none_word is not None and str(value).lower() == flag.none_word:
             value = None
-        engine[field] = value
+        engine[name] = value
     for dest in _SERVE_FLAGS:
         value = getattr(args, dest, None)
         if value is not None:
