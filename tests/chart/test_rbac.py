@@ -19,8 +19,8 @@ import pytest
 from kubernetes import client
 
 from modelplane.api import contract
-from modelplane.gateway.kubernetes_discovery import KubernetesDiscovery
-from modelplane.gateway.routes import DemandTarget, ModelRoute, RoutingTable
+from modelplane.gateway.discovery.kubernetes import KubernetesDiscovery
+from modelplane.gateway.routing.routes import DemandTarget, ModelRoute, RoutingTable
 from tests.chart.helm import CHART, NAMESPACE, find, find_all, render
 from tests.rbac_check import ApiCall, allowed, api_call, load_rules
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from modelplane.server.auth import key_is_valid, load_api_keys, presented_key
-from modelplane.server.logs import JsonFormatter
+from modelplane.http.auth import key_is_valid, load_api_keys, presented_key
+from modelplane.http.logs import JsonFormatter
 
 
 def test_keys_from_file_and_environment(tmp_path: Path) -> None:

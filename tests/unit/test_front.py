@@ -16,6 +16,8 @@ import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from prometheus_client import CollectorRegistry
 
+from modelplane.http.asgi import Receive, Scope, Send
+from modelplane.http.tracing import RequestTracer
 from modelplane.server.app import (
     CHAT_PATH,
     COMPLETIONS_PATH,
@@ -23,10 +25,8 @@ from modelplane.server.app import (
     FrontSettings,
     ModelServerApp,
 )
-from modelplane.server.asgi import Receive, Scope, Send
 from modelplane.server.lifecycle import Lifecycle
 from modelplane.server.metrics import ServerMetrics
-from modelplane.server.tracing import RequestTracer
 
 
 class FakeEngine:

@@ -15,10 +15,10 @@ import pytest
 from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
 from prometheus_client import CollectorRegistry
 
+from modelplane.http.tracing import RequestTracer, otlp_exporter
 from modelplane.server.app import MODELS_PATH, FrontSettings, ModelServerApp
 from modelplane.server.lifecycle import Lifecycle
 from modelplane.server.metrics import ServerMetrics
-from modelplane.server.tracing import RequestTracer, otlp_exporter
 
 
 @pytest.fixture

@@ -25,19 +25,19 @@ from typing import Any
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from modelplane.gateway.affinity import affinity_key
-from modelplane.gateway.balancing import stable_hash
-from modelplane.gateway.demand import DemandThrottle
+from modelplane.gateway.admission.demand import DemandThrottle
+from modelplane.gateway.admission.limits import KeyRateLimiter
+from modelplane.gateway.admission.tokens import TokenTally
 from modelplane.gateway.disconnect import CancelOnDisconnect
-from modelplane.gateway.limits import KeyRateLimiter
 from modelplane.gateway.metrics import GatewayMetrics
 from modelplane.gateway.proxy import HOP_BY_HOP, Outcome, UpstreamPool
-from modelplane.gateway.routes import ModelRoute, Routing, RoutingTable
-from modelplane.gateway.tokens import TokenTally
-from modelplane.server.asgi import Receive, Scope, Send, header
-from modelplane.server.auth import key_is_valid, presented_key
-from modelplane.server.errors import send_error, send_json
-from modelplane.server.tracing import RequestTracer
+from modelplane.gateway.routing.affinity import affinity_key
+from modelplane.gateway.routing.balancing import stable_hash
+from modelplane.gateway.routing.routes import ModelRoute, Routing, RoutingTable
+from modelplane.http.asgi import Receive, Scope, Send, header
+from modelplane.http.auth import key_is_valid, presented_key
+from modelplane.http.errors import send_error, send_json
+from modelplane.http.tracing import RequestTracer
 
 log = logging.getLogger("modelplane.gateway")
 access_log = logging.getLogger("modelplane.gateway.access")

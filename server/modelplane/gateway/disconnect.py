@@ -14,7 +14,7 @@ from __future__ import annotations
 import asyncio
 from types import TracebackType
 
-from modelplane.server.asgi import Message, Receive, Send
+from modelplane.http.asgi import Message, Receive, Send
 
 
 class CancelOnDisconnect:

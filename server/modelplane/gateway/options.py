@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from modelplane.api import contract
 from modelplane.gateway.config_files import validation_problems
-from modelplane.gateway.routes import Routing
+from modelplane.gateway.routing.routes import Routing
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
 

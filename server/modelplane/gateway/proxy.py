@@ -25,13 +25,13 @@ from typing import Any
 
 import aiohttp
 
-from modelplane.gateway.balancing import DEFAULT_LOAD_FACTOR, pick_upstream
+from modelplane.gateway.admission.tokens import TokenTally
 from modelplane.gateway.metrics import GatewayMetrics
-from modelplane.gateway.resilience import OutlierDetector, RetryBudget
-from modelplane.gateway.routes import ModelRoute, Track
-from modelplane.gateway.tokens import TokenTally
-from modelplane.server.asgi import Send
-from modelplane.server.errors import error_body, send_error
+from modelplane.gateway.routing.balancing import DEFAULT_LOAD_FACTOR, pick_upstream
+from modelplane.gateway.routing.resilience import OutlierDetector, RetryBudget
+from modelplane.gateway.routing.routes import ModelRoute, Track
+from modelplane.http.asgi import Send
+from modelplane.http.errors import error_body, send_error
 
 log = logging.getLogger("modelplane.gateway")
 

@@ -20,21 +20,21 @@ from typing import Any
 import uvicorn
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from modelplane.gateway.admission.demand import DemandThrottle
+from modelplane.gateway.admission.limits import KeyRateLimiter
 from modelplane.gateway.app import FrontSettings, GatewayApp
 from modelplane.gateway.config_files import ConfigError
-from modelplane.gateway.demand import DemandThrottle
-from modelplane.gateway.kubernetes_discovery import KubernetesDiscovery
-from modelplane.gateway.limits import KeyRateLimiter
+from modelplane.gateway.discovery.kubernetes import KubernetesDiscovery
+from modelplane.gateway.discovery.static import StaticConfig, StaticDiscovery, load_static_config
 from modelplane.gateway.metrics import GatewayMetrics
 from modelplane.gateway.options import GatewayOptions
 from modelplane.gateway.proxy import ProxySettings, UpstreamPool
-from modelplane.gateway.resilience import OutlierDetector, RetryBudget
-from modelplane.gateway.routes import ModelRoute, RoutingTable
-from modelplane.gateway.static_discovery import StaticConfig, StaticDiscovery, load_static_config
-from modelplane.server.auth import load_api_keys
-from modelplane.server.logs import logging_config
-from modelplane.server.runner import SignalFreeServer, install_stop_signals
-from modelplane.server.tracing import RequestTracer, otlp_exporter
+from modelplane.gateway.routing.resilience import OutlierDetector, RetryBudget
+from modelplane.gateway.routing.routes import ModelRoute, RoutingTable
+from modelplane.http.auth import load_api_keys
+from modelplane.http.logs import logging_config
+from modelplane.http.server import SignalFreeServer, install_stop_signals
+from modelplane.http.tracing import RequestTracer, otlp_exporter
 
 log = logging.getLogger("modelplane.gateway")
 

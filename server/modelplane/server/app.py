@@ -20,12 +20,12 @@ from typing import Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from modelplane.server.asgi import ASGIApp, Message, Receive, Scope, Send, header
-from modelplane.server.auth import key_is_valid, presented_key
-from modelplane.server.errors import send_error, send_json
+from modelplane.http.asgi import ASGIApp, Message, Receive, Scope, Send, header
+from modelplane.http.auth import key_is_valid, presented_key
+from modelplane.http.errors import send_error, send_json
+from modelplane.http.tracing import RequestTracer
 from modelplane.server.lifecycle import Lifecycle, Phase
 from modelplane.server.metrics import ServerMetrics
-from modelplane.server.tracing import RequestTracer
 
 log = logging.getLogger("modelplane.server.access")
 

@@ -12,33 +12,23 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import sys
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import uvicorn
 from prometheus_client import REGISTRY
 
 from modelplane.api.engine import engine_config_problems
+from modelplane.http.auth import load_api_keys
+from modelplane.http.logs import configure_logging
+from modelplane.http.server import SignalFreeServer, install_stop_signals
+from modelplane.http.tracing import RequestTracer, otlp_exporter
 from modelplane.server.app import FrontSettings, ModelServerApp
-from modelplane.server.auth import load_api_keys
 from modelplane.server.examples import usage_examples
 from modelplane.server.lifecycle import Lifecycle
-from modelplane.server.logs import configure_logging
 from modelplane.server.metrics import ServerMetrics
 from modelplane.server.options import ServeOptions
-from modelplane.server.tracing import RequestTracer, otlp_exporter
 
 log = logging.getLogger("modelplane.server")
-
-
-class SignalFreeServer(uvicorn.Server):
-    """uvicorn without its own signal handling: the drain owns SIGTERM/SIGINT."""
-
-    @contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 def serve(options: ServeOptions) -> int:
@@ -149,20 +139,6 @@ async def _drain(lifecycle: Lifecycle, metrics: ServerMetrics, timeout_s: float)
             await lifecycle.wait_idle()
     except TimeoutError:
         log.warning("drain timed out", extra={"in_flight": lifecycle.in_flight})
-
-
-def install_stop_signals(stop: asyncio.Event) -> None:
-    """SIGTERM/SIGINT set `stop`; a second Ctrl-C exits at once (also used by the gateway)."""
-    loop = asyncio.get_running_loop()
-
-    def on_signal(sig: signal.Signals) -> None:
-        if stop.is_set() and sig is signal.SIGINT:
-            log.warning("second interrupt: exiting without waiting")
-            raise SystemExit(130)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, on_signal, sig)
 
 
 def _display_host(host: str) -> str:

@@ -25,13 +25,13 @@ from typing import Any
 import httpx
 
 from modelplane.api.engine import ModelFacts
+from modelplane.http.asgi import ASGIApp
 from modelplane.server.app import (
     CHAT_PATH,
     COMPLETIONS_PATH,
     EMBEDDINGS_PATH,
     MODELS_PATH,
 )
-from modelplane.server.asgi import ASGIApp
 from modelplane.server.options import ServeOptions
 
 log = logging.getLogger("modelplane.server.engine")

@@ -24,7 +24,7 @@ import openai
 import pytest
 from openai.types.chat import ChatCompletionMessageParam
 
-from modelplane.gateway.cpu_binding import server_envs
+from modelplane.local.cpu_binding import server_envs
 from tests.conftest import MODELPLANE, ServerProcess, free_port
 from tests.integration.gateway.conftest import GatewayProcess, Process
 

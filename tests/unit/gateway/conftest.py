@@ -20,15 +20,15 @@ import uvicorn
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from modelplane.gateway.admission.demand import DemandThrottle
+from modelplane.gateway.admission.limits import KeyRateLimiter
 from modelplane.gateway.app import DemandHook, FrontSettings, GatewayApp
-from modelplane.gateway.demand import DemandThrottle
-from modelplane.gateway.limits import KeyRateLimiter
 from modelplane.gateway.metrics import GatewayMetrics
 from modelplane.gateway.proxy import ProxySettings, UpstreamPool
-from modelplane.gateway.resilience import RetryBudget
-from modelplane.gateway.routes import ModelRoute, Routing, RoutingTable, Track
-from modelplane.server.runner import SignalFreeServer
-from modelplane.server.tracing import RequestTracer
+from modelplane.gateway.routing.resilience import RetryBudget
+from modelplane.gateway.routing.routes import ModelRoute, Routing, RoutingTable, Track
+from modelplane.http.server import SignalFreeServer
+from modelplane.http.tracing import RequestTracer
 
 
 @dataclass

@@ -7,8 +7,8 @@ from collections import Counter
 
 import pytest
 
-from modelplane.gateway.affinity import affinity_key
-from modelplane.gateway.balancing import (
+from modelplane.gateway.routing.affinity import affinity_key
+from modelplane.gateway.routing.balancing import (
     HashRing,
     bounded_load_pick,
     choose_track,
@@ -17,7 +17,7 @@ from modelplane.gateway.balancing import (
     pick_upstream,
     stable_hash,
 )
-from modelplane.gateway.routes import Routing, Track
+from modelplane.gateway.routing.routes import Routing, Track
 
 A, B, C, D = (f"http://10.0.0.{i}:8000" for i in range(1, 5))
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from modelplane.gateway.cpu_binding import OMP_BIND_ENV, server_envs, split_cpus
+from modelplane.local.cpu_binding import OMP_BIND_ENV, server_envs, split_cpus
 
 
 def test_one_server_keeps_vllms_own_choice() -> None:

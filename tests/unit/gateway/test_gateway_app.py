@@ -17,12 +17,12 @@ import httpx
 import pytest
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from modelplane.gateway.admission.demand import DemandThrottle
+from modelplane.gateway.admission.limits import KeyRateLimiter
 from modelplane.gateway.app import FrontSettings
-from modelplane.gateway.demand import DemandThrottle
-from modelplane.gateway.limits import KeyRateLimiter
-from modelplane.gateway.resilience import RetryBudget
-from modelplane.gateway.routes import DemandTarget, ModelRoute, Track
-from modelplane.server.tracing import RequestTracer
+from modelplane.gateway.routing.resilience import RetryBudget
+from modelplane.gateway.routing.routes import DemandTarget, ModelRoute, Track
+from modelplane.http.tracing import RequestTracer
 from tests.unit.gateway.conftest import GatewayFactory, StubFactory, eventually, route
 
 CHAT = "/v1/chat/completions"

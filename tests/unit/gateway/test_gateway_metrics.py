@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry
 
+from modelplane.gateway.discovery.static import StaticConfig, routes_from_static
 from modelplane.gateway.options import GatewayOptions
 from modelplane.gateway.runner import build_gateway
-from modelplane.gateway.static_discovery import StaticConfig, routes_from_static
 
 A, B = "http://10.0.0.1:8000", "http://10.0.0.2:8000"
 

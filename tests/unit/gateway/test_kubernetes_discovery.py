@@ -19,13 +19,13 @@ import pytest
 from kubernetes import client
 
 from modelplane.api import contract
-from modelplane.gateway.kubernetes_discovery import (
+from modelplane.gateway.discovery.kubernetes import (
     KubernetesDiscovery,
     model_service,
     routes_from_cluster,
     slice_endpoints,
 )
-from modelplane.gateway.routes import DemandTarget, ModelRoute, Routing, RoutingTable
+from modelplane.gateway.routing.routes import DemandTarget, ModelRoute, Routing, RoutingTable
 
 NS = "llm"
 

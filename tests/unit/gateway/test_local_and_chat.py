@@ -10,7 +10,8 @@ import pytest
 
 from modelplane.gateway.chat_command import Answer, ChatSession, api_base, sse_data
 from modelplane.gateway.config_files import ConfigError
-from modelplane.gateway.local_stack import (
+from modelplane.gateway.routing.routes import Routing
+from modelplane.local.stack import (
     DEFAULT_CONFIG,
     LocalConfig,
     LocalConfigError,
@@ -21,7 +22,6 @@ from modelplane.gateway.local_stack import (
     serve_command,
     static_config_for,
 )
-from modelplane.gateway.routes import Routing
 from tests.unit.gateway.conftest import GatewayFactory, StubFactory, route
 
 README = Path(__file__).resolve().parents[3] / "README.md"

@@ -7,10 +7,10 @@ import json
 from datetime import UTC, datetime
 
 from modelplane.api.demand import DEMAND_AT, DEMAND_HELD, demand_annotations, demand_stamp
-from modelplane.gateway.demand import DemandThrottle
-from modelplane.gateway.limits import KeyRateLimiter
-from modelplane.gateway.resilience import OutlierDetector, RetryBudget
-from modelplane.gateway.tokens import TokenTally
+from modelplane.gateway.admission.demand import DemandThrottle
+from modelplane.gateway.admission.limits import KeyRateLimiter
+from modelplane.gateway.admission.tokens import TokenTally
+from modelplane.gateway.routing.resilience import OutlierDetector, RetryBudget
 
 
 class Clock:

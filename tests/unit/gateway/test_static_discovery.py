@@ -19,12 +19,12 @@ import pytest
 from aiohttp import web
 
 from modelplane.gateway.config_files import ConfigError
-from modelplane.gateway.routes import Routing, RoutingTable
-from modelplane.gateway.static_discovery import (
+from modelplane.gateway.discovery.static import (
     StaticDiscovery,
     load_static_config,
     routes_from_static,
 )
+from modelplane.gateway.routing.routes import Routing, RoutingTable
 
 
 class Replica:

@@ -12,7 +12,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from modelplane.server.asgi import Scope, header
+from modelplane.http.asgi import Scope, header
 
 ENV_VAR = "MODELPLANE_API_KEYS"
 

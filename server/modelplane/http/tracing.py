@@ -18,7 +18,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
-from modelplane.server.asgi import Scope
+from modelplane.http.asgi import Scope
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 

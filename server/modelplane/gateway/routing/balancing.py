@@ -28,7 +28,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from functools import lru_cache
 
-from modelplane.gateway.routes import Routing, Track
+from modelplane.gateway.routing.routes import Routing, Track
 
 VIRTUAL_NODES = 160  # ring points per replica; spreads keys within a few percent
 DEFAULT_LOAD_FACTOR = 1.25  # a replica may carry 25% more than the mean before spilling

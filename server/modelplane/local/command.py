@@ -58,6 +58,6 @@ def run(args: argparse.Namespace) -> int:
     except ValueError as err:
         print(f"modelplane local: {OptionsError(str(err))}", file=sys.stderr)
         return 2
-    from modelplane.gateway.local_stack import run_local_mode
+    from modelplane.local.stack import run_local_mode
 
     return run_local_mode(options, args.config)

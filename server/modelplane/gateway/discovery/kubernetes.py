@@ -34,7 +34,7 @@ from typing import Any
 
 from modelplane.api import contract
 from modelplane.api.demand import demand_annotations
-from modelplane.gateway.routes import DemandTarget, ModelRoute, Routing, RoutingTable, Track
+from modelplane.gateway.routing.routes import DemandTarget, ModelRoute, Routing, RoutingTable, Track
 
 log = logging.getLogger("modelplane.gateway.discovery")
 

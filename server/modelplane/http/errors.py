@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 
-from modelplane.server.asgi import Send
+from modelplane.http.asgi import Send
 
 ERROR_TYPES: dict[int, str] = {
     400: "invalid_request_error",

@@ -43,14 +43,14 @@ from prometheus_client import REGISTRY
 from pydantic import BaseModel, ConfigDict, Field
 
 from modelplane.gateway.config_files import ConfigError, read_yaml_model
-from modelplane.gateway.cpu_binding import server_envs
+from modelplane.gateway.discovery.static import StaticConfig, StaticModel
 from modelplane.gateway.options import GatewayOptions
-from modelplane.gateway.routes import ModelRoute, Routing
+from modelplane.gateway.routing.routes import ModelRoute, Routing
 from modelplane.gateway.runner import build_gateway, serve_gateway
-from modelplane.gateway.static_discovery import StaticConfig, StaticModel
-from modelplane.server.auth import load_api_keys
+from modelplane.http.auth import load_api_keys
+from modelplane.http.logs import logging_config
+from modelplane.local.cpu_binding import server_envs
 from modelplane.server.examples import usage_examples
-from modelplane.server.logs import logging_config
 from modelplane.server.model_build import ModelBuildError
 
 log = logging.getLogger("modelplane.local")

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from modelplane.api.contract import TRACK_STABLE
 from modelplane.gateway.config_files import ConfigError, read_yaml_model
-from modelplane.gateway.routes import ModelRoute, Routing, RoutingTable, Track
+from modelplane.gateway.routing.routes import ModelRoute, Routing, RoutingTable, Track
 
 log = logging.getLogger("modelplane.gateway.discovery")
 
