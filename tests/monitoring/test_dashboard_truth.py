@@ -231,12 +231,13 @@ def stack(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         # A scrape after each wave, so counters and histograms have two points to rate.
         prom.wait_for(f"{served} >= 5")
         assert chat(failover.url) == 200  # the dead replica first, then retried on the server
-        # Someone scales the model to 2 by hand; the autoscaler takes it back to 1.
+        # Someone scales the model to 2 by hand (`kubectl scale llmd`); the autoscaler
+        # takes it back to 1.
         pod.scale_by_hand(2)
+        prom.wait_for('modelplane_operator_scaling_decisions_total{direction="down"} == 1')
         pod.report_the_only_replica()
         send_traffic(front.url, server.url)
         prom.wait_for(f"{served} >= 10")
-        prom.wait_for('modelplane_operator_scaling_decisions_total{direction="down"} == 1')
         prom.wait_for(f"modelplane_gateway_retries_total{{{gateway_b}}} == 1")
         prom.wait_for(
             f'modelplane_llmdeployment_phase{{phase="Ready", namespace="{NAMESPACE}"}} == 1'

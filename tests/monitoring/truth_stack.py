@@ -95,12 +95,32 @@ class ModelServerPod:
         )  # fmt: skip
 
     def report_the_only_replica(self) -> None:
-        """Play the Deployment controller, once the Deployment asks for this one pod alone."""
-        wait_for("the Deployment at 1 replica", lambda: self.replicas_asked() == 1)
-        self.cluster.report_deployment(
-            self.deployment, self.namespace,
-            replicas=1, readyReplicas=1, updatedReplicas=1, availableReplicas=1,
-        )  # fmt: skip
+        """Play the Deployment controller until the model settles on this one pod.
+
+        A controller reports every generation it sees, so this reports the
+        Deployment's current one whenever it asks for one replica and its status
+        is behind, until the operator has reconciled the LLMDeployment's latest
+        spec (at one replica) and the Deployment's status has caught up with it.
+        """
+
+        def settled() -> bool:
+            llmd = self.cluster.llmd(self.deployment, self.namespace)
+            deployment = self.cluster.objects("deployments", self.namespace)[self.deployment]
+            # The emulator applies no CRD defaults: no replicas is the default, 1.
+            if llmd["spec"].get("replicas", 1) != 1 or deployment["spec"]["replicas"] != 1:
+                return False
+            status = llmd.get("status") or {}
+            reconciled: bool = status.get("observedGeneration") == llmd["metadata"]["generation"]
+            generation = deployment["metadata"]["generation"]
+            if (deployment.get("status") or {}).get("observedGeneration") != generation:
+                self.cluster.report_deployment(
+                    self.deployment, self.namespace,
+                    replicas=1, readyReplicas=1, updatedReplicas=1, availableReplicas=1,
+                )  # fmt: skip
+                return False
+            return reconciled
+
+        wait_for("the Deployment at 1 replica, reported", settled, timeout=120)
 
 
 @contextlib.contextmanager
