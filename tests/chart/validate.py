@@ -43,8 +43,18 @@ OBJECT_ROOT = {"apiVersion": {"type": "string"}, "kind": {"type": "string"}, "me
 
 
 def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
-    """A structural schema refusing unknown fields, as strict field validation does."""
+    """A structural schema refusing unknown fields, as strict field validation does.
+
+    OpenAPI v3.0 (what CRDs use) writes an exclusive bound as `minimum` plus
+    `exclusiveMinimum: true`; JSON Schema draft 7 wants the bound itself in
+    `exclusiveMinimum`. Read as draft 7, `true` would be the bound 1.
+    """
     out = dict(schema)
+    for bound, exclusive in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+        if out.get(exclusive) is True and bound in out:
+            out[exclusive] = out.pop(bound)
+        elif out.get(exclusive) is False:
+            del out[exclusive]
     if "properties" in out:
         out["properties"] = {k: strict_schema(v) for k, v in out["properties"].items()}
         if not out.get("x-kubernetes-preserve-unknown-fields"):

@@ -24,7 +24,7 @@ from modelplane.local.stack import (
 )
 from tests.unit.gateway.conftest import GatewayFactory, StubFactory, route
 
-README = Path(__file__).resolve().parents[3] / "README.md"
+GATEWAY_DOC = Path(__file__).resolve().parents[3] / "docs" / "concepts" / "gateway.md"
 
 
 def test_replicas_get_the_ports_after_the_gateway_unless_pinned() -> None:
@@ -78,8 +78,8 @@ def test_examples_point_at_the_gateway_and_a_chat_model() -> None:
 
 
 def test_the_readme_local_models_example_is_a_valid_config(tmp_path: Path) -> None:
-    block = re.search(r"```yaml\n(# local-models\.yaml.*?)```", README.read_text(), re.S)
-    assert block, "README has a `# local-models.yaml` example"
+    block = re.search(r"```yaml\n(# local-models\.yaml.*?)```", GATEWAY_DOC.read_text(), re.S)
+    assert block, "docs/concepts/gateway.md has a `# local-models.yaml` example"
     path = tmp_path / "local-models.yaml"
     path.write_text(block.group(1))
     config = load_local_config(path)

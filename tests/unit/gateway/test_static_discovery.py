@@ -178,9 +178,9 @@ async def test_a_held_request_wakes_when_a_replica_turns_ready(
         task.cancel()
 
 
-def test_the_readme_example_file_is_valid(tmp_path: Path) -> None:
-    readme = Path(__file__).resolve().parents[3] / "README.md"
-    block = re.search(r"```yaml\n(# gateway\.yaml.*?)```", readme.read_text(), re.S)
-    assert block, "README has a `# gateway.yaml` example"
+def test_the_documented_example_file_is_valid(tmp_path: Path) -> None:
+    page = Path(__file__).resolve().parents[3] / "docs" / "concepts" / "gateway.md"
+    block = re.search(r"```yaml\n(# gateway\.yaml.*?)```", page.read_text(), re.S)
+    assert block, "docs/concepts/gateway.md has a `# gateway.yaml` example"
     config = load_static_config(write(tmp_path / "gateway.yaml", block.group(1)))
     assert config.models["llama-3.1-8b"].routing is Routing.PREFIX
