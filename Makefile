@@ -84,11 +84,11 @@ lint: $(STAMP)
 
 bench-server: $(STAMP)
 	@$(BIN)/modelplane model build >/dev/null
-	$(BIN)/python bench/server_overhead.py --model "$$($(BIN)/modelplane model build --quiet)"
+	$(BIN)/python -m bench.server_overhead --model "$$($(BIN)/modelplane model build --quiet)"
 
 # Simulated, no engine: ours vs HPA, KEDA, KubeAI and AIBrix on five traces.
 bench-autoscale: $(STAMP)
-	$(BIN)/python bench/autoscale_sim.py
+	$(BIN)/python -m bench.autoscale.sim
 
 # Debian packages the tests and benchmarks drive, installed only when missing.
 APT_INSTALL := apt-get install -y -qq -o DPkg::Lock::Timeout=600
@@ -102,14 +102,14 @@ bench-tools:
 
 bench-gateway: $(STAMP) bench-tools
 	@$(BIN)/modelplane model build >/dev/null
-	$(BIN)/python bench/gateway_overhead.py --model "$$($(BIN)/modelplane model build --quiet)"
+	$(BIN)/python -m bench.gateway_overhead --model "$$($(BIN)/modelplane model build --quiet)"
 
 bench-prefix: $(STAMP)
 	@$(BIN)/modelplane model build >/dev/null
-	$(BIN)/python bench/prefix_routing.py --model "$$($(BIN)/modelplane model build --quiet)"
+	$(BIN)/python -m bench.prefix_routing --model "$$($(BIN)/modelplane model build --quiet)"
 
 bench-operator: $(STAMP)
-	$(BIN)/python bench/operator_scale.py
+	$(BIN)/python -m bench.operator_scale
 
 # The CRD is generated from modelplane.api.llmdeployment; a test fails when it is stale.
 crd: $(STAMP)

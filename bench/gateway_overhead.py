@@ -21,7 +21,7 @@ Prints one table and, as the last line,
 `ratio_throughput_via_gateway=<x> added_ttft_p50_ms=<y> ratio_vs_nginx_chunks=<z>`.
 
     make bench-gateway      # or:
-    python bench/gateway_overhead.py --model "$(modelplane model build --quiet)"
+    python -m bench.gateway_overhead --model "$(modelplane model build --quiet)"
 """
 
 from __future__ import annotations

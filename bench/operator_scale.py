@@ -1,7 +1,7 @@
 """How does the operator scale? 30 and 300 LLMDeployments against the Kubernetes emulator.
 
 The operator runs as a real `modelplane operator` process against KMock's
-Kubernetes emulator (tests/kube_emulator.py; no cluster can run here), which
+Kubernetes emulator (tests/support/kube_emulator.py; no cluster can run here), which
 records every API call. For each size, in this one process run:
 
 - time from the first LLMDeployment created until every one has all its
@@ -18,7 +18,7 @@ work per resource shows as a ratio near 10), then the 300-size requests by
 resource, and as the last line
 `create_s_300=<s> writes_idle_300=<n> writes_restart_300=<n> peak_rss_mib_300=<MiB>`.
 
-    make bench-operator                    # or: python bench/operator_scale.py
+    make bench-operator                    # or: python -m bench.operator_scale
 """
 
 from __future__ import annotations
@@ -41,12 +41,9 @@ import httpx
 import psutil
 import yaml
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))  # the emulator lives with the tests
-
-from modelplane.api import contract  # noqa: E402
-from tests.conftest import free_port  # noqa: E402
-from tests.kube_emulator import HARNESS_AGENT, EmulatorThread, Kubectl  # noqa: E402
+from modelplane.api import contract
+from tests.conftest import free_port
+from tests.support.kube_emulator import HARNESS_AGENT, EmulatorThread, Kubectl
 
 CHILDREN_PER_LLMD = 5  # ConfigMap, Service, Deployment, PodDisruptionBudget, NetworkPolicy
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})

@@ -14,7 +14,7 @@ cache hit rate from the servers' own `vllm:prefix_cache_*` counters) and,
 as the last line, the mean-TTFT ratios of prefix affinity to the others.
 
     make bench-prefix       # or:
-    python bench/prefix_routing.py --model "$(modelplane model build --quiet)"
+    python -m bench.prefix_routing --model "$(modelplane model build --quiet)"
 """
 
 from __future__ import annotations
@@ -33,8 +33,9 @@ from pathlib import Path
 
 import aiohttp
 import httpx
-from gateway_overhead import MODEL, Child, free_port, gateway_child, machine, pct  # bench/ itself
 from prometheus_client.parser import text_string_to_metric_families
+
+from bench.gateway_overhead import MODEL, Child, free_port, gateway_child, machine, pct
 
 STRATEGIES = ("round-robin", "least-load", "prefix")
 TOPICS = ("astronomy", "cooking", "tax law", "gardening", "sailing", "chess", "opera", "geology")

@@ -11,7 +11,7 @@ of each server's process tree) with ratios, and as the last line
 `ratio_throughput_c16=<ours/vllm> ratio_ttft_p50_c16=<ours/vllm>`.
 
     make bench-server                      # or:
-    python bench/server_overhead.py --model "$(modelplane model build --quiet)"
+    python -m bench.server_overhead --model "$(modelplane model build --quiet)"
 """
 
 from __future__ import annotations

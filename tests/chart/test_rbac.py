@@ -1,7 +1,7 @@
 """The chart's RBAC: the operator's and the gateway's rules files, scoped the way the values say.
 
 The operator's rules file is the one its integration tests check every API
-call against (tests/rbac_check.py); the gateway's is checked here against
+call against (tests/support/rbac_check.py); the gateway's is checked here against
 every call its Kubernetes discovery makes, run with the official client
 against KMock's Kubernetes emulator (no API server can run here; the
 emulator serves list, watch and patch over real HTTP).
@@ -22,7 +22,7 @@ from modelplane.api import contract
 from modelplane.gateway.discovery.kubernetes import KubernetesDiscovery
 from modelplane.gateway.routing.routes import DemandTarget, ModelRoute, RoutingTable
 from tests.chart.helm import CHART, NAMESPACE, find, find_all, render
-from tests.rbac_check import ApiCall, allowed, api_call, load_rules
+from tests.support.rbac_check import ApiCall, allowed, api_call, load_rules
 
 OPERATOR_RULES = load_rules()
 GATEWAY_RULES = load_rules(CHART / "files" / "gateway-rbac-rules.yaml")

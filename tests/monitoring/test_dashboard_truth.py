@@ -18,7 +18,7 @@ What runs, all real and as users run it:
   into scrape jobs the way the Prometheus Operator does (pod_monitors.py).
 
 The fake part: there is no Kubernetes here. The API is KMock's emulator
-(tests/kube_emulator.py), and the test plays the kubelet and the Deployment
+(tests/support/kube_emulator.py), and the test plays the kubelet and the Deployment
 controller (truth_stack.py): it creates the model server's Pod from the Deployment
 the operator wrote, reports it ready once the server is, and reports the
 Deployment's replica counts. The pod metadata Kubernetes discovery would attach to each
@@ -53,7 +53,6 @@ from tests.chart.helm import find, render
 from tests.conftest import ServerProcess
 from tests.integration.gateway.conftest import GatewayProcess
 from tests.integration.operator.conftest import Cluster
-from tests.kube_emulator import EmulatorThread
 from tests.monitoring.dashboards import (
     DASHBOARDS,
     Query,
@@ -66,6 +65,7 @@ from tests.monitoring.dashboards import (
 from tests.monitoring.pod_monitors import discovered, scrape_job
 from tests.monitoring.prometheus import PrometheusServer
 from tests.monitoring.truth_stack import DoomedReplica, ModelServerPod, chart_pod, operator_process
+from tests.support.kube_emulator import EmulatorThread
 
 pytestmark = pytest.mark.engine
 

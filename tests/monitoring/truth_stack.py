@@ -1,6 +1,6 @@
 """What the dashboard truth test runs beside the model server, and the cluster parts it plays.
 
-There is no Kubernetes here: the API is KMock's emulator (tests/kube_emulator.py),
+There is no Kubernetes here: the API is KMock's emulator (tests/support/kube_emulator.py),
 so the test plays the kubelet (pods from a Deployment's template, their
 readiness) and the Deployment controller (replica counts in its status). The
 operator runs as users run it, a `modelplane operator` process, against the

@@ -7,7 +7,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from tests.rbac_check import api_call, disallowed_calls, load_rules
+from tests.support.rbac_check import api_call, disallowed_calls, load_rules
 
 RULES = load_rules()
 

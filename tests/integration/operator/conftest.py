@@ -1,7 +1,7 @@
 """The operator under `kopf.testing.KopfRunner`, against KMock's Kubernetes emulator.
 
 No Kubernetes API server can run here, so the cluster is KMock's emulator
-(tests/kube_emulator.py says what it adds). The operator runs exactly as
+(tests/support/kube_emulator.py says what it adds). The operator runs exactly as
 `modelplane operator` runs it: kopf's CLI with `kopf_args(config)`, the
 config file passed through MODELPLANE_OPERATOR_CONFIG, credentials from a
 kubeconfig through the operator's `@kopf.on.login` handler. Every API call
@@ -30,8 +30,8 @@ from modelplane.operator.kube.client import USER_AGENT
 from modelplane.operator.operator_command import kopf_args
 from tests.conftest import free_port
 from tests.integration.operator.fake_pods import FakePods
-from tests.kube_emulator import CLUSTER_RESOURCES, HARNESS_AGENT, EmulatorThread, Kubectl
-from tests.rbac_check import disallowed_calls, load_rules
+from tests.support.kube_emulator import CLUSTER_RESOURCES, HARNESS_AGENT, EmulatorThread, Kubectl
+from tests.support.rbac_check import disallowed_calls, load_rules
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 

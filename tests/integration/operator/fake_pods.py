@@ -26,7 +26,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, gene
 from modelplane.api import contract
 from modelplane.operator.builders.naming import child_labels
 from modelplane.server.metrics import ServerMetrics
-from tests.kube_emulator import Kubectl
+from tests.support.kube_emulator import Kubectl
 
 # vLLM's TTFT buckets (vllm/v1/metrics/buckets.py), +Inf added by prometheus_client.
 VLLM_TTFT_BUCKETS = (

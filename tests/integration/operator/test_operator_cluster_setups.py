@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from tests.integration.operator.conftest import Cluster, OperatorFactory, wait_for
-from tests.kube_emulator import CLUSTER_RESOURCES, SERVICE_MONITORS, resource_info
+from tests.support.kube_emulator import CLUSTER_RESOURCES, SERVICE_MONITORS, resource_info
 
 SPEC = {"model": {"source": "hf://HuggingFaceTB/SmolLM2-135M-Instruct"}}
 

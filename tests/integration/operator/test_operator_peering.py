@@ -37,8 +37,13 @@ from tests.conftest import free_port
 from tests.integration.operator.conftest import Cluster, Operator, _metrics_up, wait_for
 from tests.integration.operator.fake_pods import FakePods
 from tests.integration.operator.test_operator_autoscaling import TICK, autoscaled, replicas
-from tests.kube_emulator import CLUSTER_RESOURCES, HARNESS_AGENT, EmulatorThread, resource_info
-from tests.rbac_check import ApiCall, allowed, api_call, disallowed_calls
+from tests.support.kube_emulator import (
+    CLUSTER_RESOURCES,
+    HARNESS_AGENT,
+    EmulatorThread,
+    resource_info,
+)
+from tests.support.rbac_check import ApiCall, allowed, api_call, disallowed_calls
 
 PEERINGS = "/apis/kopf.dev/v1/clusterkopfpeerings"
 SPEC = {"model": {"source": "hf://HuggingFaceTB/SmolLM2-135M-Instruct"}}

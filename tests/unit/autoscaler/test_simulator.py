@@ -1,6 +1,6 @@
 """The simulator's building blocks: the replica model behaves like an engine, runs repeat.
 
-Fast checks of bench/autoscale_model.py and friends (the full comparison is
+Fast checks of bench/autoscale/model.py and friends (the full comparison is
 `make bench-autoscale`): continuous batching raises throughput with
 concurrency until the engine saturates, a full KV cache makes requests wait,
 a new replica serves nothing while it loads, a seed fixes a run, the
@@ -14,10 +14,10 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
-from autoscale_model import ClusterView, Policy, Workload, make_workload, simulate
-from autoscale_policies import Ours, Padded, SurpriseBound
-from autoscale_profiles import CPU, closed_loop
 
+from bench.autoscale.model import ClusterView, Policy, Workload, make_workload, simulate
+from bench.autoscale.policies import Ours, Padded, SurpriseBound
+from bench.autoscale.profiles import CPU, closed_loop
 from modelplane.operator.autoscaler import AutoscalingSpec, AutoscalingTargets, PolicyState
 
 

@@ -1,9 +1,9 @@
 """Autoscaling policies side by side: ours vs HPA, KEDA, KubeAI and AIBrix, in a simulator.
 
 Discrete-event and seeded: the same Poisson arrivals, lengths, replica model
-and start-up delays for every policy (see autoscale_model.py for the replica
-model, autoscale_profiles.py for the two calibrations and their sources,
-autoscale_traces.py for the five traces, autoscale_policies.py for the
+and start-up delays for every policy (see autoscale/model.py for the replica
+model, autoscale/profiles.py for the two calibrations and their sources,
+autoscale/traces.py for the five traces, autoscale/policies.py for the
 policies and the documents each follows). Ours is the operator's own policy
 code, imported from the package.
 
@@ -23,9 +23,9 @@ that sizes on the load it has seen can exceed; and beside ours with spare
 capacity bought up front (autoscale_policies.Padded: one spare replica, 1.5x
 the need), with its cost against the best baseline. `--check-real` instead replays one small
 trace against the real CPU server and its simulated twin (needs the engine
-lock: `flock /tmp/modelplane-engine.lock python bench/autoscale_sim.py --check-real`).
+lock: `flock /tmp/modelplane-engine.lock python -m bench.autoscale.sim --check-real`).
 
-    make bench-autoscale          # or: python bench/autoscale_sim.py [--seed N] [--jobs N]
+    make bench-autoscale          # or: python -m bench.autoscale.sim [--seed N] [--jobs N]
 """
 
 from __future__ import annotations
@@ -44,7 +44,8 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-from autoscale_model import (
+
+from bench.autoscale.model import (
     Cluster,
     HoldReplicas,
     Policy,
@@ -53,7 +54,7 @@ from autoscale_model import (
     make_workload,
     simulate,
 )
-from autoscale_policies import (
+from bench.autoscale.policies import (
     AibrixKpa,
     HpaUtilization,
     KedaQueue,
@@ -63,9 +64,8 @@ from autoscale_policies import (
     Padded,
     SurpriseBound,
 )
-from autoscale_profiles import CPU, GPU
-from autoscale_traces import Trace, all_traces
-
+from bench.autoscale.profiles import CPU, GPU
+from bench.autoscale.traces import Trace, all_traces
 from modelplane.operator.autoscaler import AutoscalingSpec, AutoscalingTargets
 
 PROFILES = {"cpu": CPU, "gpu": GPU}
@@ -81,7 +81,7 @@ BIN_S = 30.0
 # The oracle's replica: 1.25 load units, where one replica still keeps 99% of
 # TTFTs within the SLO on both calibrations (a single-replica sweep).
 ORACLE_PER_REPLICA = 1.25
-RESULTS = Path(__file__).resolve().parent / "results"
+RESULTS = Path(__file__).resolve().parents[1] / "results"
 
 
 def our_spec(profile: Profile, trace: Trace) -> AutoscalingSpec:
@@ -286,7 +286,7 @@ def _secs(value: float) -> str:
 
 def check_real(seed: int) -> None:
     """Replay one small trace against the real CPU server and against its simulated twin."""
-    import autoscale_real
+    from bench.autoscale import real as autoscale_real
 
     profile = CPU
     rate, duration = 0.8 * profile.unit_rps, 150.0
@@ -350,7 +350,7 @@ def main() -> None:
         sim_wall = time.perf_counter() - started
         dominates, min_att, ratio = print_tables(rows, args.profiles, traces)
         if not args.no_plots:
-            from autoscale_plots import write_picture
+            from bench.autoscale.plots import write_picture
 
             pictures = [
                 pool.submit(

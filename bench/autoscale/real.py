@@ -1,15 +1,15 @@
 """Drive the real CPU model server: calibrate the simulator's replica model and check it.
 
-`bench/autoscale_sim.py` models a replica with a few constants (engine step
+`bench/autoscale/sim.py` models a replica with a few constants (engine step
 time, prefill cost per prompt token, KV-cache capacity, start-up delay). The
 CPU constants are fitted to what this module measures on the real
 `modelplane serve` (vLLM's CPU engine, SmolLM2-135M):
 
-    python bench/autoscale_real.py --calibrate     # measures, prints the fit inputs
+    python -m bench.autoscale.real --calibrate     # measures, prints the fit inputs
 
 and the fitted model is then checked once against reality by replaying one
 small open-loop trace against one real replica and against its simulated
-twin (`python bench/autoscale_sim.py --check-real`, which calls `replay`).
+twin (`python -m bench.autoscale.sim --check-real`, which calls `replay`).
 
 Both start a real engine: run them under the machine's engine lock
 (`flock /tmp/modelplane-engine.lock ...`). Prompts are random token ids sent
@@ -257,7 +257,7 @@ def main() -> None:
     parser.add_argument("--output-len", type=int, default=48)
     args = parser.parse_args()
     if not args.calibrate:
-        parser.error("pass --calibrate (the sim-vs-real check is autoscale_sim.py --check-real)")
+        parser.error("pass --calibrate (the sim-vs-real check is autoscale/sim.py --check-real)")
     calibrate(args.concurrency, args.prompt_len, args.output_len)
 
 

@@ -1,7 +1,7 @@
 """The simulator's two calibrations, with the measurements they are fitted to.
 
 CPU: fitted to the real `modelplane serve` measured on this machine
-(`python bench/autoscale_real.py --calibrate`, under the engine lock):
+(`python -m bench.autoscale.real --calibrate`, under the engine lock):
 vLLM 0.32 CPU engine, SmolLM2-135M-Instruct, `--enforce-eager`,
 `VLLM_CPU_KVCACHE_SPACE=1`, 2 cores shared with other work (load average
 about 6 during the run, so these are busy-machine numbers).
@@ -16,7 +16,7 @@ and about 1.5 GB of activations leaves about 5.6 GB, at 128 KiB per token
 an assumption, not a measurement: 60 s for a 7B model whose weights and
 compile cache are already on the node.
 
-`python bench/autoscale_profiles.py` re-runs both fits (a grid search that
+`python -m bench.autoscale.profiles` re-runs both fits (a grid search that
 replays each measured closed-loop run in the simulator) and prints the
 table of measured vs fitted; the constants below are its output.
 """
@@ -28,7 +28,8 @@ import math
 from dataclasses import replace
 
 import numpy as np
-from autoscale_model import Cluster, HoldReplicas, Profile, Workload
+
+from bench.autoscale.model import Cluster, HoldReplicas, Profile, Workload
 
 # --- CPU: measured here ----------------------------------------------------
 # Time to first token of one request alone (median of 3), by prompt length.

@@ -16,7 +16,7 @@ from typing import Any, Final
 
 import yaml
 
-REPO: Final = Path(__file__).resolve().parents[1]
+REPO: Final = Path(__file__).resolve().parents[2]
 RULES_FILE: Final = REPO / "charts" / "modelplane" / "files" / "operator-rbac-rules.yaml"
 # /version, /api, /api/v1, /apis, /apis/GROUP, /apis/GROUP/VERSION
 DISCOVERY: Final = re.compile(r"^/(version|api(/[^/]+)?|apis(/[^/]+){0,2})/?$")

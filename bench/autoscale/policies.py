@@ -18,8 +18,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 
-from autoscale_model import TTFT_BUCKETS, ClusterView, Policy
-
+from bench.autoscale.model import TTFT_BUCKETS, ClusterView, Policy
 from modelplane.operator.autoscaler import (
     AutoscalingSpec,
     Histogram,
