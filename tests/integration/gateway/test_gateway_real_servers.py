@@ -162,6 +162,12 @@ def test_chat_page_streams_an_answer_in_headless_chromium(
             "new MutationObserver(() => window.growths++).observe(document.getElementById('log'),"
             "  {subtree: true, characterData: true, childList: true});"
         )
+        # The answer arrives paced, as over a slow link: how many reads a burst of SSE events
+        # takes must not depend on how busy the machine is, or a starved browser would read
+        # a whole stream at once and a streamed answer would look unstreamed.
+        driver.set_network_conditions(
+            offline=False, latency=0, download_throughput=4096, upload_throughput=1 << 20
+        )
         driver.find_element(By.ID, "prompt").send_keys("Write one sentence about the sea.")
         driver.find_element(By.ID, "send").click()
         wait.until(expected_conditions.text_to_be_present_in_element((By.ID, "stats"), "tokens/s"))
@@ -172,7 +178,7 @@ def test_chat_page_streams_an_answer_in_headless_chromium(
     finally:
         driver.quit()
     assert answer.strip()
-    assert growths > 5, growths
+    assert growths > 5, (growths, stats, answer)
     tokens = int(stats.split(" tokens")[0])
     assert tokens > 3 and "first token after" in stats
 
