@@ -208,7 +208,8 @@ def test_a_start_from_zero_is_sized_by_the_gateways_held_count(
             "its ScaledUp event",
             lambda: cluster.events("chat", "ScaledUp")[-1]["message"].startswith(sized),
         )
-        assert cluster.status("chat")["desiredReplicas"] == 4
+        # The reconciler reports the count it gave the Deployment, after its watch sees it.
+        wait_for("desired 4", lambda: cluster.status("chat").get("desiredReplicas") == 4)
 
 
 def test_the_gateways_demand_is_decided_as_it_is_written_not_on_the_next_tick(
@@ -331,7 +332,7 @@ def test_switching_autoscaling_off_hands_replicas_back_to_the_spec(
                 and all(c["type"] != "ScalingLimited" for c in cluster.status("chat")["conditions"])
             ),
         )
-        assert cluster.status("chat")["desiredReplicas"] == 1
+        wait_for("desired 1", lambda: cluster.status("chat").get("desiredReplicas") == 1)
 
 
 def test_replica_metrics_from_a_real_prometheus(
