@@ -281,3 +281,28 @@ def test_startup_probes_reported_alive_before_ready(server: ServerProcess) -> No
     """While the weights loaded, /health said alive (200) and /ready said not yet (503)."""
     assert (200, 503) in server.probes
     assert server.probes[-1] == (200, 200)
+
+
+def test_hostile_json_is_a_400_in_the_envelope_and_the_server_keeps_serving(
+    server: ServerProcess, client: openai.OpenAI
+) -> None:
+    """Nested 20,000 deep (a RecursionError in any recursive parser), a lone surrogate,
+    bytes that are not UTF-8: each a 400 saying what is wrong, never a 500."""
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+    prefix = b'{"model": "smollm2", "messages": [{"role": "user", "content": "hi"}], "x": '
+    hostile = {
+        "nests JSON deeper than 64 levels": prefix + b"[" * 20_000 + b"]" * 20_000 + b"}",
+        "lone UTF-16 surrogate": b'{"model": "smollm2", "messages": [{"role": "user", '
+        b'"content": "\\ud800"}]}',
+        "not valid UTF-8": b'{"model": "smollm2\xe9", "messages": []}',
+    }
+    for says, body in hostile.items():
+        r = httpx.post(f"{server.url}/v1/chat/completions", content=body, headers=headers)
+        assert r.status_code == 400, (says, r.status_code, r.text[:300])
+        error = r.json()["error"]
+        assert says in error["message"] and error["code"] == 400
+        assert error["type"] == "invalid_request_error"
+    answer = client.chat.completions.create(
+        model=MODEL, messages=[{"role": "user", "content": "Say hi"}], max_tokens=4
+    )
+    assert answer.choices[0].message.content

@@ -37,6 +37,7 @@ from modelplane.gateway.routing.routes import ModelRoute, Routing, RoutingTable
 from modelplane.http.asgi import Receive, Scope, Send, header
 from modelplane.http.auth import key_is_valid, presented_key
 from modelplane.http.errors import send_error, send_json
+from modelplane.http.json_body import BodyProblem, parse_json_body
 from modelplane.http.tracing import RequestTracer
 
 log = logging.getLogger("modelplane.gateway")
@@ -44,6 +45,7 @@ access_log = logging.getLogger("modelplane.gateway.access")
 
 FORWARDED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
 MODELS_PATH = "/v1/models"
+UNKNOWN_MODEL = "unknown"  # the label value of every model name the gateway does not serve
 CHAT_PAGE = resources.files("modelplane.gateway").joinpath("chat.html")
 
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -166,10 +168,11 @@ class GatewayApp:
             await send_error(send, 413, f"request body exceeds the limit of {limit} bytes")
             self._count("", 413, "none")
             return
-        try:
-            payload = json.loads(body)
-        except ValueError:
-            payload = None
+        payload = parse_json_body(body)
+        if isinstance(payload, BodyProblem):
+            await send_error(send, 400, payload.message)
+            self._count("", 400, "none")
+            return
         if not isinstance(payload, dict):
             await send_error(send, 400, "the request body is not a JSON object")
             self._count("", 400, "none")
@@ -185,7 +188,9 @@ class GatewayApp:
             await send_error(
                 send, 404, f"the model {model!r} does not exist; available: {known}", param="model"
             )
-            self._count(model, 404, "none")
+            # Only models the gateway serves become label values: a client's names would
+            # add a series each, unbounded in count and length.
+            self._count(UNKNOWN_MODEL, 404, "none")
             return
         tally = (
             TokenTally(len(body), streaming=bool(payload.get("stream")))

@@ -23,6 +23,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from modelplane.http.asgi import ASGIApp, Message, Receive, Scope, Send, header
 from modelplane.http.auth import key_is_valid, presented_key
 from modelplane.http.errors import send_error, send_json
+from modelplane.http.json_body import BodyProblem, parse_json_body
 from modelplane.http.tracing import RequestTracer
 from modelplane.server.lifecycle import Lifecycle, Phase
 from modelplane.server.metrics import ServerMetrics
@@ -194,7 +195,7 @@ class ModelServerApp:
             )
             return
         try:
-            replay = await _buffer_body(scope, receive, settings.max_request_bytes)
+            replay, body = await _buffer_body(scope, receive, settings.max_request_bytes)
         except BodyTooLargeError:
             await send_error(
                 send,
@@ -202,6 +203,13 @@ class ModelServerApp:
                 f"request body exceeds the limit of {settings.max_request_bytes} bytes",
             )
             return
+        if body:
+            # Hostile JSON (too deep, not UTF-8, lone surrogates) gets a 400 here, not a
+            # RecursionError inside the engine's parser.
+            parsed = parse_json_body(body)
+            if isinstance(parsed, BodyProblem):
+                await send_error(send, 400, parsed.message)
+                return
         lc.request_started()
         try:
             await engine.asgi(scope, replay, send)
@@ -262,8 +270,8 @@ def _observe(send: Send, ex: _Exchange) -> Send:
     return wrapped
 
 
-async def _buffer_body(scope: Scope, receive: Receive, limit: int) -> Receive:
-    """Read the whole request body (bounded), and return a receive that replays it.
+async def _buffer_body(scope: Scope, receive: Receive, limit: int) -> tuple[Receive, bytes]:
+    """Read the whole request body (bounded); return a receive that replays it, and the body.
 
     Bodies of OpenAI requests are small; reading them up front lets an
     oversized one be refused with 413 before any work starts. After the
@@ -296,7 +304,7 @@ async def _buffer_body(scope: Scope, receive: Receive, limit: int) -> Receive:
             return {"type": "http.request", "body": body, "more_body": False}
         return await receive()
 
-    return replay
+    return replay, body
 
 
 def _log_request(scope: Scope, ex: _Exchange, model: str) -> None:

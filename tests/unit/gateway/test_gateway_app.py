@@ -27,6 +27,7 @@ from tests.unit.gateway.conftest import GatewayFactory, StubFactory, eventually,
 
 CHAT = "/v1/chat/completions"
 DEAD = "http://127.0.0.1:9"  # the discard port: nothing listens, connections are refused
+JSON_TYPE = {"Content-Type": "application/json"}
 
 
 def chat(model: str = "m", stream: bool = False, **extra: object) -> dict[str, object]:
@@ -407,3 +408,48 @@ async def test_demand_for_a_model_at_zero_says_how_many_requests_are_held(
         replies = await asyncio.gather(*pending)
     assert [r.status_code for r in replies] == [200, 200, 200]
     assert gw.metric("modelplane_gateway_held_requests", model="m") == 0
+
+
+async def test_hostile_model_names_and_bodies_get_400s_and_never_reach_the_metrics(
+    stub_replicas: StubFactory, serve_gateway: GatewayFactory
+) -> None:
+    """300 random model names, a lone surrogate, JSON nested 100,000 deep, bytes that are
+    not UTF-8: each is answered in the OpenAI envelope, no label value is added for a name
+    the gateway does not serve, and /metrics keeps answering."""
+    (a,) = await stub_replicas(1)
+    gw = await serve_gateway({"m": route("m", a.url)})
+    nested = b'{"model": "m", "messages": ' + b"[" * 100_000 + b"]" * 100_000 + b"}"
+    async with httpx.AsyncClient(base_url=gw.url) as client:
+        unknown = [
+            await client.post(CHAT, json=chat(f"model-{i}-" + "x" * 200)) for i in range(300)
+        ]
+        surrogate = await client.post(
+            CHAT, content=b'{"model": "\\ud800", "messages": []}', headers=JSON_TYPE
+        )
+        deep = await client.post(CHAT, content=nested, headers=JSON_TYPE)
+        latin1 = await client.post(
+            CHAT, content='{"model": "m\xe9"}'.encode("latin-1"), headers=JSON_TYPE
+        )
+        broken = await client.post(CHAT, content=b'{"model": "m",\n "messages": [}')
+        metrics = await client.get("/metrics")
+        still_served = await client.post(CHAT, json=chat())
+    assert {r.status_code for r in unknown} == {404}
+    for response, says in (
+        (surrogate, "lone UTF-16 surrogate"),
+        (deep, "nests JSON deeper than 64 levels"),
+        (latin1, "not valid UTF-8 (at byte 12)"),
+        (broken, "not valid JSON: Expecting value at line 2 column 15"),
+    ):
+        assert response.status_code == 400, response.text
+        error = response.json()["error"]
+        assert says in error["message"] and error["type"] == "invalid_request_error"
+    assert metrics.status_code == 200
+    models = {
+        line.split('model="')[1].split('"')[0]
+        for line in metrics.text.splitlines()
+        if line.startswith("modelplane_gateway_requests_total{") and 'model="' in line
+    }
+    assert models <= {"", "m", "unknown"}
+    assert gw.metric("modelplane_gateway_requests_total", model="unknown", code="404",
+                     upstream="none") == 300  # fmt: skip
+    assert still_served.status_code == 200 and len(a.seen) == 1
