@@ -207,8 +207,10 @@ class UpstreamPool:
             try:
                 started = time.perf_counter()
                 try:
+                    # Never follow a redirect: it would send the request (and its
+                    # headers) wherever a replica, or whatever discovery took for one, says.
                     response = await self.session.request(
-                        "POST", upstream + path, data=body, headers=headers
+                        "POST", upstream + path, data=body, headers=headers, allow_redirects=False
                     )
                 except RETRYABLE_ERRORS as err:
                     last_error = f"{upstream}: {err.__class__.__name__}: {err}"
@@ -229,6 +231,17 @@ class UpstreamPool:
                     outcome.status = 502
                     return
                 outcome.upstream_ttfb_s = time.perf_counter() - started
+                if 300 <= response.status < 400:
+                    response.release()
+                    self._failed(model, upstream, f"{upstream}: redirect {response.status}")
+                    await send_error(
+                        send,
+                        502,
+                        f"a replica of model {model!r} answered with a redirect "
+                        f"({response.status}); the gateway follows none",
+                    )
+                    outcome.status = 502
+                    return
                 if (
                     response.status == 503
                     and may_retry

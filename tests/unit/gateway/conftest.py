@@ -36,8 +36,10 @@ class StubReplica:
     name: str
     # ok | draining (503) | broken-stream (dies after two events) | slow (one
     # event per 0.3 s) | gated (first event, then waits for `release`) |
-    # lingering ([DONE], then waits for `release` before ending the response)
+    # lingering ([DONE], then waits for `release` before ending the response) |
+    # redirect (307 to `redirect_to`, as a compromised or confused replica might)
     mode: str = "ok"
+    redirect_to: str = ""
     seen: list[dict[str, Any]] = field(default_factory=list)
     client_left: asyncio.Event = field(default_factory=asyncio.Event)
     release: asyncio.Event = field(default_factory=asyncio.Event)  # lets a gated stream go on
@@ -68,6 +70,8 @@ class StubReplica:
         body = await request.json()
         headers = {k.lower(): v for k, v in request.headers.items()}
         self.seen.append({"headers": headers, "body": body, "path": request.path})
+        if self.mode == "redirect":
+            return web.Response(status=307, headers={"Location": self.redirect_to + request.path})
         if self.mode == "draining":
             return web.json_response(
                 {"error": {"message": "shutting down", "type": "service_unavailable"}},

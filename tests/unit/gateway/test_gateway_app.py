@@ -453,3 +453,19 @@ async def test_hostile_model_names_and_bodies_get_400s_and_never_reach_the_metri
     assert gw.metric("modelplane_gateway_requests_total", model="unknown", code="404",
                      upstream="none") == 300  # fmt: skip
     assert still_served.status_code == 200 and len(a.seen) == 1
+
+
+async def test_a_replica_answering_a_redirect_is_a_502_and_nothing_is_fetched_from_elsewhere(
+    stub_replicas: StubFactory, serve_gateway: GatewayFactory
+) -> None:
+    """A 307 from a replica would make an HTTP client fetch the Location (with the request's
+    headers) and return that body; the gateway follows no redirect."""
+    redirecting, elsewhere = await stub_replicas(2)
+    redirecting.mode, redirecting.redirect_to = "redirect", elsewhere.url
+    gw = await serve_gateway({"m": route("m", redirecting.url)})
+    async with httpx.AsyncClient(base_url=gw.url) as client:
+        r = await client.post(CHAT, json=chat(), headers={"Authorization": "Bearer sk-client"})
+    assert r.status_code == 502, r.text
+    error = r.json()["error"]
+    assert "redirect (307)" in error["message"] and elsewhere.url not in error["message"]
+    assert len(redirecting.seen) == 1 and elsewhere.seen == []
