@@ -32,6 +32,23 @@ class Pods(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         if self.path == "/slow/metrics":
             time.sleep(2.0)  # a pod too busy to answer its scrape
+        if self.path == "/trickle/metrics":  # a byte every 0.1 s: no phase ever times out
+            self.send_response(200)
+            self.end_headers()
+            for _ in range(40):
+                self.wfile.write(b"#")
+                self.wfile.flush()
+                time.sleep(0.1)
+            return
+        if self.path == "/endless/metrics":  # answers without end
+            self.send_response(200)
+            self.end_headers()
+            line = b"# " + b"x" * 1022 + b"\n"
+            try:
+                while True:
+                    self.wfile.write(line * 64)
+            except OSError:
+                return
         if self.path == "/broken/metrics":
             self.send_error(500, "engine dead")
             return
@@ -113,3 +130,20 @@ async def test_scrapes_every_ready_pod_and_marks_the_ones_that_fail(pods: str) -
     decision = decide(second.observations, 3, spec, PolicyState(), 110.0)
     assert decision.desired_replicas == 4  # 3 x 0.9 / 0.8
     assert "left out pod-broken" in decision.reason
+
+
+async def test_a_trickling_or_endless_pod_is_cut_off_in_time_and_size(pods: str) -> None:
+    """httpx's timeouts are per phase: a pod sending a byte every 0.1 s never trips one.
+    The scrape is bounded in total time and in bytes, and the others are measured."""
+    SERVED["/a/metrics"] = exposition(running=2, waiting=0, kv=0.5, finished=10)
+    targets = [
+        ScrapeTarget("pod-a", f"{pods}/a/metrics"),
+        ScrapeTarget("pod-trickle", f"{pods}/trickle/metrics"),
+        ScrapeTarget("pod-endless", f"{pods}/endless/metrics"),
+    ]
+    got = await collect(targets, {}, timeout_s=1.0, clock=Clock(100.0))
+    seen = {o.name: o for o in got.observations}
+    assert seen["pod-a"].error is None and seen["pod-a"].running == 2
+    # Read to its end (4 s), the trickle would be "exports no vLLM metrics".
+    assert seen["pod-trickle"].error == f"no answer from {pods}/trickle/metrics within 1s"
+    assert seen["pod-endless"].error == f"{pods}/endless/metrics sent more than 8 MiB of metrics"

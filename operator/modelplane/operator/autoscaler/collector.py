@@ -29,7 +29,10 @@ from modelplane.operator.autoscaler.observations import (
     parse_metrics,
 )
 
-DEFAULT_TIMEOUT_S = 2.0
+DEFAULT_TIMEOUT_S = 2.0  # the whole scrape of one pod, connect to last byte
+# vLLM's /metrics with the server's own is about 60 KiB (tests/unit/autoscaler/data/): a
+# hundred times that leaves room for many LoRA adapters and label sets.
+MAX_METRICS_BYTES = 8 * 2**20
 
 
 @dataclass(frozen=True)
@@ -74,19 +77,36 @@ async def collect(
 
 
 async def _scrape(
-    http: httpx.AsyncClient, target: ScrapeTarget, timeout_s: float, clock: Callable[[], float]
+    http: httpx.AsyncClient,
+    target: ScrapeTarget,
+    timeout_s: float,
+    clock: Callable[[], float],
+    max_bytes: int = MAX_METRICS_BYTES,
 ) -> MetricsSnapshot | str:
-    """The replica's snapshot, or why there is none."""
+    """The replica's snapshot, or why there is none.
+
+    Bounded in total time (httpx's timeouts are per phase: a pod that trickles a
+    byte at a time would hold the tick for as long as it likes) and in size (a
+    pod that answers without end would fill the operator's memory).
+    """
+    chunks: list[bytes] = []
+    size = 0
     try:
-        response = await http.get(target.url, timeout=timeout_s)
-    except httpx.TimeoutException:
+        async with asyncio.timeout(timeout_s):
+            async with http.stream("GET", target.url, timeout=timeout_s) as response:
+                if response.status_code != 200:
+                    return f"{target.url} answered HTTP {response.status_code}"
+                async for chunk in response.aiter_bytes():
+                    size += len(chunk)
+                    if size > max_bytes:
+                        return f"{target.url} sent more than {max_bytes // 2**20} MiB of metrics"
+                    chunks.append(chunk)
+    except (TimeoutError, httpx.TimeoutException):
         return f"no answer from {target.url} within {timeout_s:g}s"
     except httpx.HTTPError as exc:
         return f"cannot reach {target.url}: {type(exc).__name__}"
-    if response.status_code != 200:
-        return f"{target.url} answered HTTP {response.status_code}"
     try:
-        snapshot = parse_metrics(response.text, at=clock())
+        snapshot = parse_metrics(b"".join(chunks).decode("utf-8", "replace"), at=clock())
     except ValueError as exc:
         return f"{target.url} sent unreadable metrics: {exc}"
     if not snapshot.found:
