@@ -317,7 +317,7 @@ class Autoscaler:
         )
         memory.state = decision.state
         async with self._reconciler.lock(key):
-            await self._apply(key, view, current, decision, autoscaling, memory, now)
+            await self._apply(key, view, body, current, decision, autoscaling, memory, now)
 
     def _recall(self, annotations: Mapping[str, str]) -> _Memory:
         """After a start: the state the annotation holds, continued to now."""
@@ -331,6 +331,7 @@ class Autoscaler:
         self,
         key: OwnerKey,
         view: ClusterView,
+        decided_body: Mapping[str, Any],
         decided_on: int,
         decision: Decision,
         bounds: AutoscalingSpec,
@@ -341,9 +342,10 @@ class Autoscaler:
         body = view.llmdeployment(key)
         if body is None:
             return
-        parsed = parse_spec(name, body.get("spec"), self._reconciler.config)
-        if parsed.spec is None or memory.replicas(parsed.spec, time.monotonic()) != decided_on:
-            return  # scaled by someone else while measuring: decide again next tick
+        if body is not decided_body:  # the index holds a new object per change
+            parsed = parse_spec(name, body.get("spec"), self._reconciler.config)
+            if parsed.spec is None or memory.replicas(parsed.spec, time.monotonic()) != decided_on:
+                return  # scaled by someone else while measuring: decide again next tick
         api, expect = self._reconciler.api, self._reconciler.expectations
         generation = body["metadata"].get("generation")
         plan = plan_scaling(
