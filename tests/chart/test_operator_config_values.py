@@ -66,6 +66,14 @@ def test_every_operator_setting_is_accepted_by_helm() -> None:
         ({"default_gpu_accelerator": "x"}, "additional properties 'default_gpu_accelerator'"),
         ({"images": {"gpuu": "x"}}, "at '/operator/config/images': additional properties 'gpuu'"),
         ({"accelerators": {"x": {"gpuMemoryGb": 8}}}, "additional properties 'gpuMemoryGb'"),
+        (
+            {"accelerators": {"x": {"tolerations": [{"key": "a", "effect": "NoSchedul"}]}}},
+            "at '/operator/config/accelerators/x/tolerations/0/effect'",
+        ),
+        (
+            {"accelerators": {"x": {"nodeSelectorTerms": [{"matchExpressions": []}]}}},
+            "at '/operator/config/accelerators/x/nodeSelectorTerms/0/matchExpressions'",
+        ),
         ({"logFormat": "yaml"}, "at '/operator/config/logFormat'"),
         ({"metricsPort": 70000}, "at '/operator/config/metricsPort': maximum"),
     ],
@@ -93,7 +101,9 @@ def test_values_merge_into_the_file_the_operator_loads(tmp_path: Path) -> None:
                 "healthPort": 9001,
                 "config": {
                     "images": {"gpu": "registry.example.com/server:gpu"},
-                    "accelerators": {"nvidia-h100": {"gpuMemoryGiB": 94}},
+                    "accelerators": {
+                        "nvidia-h100": {"gpuMemoryGiB": 94, "runtimeClassName": "nvidia"}
+                    },
                     "serviceMonitorLabels": {"team": "ml"},
                 },
             },
@@ -109,6 +119,10 @@ def test_values_merge_into_the_file_the_operator_loads(tmp_path: Path) -> None:
     # Helm merges maps key by key: the profile keeps its other defaults.
     h100 = config.accelerators["nvidia-h100"]
     assert h100.gpu_memory_gib == 94
-    assert h100.node_selector == OperatorConfig().accelerators["nvidia-h100"].node_selector
+    builtin = OperatorConfig().accelerators["nvidia-h100"]
+    assert h100.runtime_class_name == "nvidia"
+    assert h100.node_selector_terms == builtin.node_selector_terms
+    assert h100.tolerations == builtin.tolerations
+    assert h100.cpu_per_gpu == builtin.cpu_per_gpu
     # The operator's ServiceMonitors carry monitoring.labels; its own setting wins.
     assert config.service_monitor_labels == {"release": "kube-prometheus-stack", "team": "ml"}

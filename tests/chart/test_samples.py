@@ -85,7 +85,10 @@ def test_gpu_samples_land_on_their_accelerator(
         ]
         pod = deployment["spec"]["template"]["spec"]
         profile = profiles[resources["accelerator"]]
-        assert pod["nodeSelector"] == profile["nodeSelector"]
+        assert pod.get("nodeSelector", {}) == profile["nodeSelector"]
+        affinity = pod.get("affinity", {}).get("nodeAffinity", {})
+        required = affinity.get("requiredDuringSchedulingIgnoredDuringExecution", {})
+        assert required.get("nodeSelectorTerms", []) == profile["nodeSelectorTerms"]
         server = pod["containers"][0]
         assert server["resources"]["limits"][profile["gpuResourceName"]] == str(resources["gpus"])
         quantization = llmd["spec"].get("engine", {}).get("quantization")

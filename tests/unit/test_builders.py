@@ -108,10 +108,18 @@ def test_gpu_pod_requests_gpus_on_the_accelerators_nodes() -> None:
     assert c["image"] == CONFIG.images.gpu
     assert c["resources"]["requests"]["nvidia.com/gpu"] == "2"
     assert c["resources"]["limits"]["nvidia.com/gpu"] == "2"
-    assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+    terms = pod["affinity"]["nodeAffinity"]["requiredDuringSchedulingIgnoredDuringExecution"][
+        "nodeSelectorTerms"
+    ]
+    assert {"key": "nvidia.com/gpu.product", "operator": "In",
+            "values": ["NVIDIA-H100-80GB-HBM3", "NVIDIA-H100-SXM5-80GB", "NVIDIA-H100-PCIe",
+                       "NVIDIA-H100-NVL"]} in terms[0]["matchExpressions"]  # fmt: skip
     assert {"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"} in pod[
         "tolerations"
     ]
+    # Two H100s: twice the per-GPU CPU and memory of the profile.
+    assert c["resources"]["requests"]["cpu"] == "16"
+    assert c["resources"]["requests"]["memory"] == c["resources"]["limits"]["memory"] == "128Gi"
     assert deployment["spec"]["strategy"] == {
         "type": "RollingUpdate",
         "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1},

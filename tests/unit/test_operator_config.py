@@ -13,9 +13,11 @@ from modelplane.operator.operator_command import kopf_args
 
 def test_defaults_ship_the_common_accelerators() -> None:
     config = OperatorConfig()
-    assert {"nvidia-h100", "nvidia-a100", "nvidia-l4", "nvidia-t4", "cpu"} <= set(
+    # The names are a contract: resources name them. L40S, A10G, H200, A100 40GB came later.
+    assert {"nvidia-gpu", "nvidia-h100", "nvidia-a100", "nvidia-l4", "nvidia-t4", "cpu",
+            "nvidia-l40s", "nvidia-a10g", "nvidia-h200", "nvidia-a100-40gb"} == set(
         config.accelerators
-    )
+    )  # fmt: skip
     h100, a100, cpu = (config.accelerators[n] for n in ("nvidia-h100", "nvidia-a100", "cpu"))
     assert h100.gpu_resource_name == "nvidia.com/gpu" and h100.gpu_memory_gib == 80
     assert Quantization.FP8 in h100.quantizations and Quantization.FP8 not in a100.quantizations
@@ -57,6 +59,33 @@ def test_file_overrides_and_merges_profiles(tmp_path: Path) -> None:
         ("- a list\n", "must be a mapping"),
         ("images: {gpu: [\n", "not valid YAML"),
         ("modelCache: {sizeLimit: lots}\n", "modelCache.sizeLimit"),
+        (
+            "accelerators: {x: {tolerations: [{key: a, operator: Exists, effect: NoSchedul}]}}\n",
+            "accelerators.x.tolerations.0.effect",
+        ),
+        (
+            "accelerators: {x: {tolerations: [{operator: Equal, value: x}]}}\n",
+            "a toleration without a key must use operator Exists",
+        ),
+        (
+            "accelerators: {x: {nodeSelectorTerms: [{matchExpressions: [{key: a, operator: In}]}]"
+            "}}\n",
+            "In on a needs at least one value",
+        ),
+        (
+            "accelerators: {x: {nodeSelectorTerms: [{matchExpressions: [{key: a, operator: Gt, "
+            "values: [big]}]}]}}\n",
+            "Gt on a needs exactly one integer value",
+        ),
+        (
+            "accelerators: {x: {nodeSelectorTerms: [{matchExpressions: []}]}}\n",
+            "a term needs at least one matchExpressions entry",
+        ),
+        (
+            "accelerators: {nvidia-h100: {runtimeClassName: Nvidia_RT}}\n",
+            "accelerators.nvidia-h100.runtimeClassName",
+        ),
+        ("accelerators: {nvidia-l4: {cpuPerGpu: lots}}\n", "accelerators.nvidia-l4.cpuPerGpu"),
     ],
 )
 def test_bad_files_are_refused_with_the_setting_named(

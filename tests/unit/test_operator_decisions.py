@@ -38,7 +38,8 @@ def spec(**fields: Any) -> LLMDeploymentSpec:
         ({"resources": {"gpus": 1, "accelerator": "nvidia-a100"},
           "engine": {"quantization": "fp8"}},
          ["quantization fp8 is not supported on nvidia-a100; use an accelerator that supports "
-          "it (nvidia-gpu, nvidia-h100, nvidia-l4) or a checkpoint with another quantization"]),
+          "it (nvidia-gpu, nvidia-h100, nvidia-h200, nvidia-l4, nvidia-l40s) or a checkpoint "
+          "with another quantization"]),
         ({"resources": {"gpus": 1, "accelerator": "nvidia-t4"},
           "engine": {"quantization": "awq"}}, []),
         ({"engine": {"quantization": "fp8"}},
@@ -52,8 +53,8 @@ def spec(**fields: Any) -> LLMDeploymentSpec:
           "to at least 1, or remove resources.accelerator to serve on CPU"]),
         ({"resources": {"gpus": 1, "accelerator": "tpu-v5"}},
          ["resources.accelerator tpu-v5 is not an accelerator profile of this operator (known: "
-          "cpu, nvidia-a100, nvidia-gpu, nvidia-h100, nvidia-l4, nvidia-t4); use one of them or "
-          "add it to the operator config"]),
+          "cpu, nvidia-a100, nvidia-a100-40gb, nvidia-a10g, nvidia-gpu, nvidia-h100, nvidia-h200, "
+          "nvidia-l4, nvidia-l40s, nvidia-t4); use one of them or add it to the operator config"]),
     ],
 )  # fmt: skip
 def test_fit_check_says_what_to_change(fields: dict[str, Any], expected: list[str]) -> None:

@@ -7,12 +7,16 @@ global state, so tests and `modelplane render` pass their own.
 
 Example (any subset):
 
-    accelerators:                 # merged by name over the built-in profiles
+    accelerators:                 # a built-in name changes only the fields given
       nvidia-h100:
-        nodeSelector: {nvidia.com/gpu.product: NVIDIA-H100-80GB-HBM3}
-        tolerations: [{key: nvidia.com/gpu, operator: Exists, effect: NoSchedule}]
-        gpuResourceName: nvidia.com/gpu
-        gpuMemoryGiB: 80
+        runtimeClassName: nvidia
+        cpuPerGpu: "12"           # a replica asks cpu + gpus x cpuPerGpu
+      amd-mi300x:                 # a new one starts from the field defaults
+        nodeSelectorTerms:        # ORed; the expressions of one term ANDed
+          - matchExpressions: [{key: example.com/pool, operator: In, values: [mi300x]}]
+        tolerations: [{key: amd.com/gpu, operator: Exists, effect: NoSchedule}]
+        gpuResourceName: amd.com/gpu
+        gpuMemoryGiB: 192
         quantizations: [none, awq, gptq, fp8, bitsandbytes, gguf, compressed-tensors]
     images: {gpu: registry.example.com/modelplane/server:gpu, cpu: ...}
     startupProbe: {periodSeconds: 10, failureThreshold: 180}
@@ -25,31 +29,48 @@ Example (any subset):
 from __future__ import annotations
 
 import os
+import re
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Any, Final, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
 from modelplane.api import contract
 from modelplane.api.engine import Quantization
 from modelplane.api.llmdeployment import QUANTITY_PATTERN
+from modelplane.operator.quantities import Resource, per_gpu_total
 
 CONFIG_ENV: Final = "MODELPLANE_OPERATOR_CONFIG"
-GPU_PRODUCT_LABEL: Final = "nvidia.com/gpu.product"  # set by NVIDIA GPU feature discovery
 NVIDIA_GPU: Final = "nvidia.com/gpu"
-GPU_TOLERATION: Final[dict[str, str]] = {
-    "key": NVIDIA_GPU,
-    "operator": "Exists",
-    "effect": "NoSchedule",
-}
+# Node labels that say which GPU a node has, one scheme per way nodes are made:
+# NVIDIA GPU feature discovery (GPU Operator; any cloud or bare metal), GKE, and
+# Karpenter on AWS (whose GPU memory label is MiB per GPU).
+GPU_PRODUCT_LABEL: Final = "nvidia.com/gpu.product"
+GKE_ACCELERATOR_LABEL: Final = "cloud.google.com/gke-accelerator"
+GKE_PARTITION_LABEL: Final = "cloud.google.com/gke-gpu-partition-size"  # MIG slices
+KARPENTER_GPU_NAME_LABEL: Final = "karpenter.k8s.aws/instance-gpu-name"
+KARPENTER_GPU_MEMORY_LABEL: Final = "karpenter.k8s.aws/instance-gpu-memory"
 ALL_QUANTIZATIONS: Final = tuple(Quantization)
-# fp8 weights need FP8 tensor cores: Hopper (H100) or Ada (L4); bitsandbytes needs CUDA.
+# fp8 weights need FP8 tensor cores: Hopper (H100, H200) or Ada (L4, L40S); bitsandbytes
+# needs CUDA.
 NO_FP8: Final = tuple(q for q in Quantization if q is not Quantization.FP8)
 CPU_QUANTIZATIONS: Final = tuple(
     q for q in Quantization if q not in (Quantization.FP8, Quantization.BITSANDBYTES)
 )
+# Kubernetes' own rules for label keys and values and for object names (DNS-1123 subdomain).
+_DNS_SUBDOMAIN: Final = r"[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*"
+LABEL_KEY_PATTERN: Final = rf"^({_DNS_SUBDOMAIN}/)?[A-Za-z0-9]([-A-Za-z0-9_.]{{0,61}}[A-Za-z0-9])?$"
+LABEL_VALUE_PATTERN: Final = r"^([A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?)?$"
+OBJECT_NAME_PATTERN: Final = rf"^{_DNS_SUBDOMAIN}$"
 
 
 class ConfigModel(BaseModel):
@@ -59,50 +80,285 @@ class ConfigModel(BaseModel):
 
 
 Quantity = Annotated[str, Field(pattern=QUANTITY_PATTERN)]
+LabelKey = Annotated[str, Field(max_length=317, pattern=LABEL_KEY_PATTERN)]
+LabelValue = Annotated[str, Field(max_length=63, pattern=LABEL_VALUE_PATTERN)]
+ObjectName = Annotated[str, Field(max_length=253, pattern=OBJECT_NAME_PATTERN)]
+
+
+NodeOperator = Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"]
+
+
+class NodeSelectorRequirement(ConfigModel):
+    """One condition on a node label, as in a pod's node affinity."""
+
+    key: LabelKey
+    operator: NodeOperator
+    values: tuple[LabelValue, ...] = ()
+
+    @model_validator(mode="after")
+    def _values_fit_the_operator(self) -> NodeSelectorRequirement:
+        op, key, values = self.operator, self.key, self.values
+        if op in ("In", "NotIn") and not values:
+            raise ValueError(f"{op} on {key} needs at least one value")
+        if op in ("Exists", "DoesNotExist") and values:
+            raise ValueError(f"{op} on {key} takes no values")
+        if op in ("Gt", "Lt") and (len(values) != 1 or not re.fullmatch(r"-?[0-9]+", values[0])):
+            raise ValueError(f"{op} on {key} needs exactly one integer value")
+        return self
+
+    def manifest(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"key": self.key, "operator": self.operator}
+        if self.values:
+            out["values"] = list(self.values)
+        return out
+
+
+class NodeSelectorTerm(ConfigModel):
+    """Conditions a node must all meet: one term of the pod's required node affinity."""
+
+    # minItems for helm's check; the validator below says it in words for the operator.
+    match_expressions: tuple[NodeSelectorRequirement, ...] = Field(
+        json_schema_extra={"minItems": 1}
+    )
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> NodeSelectorTerm:
+        if not self.match_expressions:
+            raise ValueError(
+                "a term needs at least one matchExpressions entry (it selects no node)"
+            )
+        return self
+
+    def manifest(self) -> dict[str, Any]:
+        return {"matchExpressions": [e.manifest() for e in self.match_expressions]}
+
+
+class Toleration(ConfigModel):
+    """A taint the pods accept (core/v1 Toleration)."""
+
+    key: LabelKey | None = Field(None, description="None with Exists: every taint.")
+    operator: Literal["Exists", "Equal"] = "Equal"
+    value: LabelValue | None = None
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(
+        None, description="None: every effect."
+    )
+    toleration_seconds: int | None = None
+
+    @model_validator(mode="after")
+    def _as_kubernetes_allows(self) -> Toleration:
+        if self.operator == "Exists" and self.value:
+            raise ValueError(f"toleration of {self.key}: operator Exists takes no value")
+        if self.key is None and self.operator != "Exists":
+            raise ValueError("a toleration without a key must use operator Exists")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError(f"toleration of {self.key}: tolerationSeconds needs effect NoExecute")
+        return self
+
+    def manifest(self) -> dict[str, Any]:
+        dumped: dict[str, Any] = self.model_dump(by_alias=True, exclude_none=True)
+        return dumped
 
 
 class AcceleratorProfile(ConfigModel):
-    """Where and how replicas asking for this accelerator run."""
+    """Where replicas asking for this accelerator run, and the compute each one asks for.
 
-    node_selector: dict[str, str] = Field(default_factory=dict)
-    tolerations: list[dict[str, Any]] = Field(default_factory=list)
+    A replica's CPU request is `cpu + gpus x cpuPerGpu` (memory likewise; the
+    memory limit equals the request) unless the LLMDeployment sets its own.
+    """
+
+    node_selector: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, description="Labels a node must all carry (the pod's nodeSelector)."
+    )
+    node_selector_terms: tuple[NodeSelectorTerm, ...] = Field(
+        (),
+        description="The pods' required node affinity: a node qualifies when it meets every "
+        "condition of any one term. Empty: any node (with the GPU resource).",
+    )
+    tolerations: tuple[Toleration, ...] = ()
+    runtime_class_name: ObjectName | None = Field(
+        None, description="RuntimeClass of the pods (e.g. nvidia); None: the node's default."
+    )
+    priority_class_name: ObjectName | None = Field(
+        None, description="PriorityClass of the pods; None: the cluster's default."
+    )
     gpu_resource_name: str | None = Field(
         NVIDIA_GPU, description="Extended resource for GPUs; None for CPU-only profiles."
     )
-    gpu_memory_gib: Annotated[float, Field(ge=0)] = Field(0, alias="gpuMemoryGiB")
+    gpu_memory_gib: Annotated[float, Field(ge=0)] = Field(
+        0,
+        alias="gpuMemoryGiB",
+        description="Memory of one GPU: the least of the products the profile matches.",
+    )
     quantizations: tuple[Quantization, ...] = ALL_QUANTIZATIONS
-    cpu: Quantity = "4"
-    memory: Quantity = "32Gi"
+    cpu: Quantity = Field("4", description="CPU request of a replica, before the per-GPU part.")
+    memory: Quantity = Field(
+        "32Gi", description="Memory request and limit of a replica, before the per-GPU part."
+    )
+    cpu_per_gpu: Quantity = Field("0", description="CPU added to the request for each GPU.")
+    memory_per_gpu: Quantity = Field("0", description="Memory added for each GPU.")
 
     @property
     def has_gpus(self) -> bool:
         return self.gpu_resource_name is not None
 
+    def replica_cpu(self, gpus: int) -> str:
+        return per_gpu_total(self.cpu, self.cpu_per_gpu, gpus, Resource.CPU)
+
+    def replica_memory(self, gpus: int) -> str:
+        return per_gpu_total(self.memory, self.memory_per_gpu, gpus, Resource.MEMORY)
+
+
+# The taints GPU node pools carry: nvidia.com/gpu (GKE adds it itself; the usual one on
+# EKS, Karpenter and the GPU Operator's docs) and sku=gpu (what AKS's docs suggest).
+GPU_TOLERATIONS: Final = (
+    Toleration(key=NVIDIA_GPU, operator="Exists", effect="NoSchedule"),
+    Toleration(key="sku", operator="Equal", value="gpu", effect="NoSchedule"),
+)
+
+
+Condition = tuple[str, NodeOperator, tuple[str, ...]]
+
+
+def _gpu_terms(
+    products: tuple[str, ...],
+    gke: tuple[str, ...] = (),
+    karpenter: tuple[str, ...] = (),
+    karpenter_memory: tuple[NodeOperator, str] | None = None,
+) -> tuple[NodeSelectorTerm, ...]:
+    """One term per labelling scheme (terms are ORed): a node labelled by any of them fits.
+
+    `karpenter_memory` is (operator, MiB) on Karpenter's per-GPU memory label, for a
+    GPU name that covers several memory sizes (a100: 40 and 80 GB).
+    """
+
+    def term(*conditions: Condition) -> NodeSelectorTerm:
+        return NodeSelectorTerm(
+            match_expressions=tuple(
+                NodeSelectorRequirement(key=k, operator=op, values=v) for k, op, v in conditions
+            )
+        )
+
+    terms = [term((GPU_PRODUCT_LABEL, "In", products))]
+    if gke:
+        # A MIG-partitioned GKE node offers slices, not the whole GPUs the profile promises.
+        terms.append(
+            term((GKE_ACCELERATOR_LABEL, "In", gke), (GKE_PARTITION_LABEL, "DoesNotExist", ()))
+        )
+    if karpenter:
+        conditions: list[Condition] = [(KARPENTER_GPU_NAME_LABEL, "In", karpenter)]
+        if karpenter_memory is not None:
+            op, mib = karpenter_memory
+            conditions.append((KARPENTER_GPU_MEMORY_LABEL, op, (mib,)))
+        terms.append(term(*conditions))
+    return tuple(terms)
+
 
 def _gpu_profile(
-    product: str, memory_gib: float, quantizations: tuple[Quantization, ...]
+    terms: tuple[NodeSelectorTerm, ...],
+    memory_gib: float,
+    quantizations: tuple[Quantization, ...],
+    per_gpu: tuple[str, str],
 ) -> AcceleratorProfile:
     return AcceleratorProfile(
-        node_selector={GPU_PRODUCT_LABEL: product},
-        tolerations=[GPU_TOLERATION],
+        node_selector_terms=terms,
+        tolerations=GPU_TOLERATIONS,
         gpu_memory_gib=memory_gib,
         quantizations=quantizations,
-        cpu="8",
-        memory="64Gi",
+        cpu="0",
+        memory="0",
+        cpu_per_gpu=per_gpu[0],
+        memory_per_gpu=per_gpu[1],
     )
 
 
+# Per-GPU CPU and memory fit the smallest usual node of each GPU with room for the
+# node's reservations and DaemonSets (docs/reference/accelerators.md has the table;
+# tests/unit/test_accelerator_fit.py checks it):
+# - 4 vCPU / 15-16 GiB per GPU (T4, L4, A10G; and any GPU): 3 CPU, 10Gi;
+# - 4 vCPU / 32 GiB per GPU (L40S): 3 CPU, 24Gi;
+# - 6 vCPU / 85 GB per GPU (A100 40GB, a2-megagpu-16g): 5 CPU, 64Gi;
+# - 12 vCPU / 144+ GiB per GPU (A100 80GB, H100, H200): 8 CPU, 64Gi.
+SMALL_GPU: Final = ("3", "10Gi")
+BIG_GPU: Final = ("8", "64Gi")
+
 DEFAULT_ACCELERATORS: Final[dict[str, AcceleratorProfile]] = {
-    # Any NVIDIA GPU: no node selector, nothing known about its memory or features.
-    "nvidia-gpu": AcceleratorProfile(tolerations=[GPU_TOLERATION]),
-    "nvidia-h100": _gpu_profile("NVIDIA-H100-80GB-HBM3", 80, ALL_QUANTIZATIONS),
-    "nvidia-a100": _gpu_profile("NVIDIA-A100-SXM4-80GB", 80, NO_FP8),
-    "nvidia-l4": _gpu_profile("NVIDIA-L4", 24, ALL_QUANTIZATIONS),
-    "nvidia-t4": _gpu_profile("Tesla-T4", 16, NO_FP8),
+    # Any NVIDIA GPU: no node affinity, nothing known about its memory or features.
+    "nvidia-gpu": AcceleratorProfile(
+        tolerations=GPU_TOLERATIONS, cpu="0", memory="0",
+        cpu_per_gpu=SMALL_GPU[0], memory_per_gpu=SMALL_GPU[1],
+    ),
+    "nvidia-h100": _gpu_profile(
+        _gpu_terms(
+            ("NVIDIA-H100-80GB-HBM3", "NVIDIA-H100-SXM5-80GB", "NVIDIA-H100-PCIe",
+             "NVIDIA-H100-NVL"),
+            gke=("nvidia-h100-80gb", "nvidia-h100-mega-80gb"),
+            karpenter=("h100",),
+        ),
+        80, ALL_QUANTIZATIONS, BIG_GPU,
+    ),
+    "nvidia-h200": _gpu_profile(
+        _gpu_terms(
+            ("NVIDIA-H200", "NVIDIA-H200-NVL"),
+            gke=("nvidia-h200-141gb",),
+            karpenter=("h200",),
+        ),
+        141, ALL_QUANTIZATIONS, BIG_GPU,
+    ),
+    "nvidia-a100": _gpu_profile(  # the 80 GB A100s: a name that promises 80 GB keeps it
+        _gpu_terms(
+            ("NVIDIA-A100-SXM4-80GB", "NVIDIA-A100-80GB-PCIe"),
+            gke=("nvidia-a100-80gb",),
+            karpenter=("a100",),
+            karpenter_memory=("Gt", "65536"),
+        ),
+        80, NO_FP8, BIG_GPU,
+    ),
+    "nvidia-a100-40gb": _gpu_profile(
+        _gpu_terms(
+            ("NVIDIA-A100-SXM4-40GB", "NVIDIA-A100-PCIE-40GB"),
+            gke=("nvidia-tesla-a100",),
+            karpenter=("a100",),
+            karpenter_memory=("Lt", "65536"),
+        ),
+        40, NO_FP8, ("5", "64Gi"),
+    ),
+    "nvidia-l40s": _gpu_profile(
+        _gpu_terms(("NVIDIA-L40S",), karpenter=("l40s",)),
+        48, ALL_QUANTIZATIONS, ("3", "24Gi"),
+    ),
+    "nvidia-l4": _gpu_profile(
+        _gpu_terms(("NVIDIA-L4",), gke=("nvidia-l4",), karpenter=("l4",)),
+        24, ALL_QUANTIZATIONS, SMALL_GPU,
+    ),
+    "nvidia-a10g": _gpu_profile(
+        _gpu_terms(("NVIDIA-A10G",), karpenter=("a10g",)),
+        24, NO_FP8, SMALL_GPU,
+    ),
+    "nvidia-t4": _gpu_profile(
+        _gpu_terms(("Tesla-T4",), gke=("nvidia-tesla-t4",), karpenter=("t4",)),
+        16, NO_FP8, SMALL_GPU,
+    ),
     "cpu": AcceleratorProfile(
         gpu_resource_name=None, quantizations=CPU_QUANTIZATIONS, cpu="2", memory="8Gi"
     ),
-}
+}  # fmt: skip
+
+
+def _over_builtin(name: str, settings: Any) -> Any:
+    """A profile named like a built-in one changes only the fields it sets, as helm values do.
+
+    Keys may be camelCase or snake_case; lists (terms, tolerations) are replaced whole.
+    """
+    builtin = DEFAULT_ACCELERATORS.get(name)
+    if builtin is None or not isinstance(settings, dict):
+        return settings
+    aliases = {
+        field: info.alias or field for field, info in AcceleratorProfile.model_fields.items()
+    }
+    merged: dict[str, Any] = builtin.model_dump(by_alias=True)
+    for key, setting in settings.items():
+        merged[aliases.get(str(key), str(key))] = setting
+    return merged
 
 
 class Images(ConfigModel):
@@ -202,7 +458,7 @@ class OperatorConfig(ConfigModel):
     def _merge_over_defaults(cls, value: Any) -> Any:
         if not isinstance(value, dict):
             return value
-        return {**DEFAULT_ACCELERATORS, **value}
+        return {**DEFAULT_ACCELERATORS, **{n: _over_builtin(n, p) for n, p in value.items()}}
 
     @property
     def termination_grace_seconds(self) -> int:

@@ -18,6 +18,7 @@ from modelplane.api.llmdeployment import LLMDeploymentSpec
 from modelplane.operator.builders.hashing import stable_hash
 from modelplane.operator.builders.model_source import ModelLocation
 from modelplane.operator.builders.naming import child_labels, config_map_name, pod_selector
+from modelplane.operator.builders.placement import pod_placement
 from modelplane.operator.builders.server_config import CONFIG_DIR, CONFIG_FILE
 from modelplane.operator.config import OperatorConfig
 from modelplane.operator.reconcile.fit import Placement
@@ -153,10 +154,7 @@ def build_pod_template(
         "containers": [container],
         "volumes": volumes,
     }
-    if placement.profile.node_selector:
-        pod_spec["nodeSelector"] = dict(placement.profile.node_selector)
-    if placement.profile.tolerations:
-        pod_spec["tolerations"] = list(placement.profile.tolerations)
+    pod_spec.update(pod_placement(placement.profile))
     template: dict[str, Any] = {
         "metadata": {
             "labels": child_labels(name, track),

@@ -47,8 +47,8 @@ def resolve_placement(spec: LLMDeploymentSpec, config: OperatorConfig) -> Placem
     return Placement(
         accelerator=name,
         profile=profile,
-        cpu=spec.resources.cpu or profile.cpu,
-        memory=spec.resources.memory or profile.memory,
+        cpu=spec.resources.cpu or profile.replica_cpu(spec.resources.gpus),
+        memory=spec.resources.memory or profile.replica_memory(spec.resources.gpus),
     )
 
 
