@@ -1,7 +1,11 @@
 """Small, loud wrappers around the tools the e2e tests drive: kubectl, helm, docker, kind.
 
-Every command's output is kept, and a failing one fails the test with it.
-Waiting is polling a condition with a deadline, never a fixed sleep.
+Every command goes through a `Runner` (the real one runs the program and
+keeps its output; tests/unit/test_e2e_fixtures.py injects a fake one), and a
+failing one fails the test with its output. Waiting is polling a condition
+with a deadline, never a fixed sleep; the clock it polls by is `CLOCK`, which
+the fake cluster replaces so that a wrong answer fails at once instead of
+after the real timeout.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
@@ -22,6 +26,14 @@ T = TypeVar("T")
 
 class CommandError(AssertionError):
     """A command the test needed exited non-zero; the message carries its output."""
+
+
+class Runner(Protocol):
+    """Runs one command line and returns its standard output, or raises CommandError."""
+
+    def __call__(
+        self, cmd: Sequence[str], *, timeout: float = 600, stdin: str | None = None
+    ) -> str: ...
 
 
 def run(cmd: Sequence[str], *, timeout: float = 600, stdin: str | None = None) -> str:
@@ -36,11 +48,29 @@ def run(cmd: Sequence[str], *, timeout: float = 600, stdin: str | None = None) -
     return result.stdout
 
 
+class Clock(Protocol):
+    def monotonic(self) -> float: ...
+
+    def sleep(self, seconds: float) -> None: ...
+
+
+class RealClock:
+    def monotonic(self) -> float:
+        return time.monotonic()
+
+    def sleep(self, seconds: float) -> None:
+        time.sleep(seconds)
+
+
+CLOCK: Clock = RealClock()
+
+
 def wait_until(what: str, check: Callable[[], T | None], timeout: float, every: float = 2) -> T:
     """Poll `check` until it returns something truthy; fail naming `what` and the last value."""
-    deadline = time.monotonic() + timeout
+    clock = CLOCK
+    deadline = clock.monotonic() + timeout
     last: object = None
-    while time.monotonic() < deadline:
+    while clock.monotonic() < deadline:
         try:
             value = check()
         except (CommandError, KeyError, IndexError, httpx.HTTPError) as err:
@@ -49,16 +79,17 @@ def wait_until(what: str, check: Callable[[], T | None], timeout: float, every: 
             if value:
                 return value
             last = value
-        time.sleep(every)
+        clock.sleep(every)
     raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}; last: {last!r}")
 
 
 @dataclass(frozen=True)
 class Kubectl:
     path: str
+    runner: Runner = run
 
     def __call__(self, *args: str, stdin: str | None = None, timeout: float = 120) -> str:
-        return run([self.path, *args], stdin=stdin, timeout=timeout)
+        return self.runner([self.path, *args], stdin=stdin, timeout=timeout)
 
     def json(self, *args: str) -> Any:
         return json.loads(self(*args, "-o", "json"))
@@ -67,6 +98,41 @@ class Kubectl:
         where = ["-n", namespace] if namespace else []
         self("apply", *where, "-f", "-", stdin=manifest)
 
+    def items(self, *args: str) -> list[dict[str, Any]]:
+        """`kubectl get ... -o json` of a list: its items."""
+        found: list[dict[str, Any]] = self.json("get", *args).get("items", [])
+        return found
+
+
+@dataclass(frozen=True)
+class Helm:
+    path: str
+    runner: Runner = run
+
+    def __call__(self, *args: str, timeout: float = 900) -> str:
+        return self.runner([self.path, *args], timeout=timeout)
+
+    def upgrade_install(self, release: str, chart: str, namespace: str, values_file: str) -> None:
+        """Install the release, or upgrade it in place, and wait until its workloads are ready."""
+        self(
+            "upgrade",
+            "--install",
+            release,
+            chart,
+            "--namespace",
+            namespace,
+            "--create-namespace",
+            "-f",
+            values_file,
+            "--wait",
+            "--timeout",
+            "10m",
+        )
+
+    def revision(self, release: str, namespace: str) -> int:
+        status = json.loads(self("status", release, "--namespace", namespace, "-o", "json"))
+        return int(status["version"])
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -74,9 +140,22 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+class PortForwarder(Protocol):
+    """Forwards a local port to `target` (e.g. svc/NAME) in `namespace`; yields its URL."""
+
+    def __call__(
+        self, kubectl: Kubectl, namespace: str, target: str, port: int
+    ) -> contextlib.AbstractContextManager[str]: ...
+
+
 @contextlib.contextmanager
 def port_forward(kubectl: Kubectl, namespace: str, target: str, port: int) -> Iterator[str]:
-    """`kubectl port-forward` to `target` (e.g. svc/NAME); yields http://127.0.0.1:LOCAL."""
+    """`kubectl port-forward` to `target` (e.g. svc/NAME); yields http://127.0.0.1:LOCAL.
+
+    kubectl resolves a Service to one of its pods when it starts and forwards
+    to that pod only: it is a way in from this machine, not a test of the
+    Service's routing (in-cluster clients do that, see e2e/in_cluster.py).
+    """
     local = free_port()
     proc = subprocess.Popen(
         [kubectl.path, "port-forward", "-n", namespace, target, f"{local}:{port}"],

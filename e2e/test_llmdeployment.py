@@ -6,77 +6,53 @@ order on that one model: it becomes Ready, answers through its own Service
 and through the gateway (the OpenAI client, over `kubectl port-forward`),
 scales up and down through the scale subresource, rolls out a new revision
 while a client keeps calling it through the gateway without a single failed
-request, and takes its children with it when deleted.
+request, rolls out a new engine setting while a client inside the cluster
+calls its Service directly (no gateway to retry for it) without a single
+failed request, and takes its children with it when deleted.
 
 The kind node needs room for two replicas of the sample (2 CPUs and 8 GiB
-each) and the cluster must reach huggingface.co to download the model.
+each; the suite checks first) and the cluster must reach huggingface.co to
+download the model.
 """
 
 from __future__ import annotations
 
 import functools
-import json
 import os
-import threading
 from collections.abc import Iterator
 from typing import Any
 
 import httpx
 import pytest
 import yaml
-from openai import OpenAI
-from openai.types.chat import ChatCompletionMessageParam
 
+from e2e import models
+from e2e.access import ClusterAccess
+from e2e.clients import QUESTION, ClientLoop, client
 from e2e.environment import REPO
-from e2e.kube import Kubectl, port_forward, wait_until
+from e2e.in_cluster import ServiceClient
+from e2e.kube import Kubectl, wait_until
+from e2e.models import LOAD_TIMEOUT, Model
+from e2e.suite import CONTROL_PLANE_IMAGE
+from modelplane.api import contract
 
-SAMPLE = REPO / "manifests" / "samples" / "smollm2-cpu.yaml"
-MANIFEST: dict[str, Any] = yaml.safe_load(SAMPLE.read_text())
-NAME: str = MANIFEST["metadata"]["name"]
-MODEL: str = MANIFEST["spec"]["model"].get("servedName", NAME)
+MANIFEST: dict[str, Any] = models.sample("smollm2-cpu.yaml")
 REVISION_ENV = "MODELPLANE_E2E_REVISION"
-CHILD_KINDS = "deployments,services,configmaps,poddisruptionbudgets,networkpolicies"
-LOAD_TIMEOUT = 30 * 60  # the first start pulls the model from the Hub
-QUESTION: list[ChatCompletionMessageParam] = [
-    {"role": "user", "content": "What is the capital of France?"}
-]
-
-
-def llmd(kubectl: Kubectl, namespace: str) -> dict[str, Any]:
-    found: dict[str, Any] = kubectl.json("get", "llmdeployment", NAME, "-n", namespace)
-    return found
-
-
-def children(kubectl: Kubectl, namespace: str) -> list[str]:
-    selector = f"modelplane.io/llmdeployment={NAME}"
-    out = kubectl("get", CHILD_KINDS, "-n", namespace, "-l", selector, "-o", "name")
-    return out.split()
-
-
-def ready(kubectl: Kubectl, namespace: str, replicas: int) -> bool:
-    status = llmd(kubectl, namespace).get("status", {})
-    return bool(status.get("phase") == "Ready" and status.get("readyReplicas") == replicas)
-
-
-def client(base_url: str) -> OpenAI:
-    # No client-side retries: a request that fails must be seen failing.
-    return OpenAI(base_url=f"{base_url}/v1", api_key="none", max_retries=0, timeout=120)
+HPA = REPO / "manifests" / "autoscaling" / "hpa.yaml"
 
 
 @pytest.fixture(scope="module")
-def model(release: str, kubectl: Kubectl) -> Iterator[str]:
-    """The sample, applied and Ready; deleted afterwards if a test has not done it."""
-    kubectl.apply(SAMPLE.read_text(), release)
-    wait_until(f"{NAME} Ready", lambda: ready(kubectl, release, 1), timeout=LOAD_TIMEOUT, every=5)
-    yield release
-    kubectl("delete", "llmdeployment", NAME, "-n", release, "--ignore-not-found", timeout=300)
+def model(models_namespace: str, kubectl: Kubectl) -> Iterator[Model]:
+    """The sample, applied and Ready; deleted afterwards (pods gone) if a test has not done it."""
+    with models.deployed(kubectl, models_namespace, MANIFEST) as applied:
+        yield applied
 
 
-def test_it_becomes_ready_with_its_children_and_endpoint(model: str, kubectl: Kubectl) -> None:
-    status = llmd(kubectl, model)["status"]
-    assert status["endpoint"] == f"http://{NAME}.{model}.svc:8000/v1"
+def test_it_becomes_ready_with_its_children_and_endpoint(model: Model, kubectl: Kubectl) -> None:
+    status = models.status(kubectl, model)
+    assert status["endpoint"] == f"http://{model.name}.{model.namespace}.svc:8000/v1"
     assert status["servedRevision"] == MANIFEST["spec"]["model"].get("revision", "main")
-    kinds = {name.split("/")[0].split(".")[0] for name in children(kubectl, model)}
+    kinds = {name.split("/")[0].split(".")[0] for name in models.children(kubectl, model)}
     assert kinds == {
         "deployment",
         "service",
@@ -86,108 +62,71 @@ def test_it_becomes_ready_with_its_children_and_endpoint(model: str, kubectl: Ku
     }
 
 
-def test_it_answers_through_its_service(model: str, kubectl: Kubectl) -> None:
-    with port_forward(kubectl, model, f"svc/{NAME}", 8000) as url:
+def test_it_answers_through_its_service(
+    model: Model, kubectl: Kubectl, access: ClusterAccess
+) -> None:
+    with access.port_forward(kubectl, model.namespace, f"svc/{model.name}", 8000) as url:
         openai = client(url)
-        assert [m.id for m in openai.models.list()] == [MODEL]
+        assert [m.id for m in openai.models.list()] == [model.served_name]
         reply = openai.chat.completions.create(
-            model=MODEL, messages=QUESTION, max_tokens=16, temperature=0
+            model=model.served_name, messages=QUESTION, max_tokens=16, temperature=0
         )
         assert reply.choices[0].message.content
 
 
-def test_it_answers_through_the_gateway(model: str, gateway_url: str) -> None:
+def test_it_answers_through_the_gateway(model: Model, gateway_url: str) -> None:
     openai = client(gateway_url)
     wait_until(
         "the gateway to list the model",
-        lambda: MODEL in [m.id for m in openai.models.list()],
+        lambda: model.served_name in [m.id for m in openai.models.list()],
         timeout=120,
     )
     stream = openai.chat.completions.create(
-        model=MODEL,
-        messages=QUESTION,
-        max_tokens=16,
-        temperature=0,
-        stream=True,
+        model=model.served_name, messages=QUESTION, max_tokens=16, temperature=0, stream=True
     )
     text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
     assert text.strip()
 
 
-def test_it_scales_through_the_scale_subresource(model: str, kubectl: Kubectl) -> None:
+def test_it_scales_through_the_scale_subresource(model: Model, kubectl: Kubectl) -> None:
     for replicas in (2, 1):
-        kubectl("scale", "llmdeployment", NAME, "-n", model, f"--replicas={replicas}")
+        kubectl(
+            "scale", "llmdeployment", model.name, "-n", model.namespace, f"--replicas={replicas}"
+        )
         wait_until(
             f"{replicas} ready replicas",
-            functools.partial(ready, kubectl, model, replicas),
+            functools.partial(models.ready, kubectl, model, replicas),
             timeout=LOAD_TIMEOUT,
             every=5,
         )
-        deployment = kubectl.json("get", "deployment", NAME, "-n", model)
+        deployment = kubectl.json("get", "deployment", model.name, "-n", model.namespace)
         assert deployment["spec"]["replicas"] == replicas
 
 
-HPA = REPO / "manifests" / "autoscaling" / "hpa.yaml"
-
-
-def test_an_hpa_can_scale_it(model: str, kubectl: Kubectl) -> None:
-    """The HPA controller reads the LLMDeployment's scale subresource (AbleToScale)."""
-    kubectl.apply(HPA.read_text(), namespace=model)
+def test_an_hpa_can_scale_it(model: Model, kubectl: Kubectl) -> None:
+    """The HPA controller reads the LLMDeployment's scale subresource (AbleToScale). Its
+    maxReplicas is lowered to 2, the most the suite's capacity check allows for."""
+    hpa: dict[str, Any] = yaml.safe_load(HPA.read_text())
+    assert hpa["spec"]["scaleTargetRef"]["name"] == model.name
+    hpa["spec"]["maxReplicas"] = 2
+    kubectl.apply(yaml.safe_dump(hpa), namespace=model.namespace)
     try:
 
         def able_to_scale() -> bool:
-            hpa = kubectl.json("get", "hpa", NAME, "-n", model)
-            conditions = hpa.get("status", {}).get("conditions", [])
+            found = kubectl.json("get", "hpa", model.name, "-n", model.namespace)
+            conditions = found.get("status", {}).get("conditions", [])
             return any(c["type"] == "AbleToScale" and c["status"] == "True" for c in conditions)
 
         wait_until("the HPA able to scale it", able_to_scale, timeout=300, every=5)
     finally:
-        kubectl("delete", "hpa", NAME, "-n", model, "--ignore-not-found")
-
-
-class ClientLoop:
-    """Clients calling the model through the gateway until stopped, recording every failure."""
-
-    def __init__(self, base_url: str, clients: int = 2) -> None:
-        self._openai = client(base_url)
-        self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self.successes = 0
-        self.failures: list[str] = []
-        self._threads = [threading.Thread(target=self._run, daemon=True) for _ in range(clients)]
-
-    def __enter__(self) -> ClientLoop:
-        for thread in self._threads:
-            thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        for thread in self._threads:
-            thread.join(180)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                reply = self._openai.chat.completions.create(
-                    model=MODEL,
-                    messages=QUESTION,
-                    max_tokens=8,
-                    temperature=0,
-                )
-                ok = bool(reply.choices and reply.choices[0].message.content is not None)
-                outcome = None if ok else f"empty answer: {reply!r}"
-            except Exception as err:  # every failure counts, whatever its kind
-                outcome = f"{type(err).__name__}: {err}"
-            with self._lock:
-                if outcome is None:
-                    self.successes += 1
-                else:
-                    self.failures.append(outcome)
-
-    def served(self) -> int:
-        with self._lock:
-            return self.successes
+        kubectl("delete", "hpa", model.name, "-n", model.namespace, "--ignore-not-found")
+    kubectl("scale", "llmdeployment", model.name, "-n", model.namespace, "--replicas=1")
+    wait_until(
+        "1 ready replica",
+        functools.partial(models.ready, kubectl, model, 1),
+        timeout=LOAD_TIMEOUT,
+        every=5,
+    )
 
 
 def new_revision() -> str:
@@ -202,30 +141,60 @@ def new_revision() -> str:
 
 
 def test_a_new_revision_rolls_out_without_a_failed_request(
-    model: str, kubectl: Kubectl, gateway_url: str
+    model: Model, kubectl: Kubectl, gateway_url: str
 ) -> None:
     revision = new_revision()
-    with ClientLoop(gateway_url) as loop:
-        wait_until("the first answers", lambda: loop.served() >= 3, timeout=120, every=0.5)
-        patch = json.dumps({"spec": {"model": {"revision": revision}}})
-        kubectl("patch", "llmdeployment", NAME, "-n", model, "--type=merge", "-p", patch)
+    with ClientLoop(gateway_url, model.served_name) as loop:
+        loop.wait_for_answers(3)
+        models.patch(kubectl, model, {"spec": {"model": {"revision": revision}}})
 
         def rolled_out() -> bool:
-            status = llmd(kubectl, model).get("status", {})
-            return status.get("servedRevision") == revision and ready(kubectl, model, 1)
+            status = models.status(kubectl, model)
+            return status.get("servedRevision") == revision and models.ready(kubectl, model, 1)
 
         wait_until(f"revision {revision} served", rolled_out, timeout=LOAD_TIMEOUT, every=5)
-        after = loop.served()
-        wait_until("answers from the new revision", lambda: loop.served() >= after + 3,
-                   timeout=120, every=0.5)  # fmt: skip
-    assert loop.failures == [], f"{len(loop.failures)} failed requests: {loop.failures[:5]}"
-    pods = kubectl.json("get", "pods", "-n", model, "-l", f"modelplane.io/llmdeployment={NAME}")
-    revisions = {p["metadata"].get("annotations", {}).get("modelplane.io/revision")
-                 for p in pods["items"] if not p["metadata"].get("deletionTimestamp")}  # fmt: skip
+        loop.wait_for_answers(3)
+    loop.assert_no_failure()
+    revisions = {
+        p["metadata"].get("annotations", {}).get(contract.ANNOTATION_REVISION)
+        for p in models.pods(kubectl, model)
+    }
     assert revisions == {revision}
 
 
-def test_deleting_it_removes_its_children(model: str, kubectl: Kubectl) -> None:
-    assert children(kubectl, model)
-    kubectl("delete", "llmdeployment", NAME, "-n", model, "--wait=true", timeout=300)
-    wait_until("the children gone", lambda: children(kubectl, model) == [], timeout=300)
+def test_a_client_of_its_service_sees_no_failure_during_a_rollout(
+    model: Model, kubectl: Kubectl
+) -> None:
+    """A client inside the cluster calls the model's Service (no gateway, no retries) while
+    an engine setting rolls out: the old replica leaves the endpoints before it stops
+    answering, so no request fails."""
+    before = models.template_hash(kubectl, model)
+    with ServiceClient(
+        kubectl, model.namespace, CONTROL_PLANE_IMAGE, model.service_url, model.served_name
+    ) as service_client:
+        service_client.wait_for_answers(5)
+        models.patch(kubectl, model, {"spec": {"engine": {"maxModelLen": 2048}}})
+
+        def rolled_out() -> bool:
+            new = models.template_hash(kubectl, model)
+            return (
+                new != before
+                and models.ready(kubectl, model, 1)
+                and models.pod_template_hashes(kubectl, model) == {new}
+            )
+
+        wait_until("the new engine setting rolled out", rolled_out, timeout=LOAD_TIMEOUT, every=5)
+        service_client.wait_for_answers(5)
+        log = service_client.log()
+    assert log.failures == [], (
+        f"{len(log.failures)} of {log.successes + len(log.failures)} requests to the "
+        f"Service failed during the rollout: {log.failures[:5]}"
+    )
+
+
+def test_deleting_it_removes_its_children(model: Model, kubectl: Kubectl) -> None:
+    assert models.children(kubectl, model)
+    kubectl(
+        "delete", "llmdeployment", model.name, "-n", model.namespace, "--wait=true", timeout=300
+    )
+    wait_until("the children gone", lambda: models.children(kubectl, model) == [], timeout=300)
