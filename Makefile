@@ -133,9 +133,11 @@ manifests: helm chart-crds
 		--set createNamespace=true > manifests/install.yaml
 
 # Against a real cluster: kind (or any) in $$KUBECONFIG, docker and kind on PATH.
-# Skipped, with the reason, when any is missing. Not part of `make test`.
+# Skipped, with the reason (-rs prints it), when any is missing or the nodes are
+# too small. Not part of `make test`, which checks the suite's fixtures against a
+# fake cluster instead (tests/unit/test_e2e_fixtures.py).
 e2e: $(STAMP) helm
-	$(BIN)/python -m pytest e2e $(PYTEST_ARGS)
+	$(BIN)/python -m pytest e2e -rs $(PYTEST_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
