@@ -21,8 +21,10 @@ from modelplane.operator.config_schema import operator_config_schema, render_val
 from tests.chart.helm import CHART, operator_config, render, template
 
 VALUES_SCHEMA = CHART / "values.schema.json"
-# Set by the chart from other values (operator.watchNamespaces, operator.healthPort).
+# Set by the chart from other values (operator.watchNamespaces, operator.healthPort),
+# and networkPolicy.controlPlaneNamespace from the release namespace.
 CHART_OWNED = {"namespaces", "healthPort"}
+CHART_OWNED_NETWORK_POLICY = {"controlPlaneNamespace"}
 
 
 def aliases() -> set[str]:
@@ -46,6 +48,9 @@ def test_committed_schema_is_generated_from_the_operator_config() -> None:
 def test_every_operator_setting_is_accepted_by_helm() -> None:
     """Every OperatorConfig field, with a valid value, passes the schema (and renders)."""
     config = {k: v for k, v in defaults().items() if k not in CHART_OWNED}
+    config["networkPolicy"] = {
+        k: v for k, v in config["networkPolicy"].items() if k not in CHART_OWNED_NETWORK_POLICY
+    }
     config["accelerators"]["amd-mi300x"] = {
         "gpuResourceName": "amd.com/gpu",
         "gpuMemoryGiB": 192,
@@ -76,6 +81,10 @@ def test_every_operator_setting_is_accepted_by_helm() -> None:
         ),
         ({"logFormat": "yaml"}, "at '/operator/config/logFormat'"),
         ({"metricsPort": 70000}, "at '/operator/config/metricsPort': maximum"),
+        (
+            {"networkPolicy": {"allowFrom": [{"podSelectr": {}}]}},
+            "at '/operator/config/networkPolicy/allowFrom/0': additional properties 'podSelectr'",
+        ),
     ],
 )
 def test_a_misspelt_or_wrong_setting_is_refused(config: dict[str, Any], where: str) -> None:

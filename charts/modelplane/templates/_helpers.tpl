@@ -136,7 +136,8 @@ Call with (dict "root" $ "file" "files/NAME.yaml").
 
 {{/*
 The operator's config file: operator.config, plus what the chart decides
-(watched namespaces, liveness port) and monitoring.labels on its ServiceMonitors.
+(watched namespaces, liveness port, the control-plane namespace its NetworkPolicies
+admit the operator and gateway from) and monitoring.labels on its ServiceMonitors.
 */}}
 {{- define "modelplane.operator.configFile" -}}
 {{- $config := deepCopy .Values.operator.config }}
@@ -149,6 +150,12 @@ The operator's config file: operator.config, plus what the chart decides
 {{- if eq (int .Values.operator.healthPort) (int (default 8080 $config.metricsPort)) }}
 {{- fail (printf "operator.healthPort %d is also operator.config.metricsPort: give them different ports" (int .Values.operator.healthPort)) }}
 {{- end }}
+{{- $networkPolicy := default dict $config.networkPolicy }}
+{{- if hasKey $networkPolicy "controlPlaneNamespace" }}
+{{- fail "operator.config.networkPolicy.controlPlaneNamespace is set by the chart: the release namespace, where the operator and the gateway run" }}
+{{- end }}
+{{- $_ := set $networkPolicy "controlPlaneNamespace" .Release.Namespace }}
+{{- $_ := set $config "networkPolicy" $networkPolicy }}
 {{- $_ := set $config "namespaces" .Values.operator.watchNamespaces }}
 {{- $_ := set $config "healthPort" .Values.operator.healthPort }}
 {{- $labels := merge (deepCopy (default dict $config.serviceMonitorLabels)) .Values.monitoring.labels }}

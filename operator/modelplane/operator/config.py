@@ -383,27 +383,127 @@ class ModelCache(ConfigModel):
     size_limit: Quantity = "100Gi"
 
 
+# Every namespace carries its own name in this label (Kubernetes 1.21+, set by the API
+# server), so a NetworkPolicy can name one namespace exactly.
+NAMESPACE_NAME_LABEL: Final = "kubernetes.io/metadata.name"
+NAMESPACE_NAME_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+LabelSelectorOperator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
+
+
+class LabelSelectorRequirement(ConfigModel):
+    """One condition on a label, as in a NetworkPolicy's pod or namespace selector."""
+
+    key: LabelKey
+    operator: LabelSelectorOperator
+    values: tuple[LabelValue, ...] = ()
+
+    @model_validator(mode="after")
+    def _values_fit_the_operator(self) -> LabelSelectorRequirement:
+        op, key, values = self.operator, self.key, self.values
+        if op in ("In", "NotIn") and not values:
+            raise ValueError(f"{op} on {key} needs at least one value")
+        if op in ("Exists", "DoesNotExist") and values:
+            raise ValueError(f"{op} on {key} takes no values")
+        return self
+
+    def manifest(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"key": self.key, "operator": self.operator}
+        if self.values:
+            out["values"] = list(self.values)
+        return out
+
+
+class LabelSelector(ConfigModel):
+    """Labels that must all match; empty selects everything."""
+
+    match_labels: dict[LabelKey, LabelValue] = Field(default_factory=dict)
+    match_expressions: tuple[LabelSelectorRequirement, ...] = ()
+
+    def manifest(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.match_labels:
+            out["matchLabels"] = dict(sorted(self.match_labels.items()))
+        if self.match_expressions:
+            out["matchExpressions"] = [e.manifest() for e in self.match_expressions]
+        return out
+
+
+class IPBlock(ConfigModel):
+    """Addresses outside the cluster's pods (a node, a load balancer), in CIDR notation."""
+
+    cidr: str = Field(pattern=r"^[0-9a-fA-F.:]+/[0-9]{1,3}$")
+    except_: tuple[Annotated[str, Field(pattern=r"^[0-9a-fA-F.:]+/[0-9]{1,3}$")], ...] = Field(
+        (), alias="except"
+    )
+
+    def manifest(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"cidr": self.cidr}
+        if self.except_:
+            out["except"] = list(self.except_)
+        return out
+
+
+class NetworkPolicyPeer(ConfigModel):
+    """Who may connect, as in a NetworkPolicy's `from`: pods chosen by podSelector (in the
+    model's namespace), every pod of the namespaces namespaceSelector chooses, the pods
+    podSelector chooses in those namespaces when both are given, or an ipBlock."""
+
+    pod_selector: LabelSelector | None = None
+    namespace_selector: LabelSelector | None = None
+    ip_block: IPBlock | None = None
+
+    @model_validator(mode="after")
+    def _one_kind_of_peer(self) -> NetworkPolicyPeer:
+        selectors = self.pod_selector is not None or self.namespace_selector is not None
+        if self.ip_block is not None and selectors:
+            raise ValueError("a peer is either an ipBlock or pod/namespace selectors, not both")
+        if self.ip_block is None and not selectors:
+            raise ValueError(
+                "a peer needs podSelector, namespaceSelector or ipBlock "
+                "(podSelector: {} is every pod of the model's namespace)"
+            )
+        return self
+
+    def manifest(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.namespace_selector is not None:
+            out["namespaceSelector"] = self.namespace_selector.manifest()
+        if self.pod_selector is not None:
+            out["podSelector"] = self.pod_selector.manifest()
+        if self.ip_block is not None:
+            out["ipBlock"] = self.ip_block.manifest()
+        return out
+
+
+def _peer(raw: dict[str, Any]) -> NetworkPolicyPeer:
+    return NetworkPolicyPeer.model_validate(raw)
+
+
 DEFAULT_ALLOW_FROM: Final[tuple[dict[str, Any], ...]] = (
-    {"podSelector": {}},  # the same namespace
-    {
-        "namespaceSelector": {},
-        "podSelector": {
-            "matchLabels": {
-                contract.LABEL_PART_OF: contract.PART_OF,
-                contract.LABEL_COMPONENT: contract.COMPONENT_GATEWAY,
-            }
-        },
-    },
-    {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "monitoring"}}},
+    {"podSelector": {}},  # the model's own namespace
+    # kube-prometheus-stack's usual namespace: Prometheus scrapes the /metrics port.
+    {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: "monitoring"}}},
 )
 
 
 class NetworkPolicySettings(ConfigModel):
-    """Which peers may reach the model server port (NetworkPolicyPeer objects)."""
+    """Who may reach a model server's port. Modelplane's own pods always may: the operator
+    (it reads each replica's /metrics for the autoscaler and the canary analysis) and the
+    gateway, both only in controlPlaneNamespace; then the peers allowFrom lists."""
 
     enabled: bool = True
-    # NetworkPolicyPeer objects allowed to reach the model server port.
-    allow_from: list[dict[str, Any]] = Field(default_factory=lambda: list(DEFAULT_ALLOW_FROM))
+    control_plane_namespace: Annotated[
+        str, Field(max_length=63, pattern=NAMESPACE_NAME_PATTERN)
+    ] = Field(
+        "modelplane-system",
+        description="Namespace of the operator's and the gateway's pods (admitted by their "
+        "labels there only). The chart sets it to the release namespace.",
+    )
+    allow_from: tuple[NetworkPolicyPeer, ...] = Field(
+        default_factory=lambda: tuple(map(_peer, DEFAULT_ALLOW_FROM)),
+        description="Other peers (NetworkPolicyPeer objects); default: every pod of the "
+        "model's own namespace, and the monitoring namespace (where Prometheus scrapes from).",
+    )
 
 
 class OperatorConfig(ConfigModel):

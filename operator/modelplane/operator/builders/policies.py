@@ -3,15 +3,20 @@
 The budget (one per track: a canary's Deployment has its own, removed with
 it) lets node drains take one replica at a time but never blocks them forever
 (a single-replica model is still drainable), and lets pods that are not ready
-(loading, crashing) be evicted at any time. The network policy
-admits the model server port only from the peers the operator config lists
-(by default: the same namespace, Modelplane's gateway anywhere, and the
-monitoring namespace).
+(loading, crashing) be evicted at any time.
+
+The network policy admits the model server port only from Modelplane's own
+pods, the operator (it reads each replica's /metrics: without it the
+autoscaler never scales and a canary never passes a step) and the gateway,
+both by their labels and only in the control-plane namespace (the chart's
+release namespace), since anyone who can create a pod elsewhere can copy
+labels; then from the peers the config lists (by default the model's own
+namespace and the monitoring namespace, where Prometheus scrapes from).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Final
 
 from modelplane.api import contract
 from modelplane.operator.builders.naming import (
@@ -20,7 +25,9 @@ from modelplane.operator.builders.naming import (
     pod_selector,
     service_name,
 )
-from modelplane.operator.config import OperatorConfig
+from modelplane.operator.config import NAMESPACE_NAME_LABEL, NetworkPolicySettings, OperatorConfig
+
+CONTROL_PLANE_COMPONENTS: Final = (contract.COMPONENT_OPERATOR, contract.COMPONENT_GATEWAY)
 
 
 def build_pod_disruption_budget(
@@ -43,6 +50,29 @@ def build_pod_disruption_budget(
     }
 
 
+def control_plane_peers(namespace: str) -> list[dict[str, Any]]:
+    """The operator's and the gateway's pods, in `namespace` only."""
+    return [
+        {
+            "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: namespace}},
+            "podSelector": {
+                "matchLabels": {
+                    contract.LABEL_COMPONENT: component,
+                    contract.LABEL_PART_OF: contract.PART_OF,
+                }
+            },
+        }
+        for component in CONTROL_PLANE_COMPONENTS
+    ]
+
+
+def network_policy_peers(settings: NetworkPolicySettings) -> list[dict[str, Any]]:
+    """Everyone admitted to the model server port: the control plane, then the config's list."""
+    return control_plane_peers(settings.control_plane_namespace) + [
+        peer.manifest() for peer in settings.allow_from
+    ]
+
+
 def build_network_policy(name: str, namespace: str, config: OperatorConfig) -> dict[str, Any]:
     return {
         "apiVersion": "networking.k8s.io/v1",
@@ -53,7 +83,7 @@ def build_network_policy(name: str, namespace: str, config: OperatorConfig) -> d
             "policyTypes": ["Ingress"],
             "ingress": [
                 {
-                    "from": list(config.network_policy.allow_from),
+                    "from": network_policy_peers(config.network_policy),
                     "ports": [{"protocol": "TCP", "port": contract.SERVER_PORT}],
                 }
             ],
