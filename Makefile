@@ -116,18 +116,26 @@ crd: $(STAMP)
 	$(BIN)/python -m modelplane.operator.crd > crds/llmdeployments.modelplane.io.yaml
 	@$(MAKE) --no-print-directory chart-crds manifests
 
-# The chart installs crds/ unchanged (Helm's crds/ folder); tests/chart fails when
-# the copies differ or install.yaml is stale.
+# The chart's copies of crds/, byte-identical (tests/chart fails when they differ or
+# install.yaml is stale). The LLMDeployment CRD goes to files/crds/, which the
+# template templates/crd-llmdeployments.yaml renders, so `helm upgrade` upgrades it;
+# kopf's peering CRDs go to Helm's crds/ folder (installed once, before the
+# templates: the chart's own peering objects need them on the first install).
 CHART := charts/modelplane
+TEMPLATED_CRDS := llmdeployments.modelplane.io.yaml
 chart-crds:
-	rm -f $(CHART)/crds/*.yaml && mkdir -p $(CHART)/crds && cp crds/*.yaml $(CHART)/crds/
+	rm -f $(CHART)/crds/*.yaml $(CHART)/files/crds/*.yaml
+	mkdir -p $(CHART)/crds $(CHART)/files/crds
+	cp $(addprefix crds/,$(TEMPLATED_CRDS)) $(CHART)/files/crds/
+	cp $(filter-out $(addprefix crds/,$(TEMPLATED_CRDS)),$(wildcard crds/*.yaml)) $(CHART)/crds/
 
 # operator.config in values.schema.json is generated from OperatorConfig.
 chart-schema: $(STAMP)
 	$(BIN)/python -m modelplane.operator.config_schema $(CHART)/values.schema.json
 
 # The kubectl bundle: the chart with default values in namespace modelplane-system,
-# CRDs and the Namespace included (tests/chart/test_install_bundle.py renders the same).
+# every CRD (--include-crds adds the chart's crds/ folder) and the Namespace included
+# (tests/chart/test_install_bundle.py renders the same).
 manifests: helm chart-crds
 	$(HELM) template modelplane $(CHART) --namespace modelplane-system --include-crds \
 		--set createNamespace=true > manifests/install.yaml

@@ -132,16 +132,17 @@ def test_validation_catches_what_the_api_server_would_reject() -> None:
 
 def test_defaults_install_only_the_operator() -> None:
     """Monitoring objects need the Prometheus Operator CRDs, so they are opt-in; so is the
-    gateway."""
+    gateway. The LLMDeployment CRD is a template (test_crd_template.py)."""
     docs = render()
     assert kinds(docs) == [
         "ClusterRole",
         "ClusterRoleBinding",
         "ConfigMap",
+        "CustomResourceDefinition",
         "Deployment",
         "ServiceAccount",
     ]
-    cluster_scoped = {"ClusterRole", "ClusterRoleBinding"}
+    cluster_scoped = {"ClusterRole", "ClusterRoleBinding", "CustomResourceDefinition"}
     for d in docs:
         assert d["metadata"].get("namespace") == (
             None if d["kind"] in cluster_scoped else NAMESPACE

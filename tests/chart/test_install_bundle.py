@@ -1,8 +1,10 @@
 """The CRDs the chart installs, and manifests/install.yaml: `kubectl apply` installs what Helm does.
 
 crds/ is the one source of the CRDs (`make crd` generates the LLMDeployment
-one); the chart's crds/ folder holds byte-identical copies (`make
-chart-crds`). manifests/install.yaml is `helm template` of the chart with
+one); the chart holds byte-identical copies (`make chart-crds`): the
+LLMDeployment CRD in files/crds/, rendered by a template so that `helm
+upgrade` upgrades it (test_crd_template.py), kopf's peering CRDs in Helm's
+crds/ folder. manifests/install.yaml is `helm template` of the chart with
 default values in namespace modelplane-system, CRDs and the Namespace
 included (`make manifests`): rendered here again by the real helm binary,
 it must be identical, and every object in it must validate.
@@ -21,7 +23,8 @@ from tests.chart.helm import CHART, REPO, helm
 from tests.chart.validate import validate
 
 CRDS = REPO / "crds"
-CHART_CRDS = CHART / "crds"
+CHART_CRDS = CHART / "crds"  # Helm's folder: installed once, never upgraded
+CHART_TEMPLATED_CRDS = CHART / "files" / "crds"  # rendered by templates/crd-llmdeployments.yaml
 INSTALL = REPO / "manifests" / "install.yaml"
 BUNDLE_RELEASE = "modelplane"
 BUNDLE_NAMESPACE = "modelplane-system"
@@ -49,7 +52,12 @@ def helm_template(*args: str) -> str:
 
 
 def test_chart_crds_are_copies_of_crds() -> None:
-    assert yaml_files(CHART_CRDS) == yaml_files(CRDS), "run `make chart-crds` and commit"
+    """Each CRD once in the chart, byte for byte the repository's: the LLMDeployment CRD as a
+    template's file (upgraded by `helm upgrade`), kopf's peering CRDs in Helm's crds/."""
+    templated, static = yaml_files(CHART_TEMPLATED_CRDS), yaml_files(CHART_CRDS)
+    assert set(templated) == {"llmdeployments.modelplane.io.yaml"}
+    assert set(static) == {"kopf-peering.yaml"}
+    assert {**templated, **static} == yaml_files(CRDS), "run `make chart-crds` and commit"
     assert {d["metadata"]["name"] for d in crd_docs(CRDS)} == {
         "llmdeployments.modelplane.io",
         "clusterkopfpeerings.kopf.dev",
@@ -74,25 +82,37 @@ def test_install_bundle_is_the_rendered_chart() -> None:
 
 
 def test_install_bundle_installs_what_helm_installs_and_its_namespace() -> None:
-    """Helm installs crds/ and then the templates; the bundle holds both, and the Namespace
-    that `helm install --create-namespace` would create."""
+    """Helm installs crds/ and then the templates; the bundle holds both, every CRD of
+    crds/ once, and the Namespace that `helm install --create-namespace` would create."""
     bundle = [(d["kind"], d["metadata"]["name"]) for d in bundle_docs()]
     templates = [d for d in yaml.safe_load_all(helm_template()) if d]
     crds = crd_docs(CHART_CRDS)
     expected = [("Namespace", BUNDLE_NAMESPACE)]
     expected += [(d["kind"], d["metadata"]["name"]) for d in [*crds, *templates]]
     assert sorted(bundle) == sorted(expected)
+    names = [name for kind, name in bundle if kind == "CustomResourceDefinition"]
+    assert sorted(names) == sorted(d["metadata"]["name"] for d in crd_docs(CRDS))
 
 
 def test_kubectl_apply_meets_each_object_s_prerequisites_first() -> None:
-    """`kubectl apply -f` creates objects in file order: CRDs and the Namespace come first."""
+    """`kubectl apply -f` creates objects in file order: the Namespace before anything in
+    it, and each CRD before any object of its kind."""
     docs = bundle_docs()
     order = [d["kind"] for d in docs]
     namespace_at = order.index("Namespace")
-    assert all(kind == "CustomResourceDefinition" for kind in order[:namespace_at])
-    for doc in docs[namespace_at + 1 :]:
-        assert doc["kind"] not in ("CustomResourceDefinition", "Namespace")
-        assert doc["metadata"].get("namespace", BUNDLE_NAMESPACE) == BUNDLE_NAMESPACE
+    assert order.count("Namespace") == 1
+    defined_at = {
+        (d["spec"]["group"], d["spec"]["names"]["kind"]): i
+        for i, d in enumerate(docs)
+        if d["kind"] == "CustomResourceDefinition"
+    }
+    for at, doc in enumerate(docs):
+        namespace = doc["metadata"].get("namespace")
+        assert namespace in (None, BUNDLE_NAMESPACE)
+        if namespace is not None:
+            assert at > namespace_at, f"{doc['kind']} before its Namespace"
+        group = doc["apiVersion"].rpartition("/")[0]
+        assert defined_at.get((group, doc["kind"]), -1) < at, f"{doc['kind']} before its CRD"
 
 
 @pytest.mark.parametrize("kube_version", KUBE_VERSIONS)

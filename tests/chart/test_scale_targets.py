@@ -3,9 +3,9 @@
 No cluster runs here, so what an API server and the HPA controller would
 check is checked offline: the HPA manifest in manifests/autoscaling/ by the
 official autoscaling/v2 schema (kubernetes-validate, strict), and the
-scale subresource it targets by the CRD the chart installs (its replica and
-selector paths exist in the resource's schema with the types the API server
-requires). That a write of the subresource moves the Deployment is shown
+scale subresource it targets by the CRD in crds/ (which the chart installs:
+its replica and selector paths exist in the resource's schema with the types
+the API server requires). That a write of the subresource moves the Deployment is shown
 against the emulator (tests/integration/operator/test_operator_lifecycle.py)
 and on a real cluster (e2e/).
 """
@@ -24,7 +24,7 @@ from tests.chart.helm import REPO
 from tests.chart.validate import validate
 
 HPA = REPO / "manifests" / "autoscaling" / "hpa.yaml"
-CRD = REPO / "charts" / "modelplane" / "crds" / "llmdeployments.modelplane.io.yaml"
+CRD = REPO / "crds" / "llmdeployments.modelplane.io.yaml"
 KUBE_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 
 

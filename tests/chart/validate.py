@@ -12,8 +12,9 @@ silently drop fields they do not know, so strictness is added here: any field
 of the input missing from what the model kept is reported as unknown.
 
 Kinds the chart's own CRDs define (LLMDeployment, kopf's peering objects):
-the CRD's openAPIV3Schema with jsonschema, made strict the way the API
-server's field validation is (unknown fields are errors, except under
+the CRD's openAPIV3Schema (read from the repository's crds/, which the
+chart's copies equal) with jsonschema, made strict the way the API server's
+field validation is (unknown fields are errors, except under
 x-kubernetes-preserve-unknown-fields).
 """
 
@@ -37,7 +38,7 @@ MONITORING_MODELS: dict[str, type[BaseModel]] = {
 }
 
 
-CHART_CRDS = Path(__file__).resolve().parents[2] / "charts" / "modelplane" / "crds"
+CRDS = Path(__file__).resolve().parents[2] / "crds"
 # What the API server accepts at the root of every custom resource.
 OBJECT_ROOT = {"apiVersion": {"type": "string"}, "kind": {"type": "string"}, "metadata": {}}
 
@@ -66,9 +67,9 @@ def strict_schema(schema: dict[str, Any]) -> dict[str, Any]:
 
 @cache
 def custom_resource_schemas() -> dict[tuple[str, str], dict[str, Any]]:
-    """(apiVersion, kind) -> strict root schema, for every CRD in the chart."""
+    """(apiVersion, kind) -> strict root schema, for every CRD the chart installs."""
     schemas: dict[tuple[str, str], dict[str, Any]] = {}
-    for path in sorted(CHART_CRDS.glob("*.yaml")):
+    for path in sorted(CRDS.glob("*.yaml")):
         for crd in yaml.safe_load_all(path.read_text()):
             if not crd:
                 continue

@@ -5,6 +5,9 @@ MODELPLANE_OPERATOR_CONFIG and runs kopf's own CLI with `kopf_args`: the
 tests run the same arguments through `kopf.testing.KopfRunner`, so what they
 exercise is what the image runs. kopf is imported only when the command runs.
 
+It starts kopf once the cluster serves the LLMDeployment API (api_wait.py):
+watching chosen namespaces, kopf would never notice a CRD created later.
+
 One replica runs standalone. Several replicas (`--peering NAME`) find each
 other through kopf's peering object and only the one with the highest
 priority works; kopf freezes *every* operator whose priority ties with
@@ -117,6 +120,10 @@ def run(args: argparse.Namespace) -> int:
         os.environ[CONFIG_ENV] = str(args.config.resolve())
     else:
         os.environ.pop(CONFIG_ENV, None)
+    from modelplane.operator.api_wait import wait_for_llmdeployment_api
+
+    # kopf looks for the resources it serves only as it starts (watching chosen namespaces).
+    wait_for_llmdeployment_api(config.health_port)
     from kopf.cli import main as kopf_main
 
     priority = args.priority
