@@ -8,7 +8,12 @@ status subresources (a status patch changes only status, a main patch never
 status), the scale subresource (a patch sets spec.replicas and answers a
 Scale), generateName, server-side apply creating a missing object, resourceVersion
 preconditions, the garbage collector deleting dependents by their owner
-references, and (when a test asks) a flaky server's 500 answers. `Kubectl` is
+references, and (when a test asks) a flaky server's 500 answers. Lists and
+watches honour `labelSelector` (tests/support/label_selectors.py), lists
+`limit` and `continue` too, as the API server does (see `_serve_list` and
+`_serve_watch` for where they differ), and every request is recorded, so a
+test can read what each list and watch asked for (`EmulatorThread.reads`).
+`Kubectl` is
 the test's own client: it writes through the API, so watches see every
 change, exactly as with a real `kubectl`.
 """
@@ -16,10 +21,13 @@ change, exactly as with a real `kubectl`.
 from __future__ import annotations
 
 import asyncio
-import itertools
+import base64
+import binascii
+import json
 import threading
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
@@ -31,6 +39,7 @@ import kmock
 import yaml
 
 from modelplane.api import contract
+from tests.support.label_selectors import Selector, SelectorError, parse_selector
 
 HARNESS_AGENT: Final = "modelplane-tests/kubectl"
 GC_AGENT: Final = "kube-controller-manager/garbage-collector"
@@ -120,11 +129,15 @@ def _now() -> str:
 
 @attrs.define(kw_only=True)
 class ClusterEmulator(kmock.KubernetesEmulator):
-    _versions: Iterator[int] = attrs.field(factory=lambda: itertools.count(1), init=False)
+    _version: int = attrs.field(default=0, init=False)
     # Seconds to hold list responses of a resource (by plural): a slow, busy API server.
     list_delays: dict[str, float] = attrs.field(factory=dict, init=False)
     # Requests to answer with 500 before serving them, by (method, path): a flaky API server.
     failures: dict[tuple[str, str], int] = attrs.field(factory=dict, init=False)
+
+    def _next_version(self) -> str:
+        self._version += 1
+        return str(self._version)
 
     def _stored(self, request: Any) -> Any | None:
         key = (request.resource, request.namespace, request.name)
@@ -180,7 +193,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
         meta.setdefault("uid", str(uuid.uuid4()))
         meta.setdefault("creationTimestamp", _now())
         meta["generation"] = 1
-        meta["resourceVersion"] = str(next(self._versions))
+        meta["resourceVersion"] = self._next_version()
         if self._has_status_subresource(resource):
             data.pop("status", None)
 
@@ -208,7 +221,7 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                 spec_before = stored.get("spec")
                 if "spec" in data and _merge(spec_before, data["spec"]) != spec_before:
                     meta["generation"] = int(stored["metadata"].get("generation", 1)) + 1
-                meta["resourceVersion"] = str(next(self._versions))
+                meta["resourceVersion"] = self._next_version()
         elif request.action == kmock.action.CREATE:
             self._stamp_new(request.resource, data)
 
@@ -234,6 +247,174 @@ class ClusterEmulator(kmock.KubernetesEmulator):
                     await self._buses[resource].put({"type": "DELETED", "object": raw})
             if not orphans:
                 return
+
+    def _selected(
+        self, request: Any, selector: Selector
+    ) -> list[tuple[tuple[str, str], dict[str, Any]]]:
+        """The live objects a list or watch of `request` covers, in the API server's order
+        (etcd's keys: namespace, then name). Call with the lock held."""
+        found = [
+            ((namespace or "", name), obj.raw)
+            for (resource, namespace, name), obj in self.objects.items()
+            if resource == request.resource
+            and not obj.deleted
+            and (request.namespace is None or namespace == request.namespace)
+            and (request.name is None or name == request.name)
+            and selector.matches(obj.raw.get("metadata", {}).get("labels"))
+        ]
+        return sorted(found, key=lambda item: item[0])
+
+    def _list_kind(self, request: Any) -> dict[str, str]:
+        info = self.resources.get(request.resource) if request.resource else None
+        kind = getattr(info, "kind", None)
+        if not kind:
+            return {}
+        resource = request.resource
+        api_version = f"{resource.group}/{resource.version}" if resource.group else "v1"
+        return {"apiVersion": api_version, "kind": f"{kind}List"}
+
+    async def _serve_list(self, request: Any) -> Any:
+        """A list as the API server serves it: filtered by `labelSelector`, in pages of
+        `limit` items with a `continue` token while more remain. The API server reads
+        every page at the first page's resourceVersion; here a later page is read from
+        the current state after the last key served, which a client cannot tell apart
+        unless objects change between pages."""
+        if request.resource not in self._get_resources():
+            raise kmock.KubernetesResourceNotFoundError()
+        selector = _selector_of(request)
+        limit = _limit_of(request)
+        after = _decode_continue(request.params.get("continue", ""))
+        async with self._lock:
+            found = [item for item in self._selected(request, selector) if item[0] > after]
+            version = str(self._version)
+        page = found[:limit] if limit else found
+        metadata: dict[str, Any] = {"resourceVersion": version}
+        if len(page) < len(found):
+            metadata["continue"] = _encode_continue(version, page[-1][0])
+            if not selector.requirements:  # the API server cannot count selected objects
+                metadata["remainingItemCount"] = len(found) - len(page)
+        return {**self._list_kind(request), "metadata": metadata, "items": [r for _, r in page]}
+
+    async def _serve_watch(self, request: Any) -> AsyncIterator[Any]:
+        """A watch filtered by `labelSelector`: the objects that match now (as ADDED), then
+        changes. As on the API server, an object that starts to match arrives as ADDED
+        and one that stops matching (a label removed) as DELETED. The API server starts
+        a watch at the `resourceVersion` asked for; this one, like KMock's, always starts
+        with the objects as they are, which a list-then-watch client reads as no change."""
+        selector = _selector_of(request)
+        yield b""  # send the headers: the stream is open even while nothing happens
+        bus = self._buses[request.resource]
+        async with self._lock:  # no event can slip between the snapshot and the mark
+            mark = await bus.mark()
+            current = self._selected(request, selector)
+        visible = {key for key, _ in current}
+        try:
+            for _, raw in current:
+                yield {"type": "ADDED", "object": raw}
+            async for event in bus.stream(since=mark):
+                seen = _watched(event, request, selector, visible)
+                if seen is not None:
+                    yield seen
+        finally:
+            await bus.unmark(mark)
+
+
+def _watched(
+    event: dict[str, Any], request: Any, selector: Selector, visible: set[tuple[str, str]]
+) -> dict[str, Any] | None:
+    """What a watcher of `request` is told about `event` (None: nothing); keeps `visible`,
+    the objects this watcher was last told match, up to date."""
+    obj = event.get("object", {})
+    meta = obj.get("metadata", {})
+    namespace = meta.get("namespace")
+    if request.namespace is not None and namespace != request.namespace:
+        return None
+    if request.name is not None and meta.get("name") != request.name:
+        return None
+    key = (namespace or "", meta.get("name", ""))
+    was = key in visible
+    matches = event.get("type") != "DELETED" and selector.matches(meta.get("labels"))
+    if matches:
+        visible.add(key)
+        return event if was else {"type": "ADDED", "object": obj}
+    if was:
+        visible.discard(key)
+        return {"type": "DELETED", "object": obj}
+    return None
+
+
+def _bad_request(message: str) -> Exception:
+    return kmock.KubernetesError(status=400, reason="BadRequest", message=message)
+
+
+def _selector_of(request: Any) -> Selector:
+    try:
+        return parse_selector(request.params.get("labelSelector", ""))
+    except SelectorError as err:
+        raise _bad_request(str(err)) from err
+
+
+def _limit_of(request: Any) -> int:
+    text = request.params.get("limit", "0")
+    try:
+        return max(0, int(text))
+    except ValueError:
+        raise _bad_request(f"limit: invalid value {text!r}: not an integer") from None
+
+
+def _encode_continue(version: str, last: tuple[str, str]) -> str:
+    token = {"v": "meta.k8s.io/v1", "rv": int(version), "start": "/".join(last)}
+    return base64.urlsafe_b64encode(json.dumps(token).encode()).decode()
+
+
+def _decode_continue(token: str) -> tuple[str, str]:
+    """The key after which a continued list resumes; ("", "") for the first page."""
+    if not token:
+        return ("", "")
+    try:
+        start = json.loads(base64.urlsafe_b64decode(token.encode()))["start"]
+        namespace, _, name = str(start).partition("/")
+    except (ValueError, KeyError, TypeError, binascii.Error):
+        raise _bad_request(f"continue key is not valid: {token!r}") from None
+    return (namespace, name)
+
+
+@dataclass(frozen=True)
+class Read:
+    """One list or watch request, as the emulator recorded it."""
+
+    verb: str  # "list" or "watch"
+    plural: str
+    namespace: str | None  # None: all namespaces
+    label_selector: str
+    limit: int | None
+    user_agent: str
+
+    @property
+    def selector(self) -> Selector:
+        return parse_selector(self.label_selector)
+
+
+def reads_of(requests: Iterable[Any]) -> list[Read]:
+    """The list and watch requests among `requests` (of collections, not of one object)."""
+    found = []
+    for request in requests:
+        if request.action not in (kmock.action.LIST, kmock.action.WATCH) or request.name:
+            continue
+        if request.resource is None or not request.resource.plural:  # discovery
+            continue
+        limit = request.params.get("limit")
+        found.append(
+            Read(
+                verb="watch" if request.action == kmock.action.WATCH else "list",
+                plural=request.resource.plural,
+                namespace=request.namespace,
+                label_selector=request.params.get("labelSelector", ""),
+                limit=int(limit) if limit is not None else None,
+                user_agent=request.headers.get("User-Agent", ""),
+            )
+        )
+    return found
 
 
 class EmulatorThread:
@@ -288,6 +469,26 @@ class EmulatorThread:
     def requests(self) -> list[Any]:
         """Every request served so far (tests read them for the RBAC check)."""
         return list(self.emulator)
+
+    def reads(self) -> list[Read]:
+        """Every list and watch served so far, with the selector and page size asked for."""
+        return reads_of(self.requests())
+
+    def preload(self, resource: str, objects: Iterable[dict[str, Any]]) -> int:
+        """Store `objects` of `resource` (e.g. "v1/pods") as if created before anyone looked:
+        no requests recorded, no watch events. For benchmarks that need a crowded cluster."""
+
+        async def store() -> int:
+            count = 0
+            async with self.emulator._lock:
+                for data in objects:
+                    self.emulator._stamp_new(kmock.resource(resource), data)
+                    meta = data["metadata"]
+                    self.emulator.objects[resource, meta.get("namespace"), meta["name"]] = data
+                    count += 1
+            return count
+
+        return asyncio.run_coroutine_threadsafe(store(), self._loop).result()
 
 
 class Kubectl:
