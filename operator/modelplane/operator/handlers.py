@@ -16,7 +16,9 @@ used, so kopf itself writes nothing to the resources: no annotations, and no
 finalizer (owner references delete the children with their LLMDeployment).
 kopf pauses its handlers while another peered replica is active; it cannot
 pause these loops, so each of their ticks asks the peering gate first
-(kube/peering.py).
+(kube/peering.py). Children and pods are listed and watched with server-side
+label selectors, in pages (kube/watch_scope.py): another tenant's objects
+never reach the operator.
 """
 
 from __future__ import annotations
@@ -47,6 +49,13 @@ from modelplane.operator.kube.resources import (
     SERVICES,
     ResourceType,
 )
+from modelplane.operator.kube.watch_scope import (
+    MANAGED_LABELS,
+    MODEL_POD_LABELS,
+    kopf_label_filter,
+    scope_watches,
+    watch_selectors,
+)
 from modelplane.operator.metrics import OperatorMetrics
 from modelplane.operator.reconcile.children_plan import ChildKey
 from modelplane.operator.reconcile.expectations import OwnerKey
@@ -56,12 +65,9 @@ from modelplane.operator.reconcile.reconciler import Reconciler
 
 log = logging.getLogger(__name__)
 
-# Only objects this operator created, and only the label, not the owner
-# reference, because a label filter is cheap for kopf to apply.
-MANAGED: Final[dict[str, Any]] = {
-    contract.LABEL_MANAGED_BY: contract.MANAGED_BY,
-    contract.LABEL_LLMDEPLOYMENT: kopf.PRESENT,
-}
+# Only objects this operator created, by label, not by owner reference: the API server
+# selects by label (watch_scope), and kopf checks the same labels again on arrival.
+MANAGED: Final[dict[str, Any]] = kopf_label_filter(MANAGED_LABELS)
 CHILD_INDEXES: Final[dict[str, ResourceType]] = {
     "configmaps_idx": CONFIG_MAPS,
     "services_idx": SERVICES,
@@ -129,6 +135,8 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
     # Re-establish watches regularly so a silently dropped connection cannot go unnoticed.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    # Only the operator's own children and model pods, selected by the API server, in pages.
+    scope_watches(settings, watch_selectors(CHILD_INDEXES.values()))
     # Watching chosen namespaces needs no cluster-wide permission: skip kopf's scans of
     # namespaces and CRDs, so the namespaced Role is enough.
     settings.scanning.disabled = bool(config.namespaces)
@@ -267,10 +275,7 @@ for _name, _rtype in CHILD_INDEXES.items():
     _register_child_index(_name, _rtype)
 
 # The model servers' pods (labelled by their Deployment's template), for the autoscaler.
-MODEL_PODS: Final[dict[str, Any]] = {
-    **MANAGED,
-    contract.LABEL_COMPONENT: contract.COMPONENT_MODEL_SERVER,
-}
+MODEL_PODS: Final[dict[str, Any]] = kopf_label_filter(MODEL_POD_LABELS)
 
 
 @kopf.index("", "v1", "pods", labels=MODEL_PODS)

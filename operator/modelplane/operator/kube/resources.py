@@ -36,6 +36,7 @@ class ResourceType:
 LLMDEPLOYMENTS: Final = ResourceType(contract.API_VERSION, contract.PLURAL, contract.KIND)
 CONFIG_MAPS: Final = ResourceType("v1", "configmaps", "ConfigMap")
 EVENTS: Final = ResourceType("v1", "events", "Event")
+PODS: Final = ResourceType("v1", "pods", "Pod")
 SERVICES: Final = ResourceType("v1", "services", "Service")
 DEPLOYMENTS: Final = ResourceType("apps/v1", "deployments", "Deployment")
 POD_DISRUPTION_BUDGETS: Final = ResourceType(
