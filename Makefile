@@ -42,7 +42,8 @@ help:
 	@echo "make chart-schema  regenerate operator.config's schema in the chart's values.schema.json"
 	@echo "make manifests     render manifests/install.yaml (kubectl apply bundle) from the chart"
 	@echo "make e2e           end-to-end tests on a real cluster (kind + KUBECONFIG; skipped without one)"
-	@echo "make bench-operator  the operator with 30 and 300 LLMDeployments on the Kubernetes emulator"
+	@echo "make bench-operator  the operator with 30 and 300 LLMDeployments on the Kubernetes emulator,"
+	@echo "                   and with 30 beside 5,000 unrelated Pods and ConfigMaps (RSS within 10%)"
 
 venv: $(STAMP)
 

@@ -13,10 +13,17 @@ records every API call. For each size, in this one process run:
   is 0 writes), and after an operator restart (again 0 writes);
 - peak resident memory of the operator process.
 
+The small size runs a second time in a crowded cluster: 5,000 Pods and 5,000
+ConfigMaps of about 10 KB each that the operator does not manage, stored in
+the emulator before the operator starts (a shared cluster's other tenants).
+The operator lists and watches only what carries its labels, so it should
+neither see nor hold them: its peak RSS may differ by less than 10%.
+
 Printed: one table with both sizes side by side and the 300/30 ratio (linear
-work per resource shows as a ratio near 10), then the 300-size requests by
-resource, and as the last line
-`create_s_300=<s> writes_idle_300=<n> writes_restart_300=<n> peak_rss_mib_300=<MiB>`.
+work per resource shows as a ratio near 10), and the crowded run beside the
+small one with their ratio; then the 300-size requests by resource, and as
+the last line `create_s_300=<s> writes_idle_300=<n> writes_restart_300=<n>
+peak_rss_mib_300=<MiB> rss_ratio_unrelated=<ratio>`.
 
     make bench-operator                    # or: python -m bench.operator_scale
 """
@@ -25,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import json
 import os
 import platform
 import subprocess
@@ -47,6 +55,7 @@ from tests.support.kube_emulator import HARNESS_AGENT, EmulatorThread, Kubectl
 
 CHILDREN_PER_LLMD = 5  # ConfigMap, Service, Deployment, PodDisruptionBudget, NetworkPolicy
 WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+UNRELATED_LIMIT = 0.10  # the crowded run's peak RSS may exceed the plain one's by this much
 SPEC = {
     "model": {"source": "hf://HuggingFaceTB/SmolLM2-135M-Instruct"},
     "engine": {"maxModelLen": 4096},
@@ -56,6 +65,7 @@ SPEC = {
 @dataclass
 class Result:
     size: int
+    unrelated: int = 0  # Pods and (as many) ConfigMaps the operator does not manage
     create_s: float = 0.0
     creation_requests: int = 0
     creation_writes: int = 0
@@ -155,12 +165,61 @@ def describe(request: Any) -> str:
     return f"{verb} {plural}{sub}"
 
 
-def run_size(size: int, workdir: Path, resync_s: float) -> Result:
-    result = Result(size)
+def unrelated_pod(index: int, namespace: str, size: int) -> dict[str, Any]:
+    """A pod of someone else's web app, about `size` bytes of JSON (mostly its env)."""
+    app = f"web-{index % 50}"
+    env = [
+        {"name": f"SETTING_{k:03d}", "value": f"{index:05d}-" + "v" * 70}
+        for k in range(size // 117)
+    ]
+    return {
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {
+            "name": f"{app}-{index:05d}",
+            "namespace": namespace,
+            # Some carry another tool's managed-by: the operator must select by value.
+            "labels": {"app": app, contract.LABEL_MANAGED_BY: "Helm" if index % 2 else "kustomize"},
+        },
+        "spec": {"containers": [{"name": "web", "image": "nginx:1.27", "env": env}]},
+        "status": {"phase": "Running"},
+    }
+
+
+def unrelated_config_map(index: int, namespace: str, size: int) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": f"settings-{index:05d}",
+            "namespace": namespace,
+            "labels": {"app": f"web-{index % 50}"},
+        },
+        "data": {"app.properties": "\n".join(f"key.{k}=value-{index}" for k in range(size // 17))},
+    }
+
+
+def crowd(cluster: EmulatorThread, count: int, size: int = 10_000) -> int:
+    """Store `count` unrelated Pods and ConfigMaps, in the benchmark's namespace and nine
+    others; returns their total size in bytes of JSON."""
+    namespaces = ["bench", *(f"team-{n}" for n in range(9))]
+    pods = [unrelated_pod(i, namespaces[i % 10], size) for i in range(count)]
+    maps = [unrelated_config_map(i, namespaces[i % 10], size) for i in range(count)]
+    total = sum(len(json.dumps(obj)) for obj in (*pods, *maps))
+    cluster.preload("v1/pods", pods)
+    cluster.preload("v1/configmaps", maps)
+    return total
+
+
+def run_size(size: int, workdir: Path, resync_s: float, unrelated: int = 0) -> Result:
+    result = Result(size, unrelated)
     with EmulatorThread() as cluster:
-        kubeconfig = cluster.write_kubeconfig(workdir / f"kubeconfig-{size}")
+        if unrelated:
+            crowd(cluster, unrelated)
+        label = f"{size}-{unrelated}"
+        kubeconfig = cluster.write_kubeconfig(workdir / f"kubeconfig-{label}")
         port = free_port()
-        config = workdir / f"operator-{size}.yaml"
+        config = workdir / f"operator-{label}.yaml"
         config.write_text(
             yaml.safe_dump(
                 {
@@ -171,7 +230,7 @@ def run_size(size: int, workdir: Path, resync_s: float) -> Result:
                 }
             )
         )
-        log = workdir / f"operator-{size}.log"
+        log = workdir / f"operator-{label}.log"
         operator = Operator(config, kubeconfig, log)
         try:
             wait_for("the operator's metrics", lambda: reconciles(port) >= 0, 60)
@@ -241,55 +300,91 @@ def ratio(a: float, b: float) -> str:
     return f"{b / a:.2f}" if a else "-"
 
 
-def report(small: Result, large: Result) -> None:
-    rows = [
-        ("time to children + status (s)", small.create_s, large.create_s, "{:.2f}"),
-        ("  per LLMDeployment (ms)", 1000 * small.create_s / small.size,
-         1000 * large.create_s / large.size, "{:.1f}"),
-        ("API requests while creating", small.creation_requests, large.creation_requests, "{}"),
-        ("  per LLMDeployment", small.creation_requests / small.size,
-         large.creation_requests / large.size, "{:.2f}"),
-        ("  writes per LLMDeployment", small.creation_writes / small.size,
-         large.creation_writes / large.size, "{:.2f}"),
-        ("idle resync: requests", small.idle_requests, large.idle_requests, "{}"),
-        ("idle resync: writes", small.idle_writes, large.idle_writes, "{}"),
-        ("restart: requests", small.restart_requests, large.restart_requests, "{}"),
-        ("restart: writes", small.restart_writes, large.restart_writes, "{}"),
-        ("  CPU of the operator (s)", small.operator_cpu_s, large.operator_cpu_s, "{:.1f}"),
-        ("  CPU of operator + emulator (s)", small.total_cpu_s, large.total_cpu_s, "{:.1f}"),
-        ("operator peak RSS (MiB)", small.peak_rss_mib, large.peak_rss_mib, "{:.0f}"),
-    ]  # fmt: skip
-    head = f"| {'':32} | {small.size:>8} | {large.size:>8} | ratio {large.size}/{small.size} |"
-    print(head)
-    print("|" + "-" * 34 + "|" + "-" * 10 + "|" + "-" * 10 + "|" + "-" * 14 + "|")
-    for label, a, b, fmt in rows:
-        print(f"| {label:32} | {fmt.format(a):>8} | {fmt.format(b):>8} | {ratio(a, b):>12} |")
+ROWS: list[tuple[str, Callable[[Result], float], str]] = [
+    ("time to children + status (s)", lambda r: r.create_s, "{:.2f}"),
+    ("  per LLMDeployment (ms)", lambda r: 1000 * r.create_s / r.size, "{:.1f}"),
+    ("API requests while creating", lambda r: r.creation_requests, "{}"),
+    ("  per LLMDeployment", lambda r: r.creation_requests / r.size, "{:.2f}"),
+    ("  writes per LLMDeployment", lambda r: r.creation_writes / r.size, "{:.2f}"),
+    ("idle resync: requests", lambda r: r.idle_requests, "{}"),
+    ("idle resync: writes", lambda r: r.idle_writes, "{}"),
+    ("restart: requests", lambda r: r.restart_requests, "{}"),
+    ("restart: writes", lambda r: r.restart_writes, "{}"),
+    ("  CPU of the operator (s)", lambda r: r.operator_cpu_s, "{:.1f}"),
+    ("  CPU of operator + emulator (s)", lambda r: r.total_cpu_s, "{:.1f}"),
+    ("operator peak RSS (MiB)", lambda r: r.peak_rss_mib, "{:.0f}"),
+]
+
+
+def report(small: Result, large: Result, crowded: Result | None) -> bool:
+    """Print the comparison table; False when the crowded run's RSS grew past the limit."""
+    columns = [f"{small.size:>8}", f"{large.size:>8}", f"ratio {large.size}/{small.size}"]
+    if crowded:
+        columns += [f"{crowded.size} + unrelated", f"ratio to {small.size}"]
+    print("| " + " " * 32 + " | " + " | ".join(columns) + " |")
+    print("|" + "-" * 34 + "|" + "|".join("-" * (len(c) + 2) for c in columns) + "|")
+    for label, value, fmt in ROWS:
+        a, b = value(small), value(large)
+        cells = [fmt.format(a), fmt.format(b), ratio(a, b)]
+        if crowded:
+            cells += [fmt.format(value(crowded)), ratio(a, value(crowded))]
+        print(
+            f"| {label:32} | "
+            + " | ".join(f"{c:>{len(h)}}" for c, h in zip(cells, columns, strict=True))
+            + " |"
+        )
     print(f"\nrequests while creating {large.size} LLMDeployments, by verb and resource:")
     for what, count in sorted(large.by_resource.items(), key=lambda kv: (-kv[1], kv[0])):
         print(f"  {what:40} {count:6}  ({count / large.size:.2f} per LLMDeployment)")
-    for result in (small, large):
+    for result in (small, large, *([crowded] if crowded else [])):
         for line in result.unexpected:
             print(f"  {result.size}: {line}")
+    within = True
+    if crowded:
+        growth = crowded.peak_rss_mib / small.peak_rss_mib - 1
+        within = growth < UNRELATED_LIMIT
+        print(
+            f"\nunrelated objects: {crowded.unrelated:,} Pods + {crowded.unrelated:,} ConfigMaps "
+            f"(about 10 KB each) beside {crowded.size} LLMDeployments: operator peak RSS "
+            f"{crowded.peak_rss_mib:.0f} MiB against {small.peak_rss_mib:.0f} MiB without them, "
+            f"{growth:+.1%} ({'within' if within else 'OVER'} the {UNRELATED_LIMIT:.0%} limit)"
+        )
     cpu = platform.processor() or platform.machine()
     print(
         f"\nmachine: {os.cpu_count()} cores ({cpu}), Python {platform.python_version()}, "
         "operator as a `modelplane operator` process, API: KMock's emulator in this process"
     )
+    rss_ratio = (
+        f" rss_ratio_unrelated={ratio(small.peak_rss_mib, crowded.peak_rss_mib)}" if crowded else ""
+    )
     print(
         f"create_s_{large.size}={large.create_s:.2f} writes_idle_{large.size}={large.idle_writes} "
         f"writes_restart_{large.size}={large.restart_writes} "
-        f"peak_rss_mib_{large.size}={large.peak_rss_mib:.0f}"
+        f"peak_rss_mib_{large.size}={large.peak_rss_mib:.0f}{rss_ratio}"
     )
+    return within
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", type=int, nargs=2, default=[30, 300], metavar=("SMALL", "LARGE"))
     parser.add_argument("--resync-seconds", type=float, default=15.0)
+    parser.add_argument(
+        "--unrelated",
+        type=int,
+        default=5000,
+        help="Pods and ConfigMaps the operator does not manage, in the crowded run (0: no run)",
+    )
     args = parser.parse_args()
+    small_size, large_size = args.sizes
     with tempfile.TemporaryDirectory(prefix="operator-bench-") as tmp:
-        small, large = (run_size(n, Path(tmp), args.resync_seconds) for n in args.sizes)
-        report(small, large)
+        small = run_size(small_size, Path(tmp), args.resync_seconds)
+        large = run_size(large_size, Path(tmp), args.resync_seconds)
+        crowded = None
+        if args.unrelated:
+            crowded = run_size(small_size, Path(tmp), args.resync_seconds, args.unrelated)
+        if not report(small, large, crowded):
+            raise SystemExit(1)
 
 
 if __name__ == "__main__":
