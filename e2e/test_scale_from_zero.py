@@ -32,6 +32,7 @@ from e2e.kube import Kubectl, wait_until
 from e2e.models import LOAD_TIMEOUT, Model
 from e2e.suite import CONTROL_PLANE_IMAGE, HOLD_TIMEOUT_S, Release
 from modelplane.api import contract
+from modelplane.api.demand import demand_lease_name
 
 SCALE_DOWN_DELAY_S: Final = 180
 MANIFEST: Final = models.merged(
@@ -147,7 +148,10 @@ def test_a_request_through_the_gateway_starts_a_replica_and_is_answered(
     )
     assert ask(gateway_url, model).strip()
     body = models.resource(kubectl, model)
-    assert contract.ANNOTATION_DEMAND_AT in body["metadata"].get("annotations", {})
+    # The gateway recorded the demand in the model's Lease, not on the LLMDeployment.
+    lease = kubectl.json("get", "lease", demand_lease_name(model.name), "-n", model.namespace)
+    assert lease["spec"]["renewTime"]
+    assert lease["metadata"]["ownerReferences"][0]["uid"] == body["metadata"]["uid"]
     assert body["spec"]["replicas"] == 1
     wait_until(
         "1 ready replica",

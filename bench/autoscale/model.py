@@ -208,7 +208,7 @@ class ClusterView:
     ready: list[ReplicaView]
     loading: int
     held: int  # requests held at the gateway (no ready replica), live
-    # The gateway's demand annotation as the operator reads it: (time, count held
+    # The gateway's demand Lease as the operator reads it: (time, count held
     # then) of its last write, at most one per DEMAND_INTERVAL_S, when a request
     # is held; never removed. None before the first.
     demand: tuple[float, int] | None
@@ -232,7 +232,7 @@ class Policy:
         return None
 
     def on_demand(self, view: ClusterView) -> int | None:
-        """Called when the gateway writes its demand annotation (`view.demand`); may answer
+        """Called when the gateway writes its demand Lease (`view.demand`); may answer
         at once, as an operator watching the resource can."""
         return None
 

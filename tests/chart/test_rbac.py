@@ -2,9 +2,11 @@
 
 The operator's rules file is the one its integration tests check every API
 call against (tests/support/rbac_check.py); the gateway's is checked here against
-every call its Kubernetes discovery makes, run with the official client
-against KMock's Kubernetes emulator (no API server can run here; the
-emulator serves list, watch and patch over real HTTP).
+every call its Kubernetes discovery and its demand writer make, run with the
+official client against KMock's Kubernetes emulator (no API server can run
+here; the emulator serves list, watch, create and patch over real HTTP). And
+what the gateway must not be able to do, whoever controls it: change an
+LLMDeployment (its spec says which image runs), list Secrets.
 """
 
 from __future__ import annotations
@@ -14,18 +16,20 @@ import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
-import kmock
 import pytest
 from kubernetes import client
 
 from modelplane.api import contract
+from modelplane.api.demand import LEASE_API_VERSION, LEASE_PLURAL
+from modelplane.gateway.discovery.demand_leases import DemandLeases
 from modelplane.gateway.discovery.kubernetes import KubernetesDiscovery
 from modelplane.gateway.routing.routes import DemandTarget, ModelRoute, RoutingTable
-from tests.chart.helm import CHART, NAMESPACE, find, find_all, render
-from tests.support.rbac_check import ApiCall, allowed, api_call, load_rules
+from tests.chart.helm import NAMESPACE, find, find_all, render
+from tests.support.kube_emulator import CLUSTER_RESOURCES, EmulatorThread, resource_info
+from tests.support.rbac_check import GATEWAY_RULES_FILE, ApiCall, allowed, api_call, load_rules
 
 OPERATOR_RULES = load_rules()
-GATEWAY_RULES = load_rules(CHART / "files" / "gateway-rbac-rules.yaml")
+GATEWAY_RULES = load_rules(GATEWAY_RULES_FILE)
 WATCHED = ["ml-team-a", "ml-team-b"]
 CLUSTER_SCOPED = {"customresourcedefinitions", "namespaces", "nodes", "clusterkopfpeerings"}
 
@@ -140,33 +144,80 @@ def test_gateway_gets_its_rules_file_cluster_wide_or_per_namespace() -> None:
     assert len(find_all(namespaced, "RoleBinding", "-gateway")) == len(WATCHED)
 
 
-def test_gateway_rules_are_read_only_but_for_its_demand_annotation() -> None:
+LLMD_PATH = f"/apis/{contract.API_VERSION}/namespaces/team/{contract.PLURAL}"
+# Every way to change an LLMDeployment's spec (or to replace it), to run a pod, or to
+# list Secrets.
+FORBIDDEN_TO_THE_GATEWAY = [
+    ("PATCH", f"{LLMD_PATH}/chat"),
+    ("PUT", f"{LLMD_PATH}/chat"),
+    ("POST", LLMD_PATH),
+    ("DELETE", f"{LLMD_PATH}/chat"),
+    ("DELETE", LLMD_PATH),
+    ("PATCH", f"{LLMD_PATH}/chat/scale"),
+    ("PUT", f"{LLMD_PATH}/chat/status"),
+    ("GET", "/api/v1/namespaces/team/secrets"),  # a list: every Secret's data
+    ("GET", "/api/v1/secrets"),
+    ("POST", "/api/v1/namespaces/team/pods"),
+    ("POST", "/apis/apps/v1/namespaces/team/deployments"),
+]
+
+
+def test_gateway_rules_write_nothing_but_demand_leases() -> None:
     for rule in GATEWAY_RULES:
         writes = set(rule["verbs"]) - {"get", "list", "watch"}
-        assert not writes or (rule["resources"] == [contract.PLURAL] and writes == {"patch"})
-    secrets = api_call("GET", f"/api/v1/namespaces/{NAMESPACE}/secrets/x", {})
-    assert secrets is not None and not allowed(secrets, GATEWAY_RULES)
+        assert not writes or (rule["resources"] == [LEASE_PLURAL] and writes <= {"create", "patch"})
+
+
+@pytest.mark.parametrize("watch", [[], WATCHED], ids=["all-namespaces", "namespaced"])
+@pytest.mark.parametrize(("method", "path"), FORBIDDEN_TO_THE_GATEWAY)
+def test_the_gateways_service_account_cannot_change_an_llmdeployment(
+    watch: list[str], method: str, path: str
+) -> None:
+    """Checked against the chart's rendered ClusterRole / Roles, bound to the gateway's
+    service account: whoever takes over the gateway cannot make the operator run an image
+    of their choosing (engine.image is in the spec), nor list Secrets."""
+    path = path.replace("/team/", f"/{(watch or ['team'])[0]}/")
+    docs = render({"gateway": {"enabled": True}, "operator": {"watchNamespaces": watch}})
+    account = find(docs, "ServiceAccount", "-gateway")["metadata"]["name"]
+    bound = [
+        d
+        for d in docs
+        if d["kind"] in ("ClusterRoleBinding", "RoleBinding")
+        and {"kind": "ServiceAccount", "name": account, "namespace": NAMESPACE} in d["subjects"]
+    ]
+    assert bound
+    roles = [
+        find_all(docs, b["roleRef"]["kind"], b["roleRef"]["name"])[0]["rules"]
+        if b["kind"] == "ClusterRoleBinding"
+        else next(
+            r["rules"]
+            for r in find_all(docs, "Role", b["roleRef"]["name"])
+            if r["metadata"]["namespace"] == b["metadata"]["namespace"]
+        )
+        for b in bound
+    ]
+    call = api_call(method, path, {})
+    assert call is not None
+    assert not any(allowed(call, rules) for rules in roles), call
 
 
 # ---- the gateway's real calls, against the emulator ---------------------------------------
 
 
 @pytest.fixture
-def emulator(kmock: kmock.KubernetesEmulator) -> kmock.KubernetesEmulator:
-    kmock.resources["v1/services"] = kmock.ResourceInfo(kind="Service", namespaced=True)
-    kmock.resources["discovery.k8s.io/v1/endpointslices"] = kmock.ResourceInfo(
-        kind="EndpointSlice", namespaced=True
-    )
-    kmock.resources[f"{contract.API_VERSION}/{contract.PLURAL}"] = kmock.ResourceInfo(
-        kind=contract.KIND, namespaced=True
-    )
-    return kmock
+def emulator() -> Iterator[EmulatorThread]:
+    resources = {
+        **CLUSTER_RESOURCES,
+        "discovery.k8s.io/v1/endpointslices": resource_info("EndpointSlice"),
+    }
+    with EmulatorThread(resources) as emulator:
+        yield emulator
 
 
 @pytest.fixture
-def api_client(emulator: kmock.KubernetesEmulator) -> Iterator[Callable[[], client.ApiClient]]:
+def api_client(emulator: EmulatorThread) -> Iterator[Callable[[], client.ApiClient]]:
     configuration = client.Configuration()
-    configuration.host = str(emulator.url).rstrip("/")
+    configuration.host = emulator.url
     clients: list[client.ApiClient] = []
 
     def factory() -> client.ApiClient:
@@ -189,7 +240,7 @@ def llmdeployment(namespace: str) -> dict[str, Any]:
 
 @pytest.mark.parametrize("watch", [[], WATCHED], ids=["all-namespaces", "namespaced"])
 async def test_every_call_of_the_gateway_is_allowed_by_the_chart(
-    watch: list[str], emulator: kmock.KubernetesEmulator, api_client: Callable[[], Any]
+    watch: list[str], emulator: EmulatorThread, api_client: Callable[[], Any]
 ) -> None:
     custom = client.CustomObjectsApi(api_client())
     for namespace in watch or [WATCHED[0]]:
@@ -201,7 +252,7 @@ async def test_every_call_of_the_gateway_is_allowed_by_the_chart(
             contract.PLURAL,
             llmdeployment(namespace),
         )
-    setup = len(list(emulator))
+    setup = len(emulator.requests())
     table = RoutingTable()
     discovery = KubernetesDiscovery(table, api_client, namespaces=watch, retry_delay_s=0.1)
     task = asyncio.create_task(discovery.run())
@@ -210,16 +261,22 @@ async def test_every_call_of_the_gateway_is_allowed_by_the_chart(
             while not table.synced:
                 await table.wait_changed()
         targets = tuple(DemandTarget(ns, "chat") for ns in watch or [WATCHED[0]])
-        await discovery.record_demand(ModelRoute("chat", tracks=(), demand=targets), 1)
+        demand = DemandLeases(api_client, hold_seconds=60)
+        held = ModelRoute("chat", tracks=(), demand=targets)
+        await demand.record(held, 1)  # creates each Lease
+        await demand.record(held, 2)  # renews it
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
 
-    calls = [api_call(r.method.value, r.url.path, dict(r.params)) for r in list(emulator)[setup:]]
+    requests = emulator.requests()[setup:]
+    calls = [api_call(r.method.value, r.url.path, dict(r.params)) for r in requests]
     made = [c for c in calls if c is not None]
-    assert {c.verb for c in made} >= {"list", "watch", "patch"}
-    patches = [c for c in made if c.verb == "patch"]
-    assert len(patches) == len(targets)  # the demand annotation reached each LLMDeployment
+    assert {c.verb for c in made} >= {"list", "watch", "create", "patch"}
+    writes = [c for c in made if c.verb in ("create", "patch")]
+    assert len(writes) == 2 * len(targets)  # each LLMDeployment's Lease, created and renewed
+    assert {c.resource for c in writes} == {LEASE_PLURAL}
+    assert all(c.path.startswith(f"/apis/{LEASE_API_VERSION}/") for c in writes)
 
     docs = render({"gateway": {"enabled": True}, "operator": {"watchNamespaces": watch}})
     if not watch:

@@ -1,7 +1,8 @@
 """Is an API request allowed by a list of RBAC PolicyRules? (Kubernetes' own matching, in small.)
 
 Used by the integration tests to check every call the operator made against
-`charts/modelplane/files/operator-rbac-rules.yaml`. Discovery paths are
+`charts/modelplane/files/operator-rbac-rules.yaml` (and the gateway's against
+`gateway-rbac-rules.yaml` beside it). Discovery paths are
 open to every authenticated user (the `system:discovery` ClusterRole) and
 need no rule.
 """
@@ -18,6 +19,7 @@ import yaml
 
 REPO: Final = Path(__file__).resolve().parents[2]
 RULES_FILE: Final = REPO / "charts" / "modelplane" / "files" / "operator-rbac-rules.yaml"
+GATEWAY_RULES_FILE: Final = RULES_FILE.with_name("gateway-rbac-rules.yaml")
 # /version, /api, /api/v1, /apis, /apis/GROUP, /apis/GROUP/VERSION
 DISCOVERY: Final = re.compile(r"^/(version|api(/[^/]+)?|apis(/[^/]+){0,2})/?$")
 

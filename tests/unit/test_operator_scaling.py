@@ -14,7 +14,7 @@ import kubernetes_validate
 import pytest
 
 from modelplane.api import contract
-from modelplane.api.demand import held_count
+from modelplane.api.demand import DemandSignal, held_count
 from modelplane.operator.autoscaler import (
     AutoscalingSpec,
     AutoscalingTargets,
@@ -287,29 +287,32 @@ def test_scrape_targets_take_one_track_and_skip_terminating_pods() -> None:
 
 
 def test_held_demand_counts_at_zero_when_newer_than_the_last_scale() -> None:
-    held = {contract.ANNOTATION_DEMAND_AT: "2026-01-01T00:00:00+00:00"}
+    held = DemandSignal("2026-01-01T00:00:00+00:00", None, lease_seconds=120)
     at = 1767225600.0
-    assert held_demand(held, 0, None) == at  # created at zero: any demand wakes it
-    assert held_demand(held, 0, at - 60) == at  # held after it went to zero
-    assert held_demand(held, 0, at + 60) is None  # held before: already answered
-    assert held_demand(held, 1, None) is None  # replicas run: they speak for the load
-    assert held_demand({}, 0, None) is None
+    now = at + 1
+    assert held_demand(held, 0, None, now) == at  # created at zero: any demand wakes it
+    assert held_demand(held, 0, at - 60, now) == at  # held after it went to zero
+    assert held_demand(held, 0, at + 60, now) is None  # held before: already answered
+    assert held_demand(held, 1, None, now) is None  # replicas run: they speak for the load
+    assert held_demand(held, 0, None, at + 121) is None  # every held request timed out
+    assert held_demand(DemandSignal(None, None), 0, None, now) is None
+    assert held_demand(None, 0, None, now) is None  # no Lease yet
 
 
 def test_a_demand_write_is_decided_at_once_only_while_no_replica_serves() -> None:
-    written = {contract.ANNOTATION_DEMAND_AT: "2026-01-01T00:00:02.500000Z"}
+    written = DemandSignal("2026-01-01T00:00:02.500000Z", "1")
     loading = ObservedPod("a", "stable", None, 8000, False, False)
     serving = ObservedPod("b", "stable", "10.0.0.2", 8000, True, False)
     leaving = ObservedPod("c", "stable", "10.0.0.3", 8000, True, True)
     assert answers_demand_now(written, None, [])  # at zero
     assert answers_demand_now(written, None, [loading, leaving])  # waking: none serves
     assert answers_demand_now(written, "2026-01-01T00:00:00.100000Z", [loading])  # a new write
-    assert not answers_demand_now(written, written[contract.ANNOTATION_DEMAND_AT], [])  # answered
+    assert not answers_demand_now(written, written.requested_at, [])  # answered
     assert not answers_demand_now(written, None, [loading, serving])  # its metrics decide
-    assert not answers_demand_now({}, None, [])  # any other change of the resource
+    assert not answers_demand_now(DemandSignal(None, None), None, [])  # a Lease with no time
+    assert not answers_demand_now(None, None, [])
 
 
-AT, HELD = contract.ANNOTATION_DEMAND_AT, contract.ANNOTATION_DEMAND_HELD
 AT_TEXT, AT_EPOCH = "2026-01-01T00:00:00Z", 1767225600.0
 
 
@@ -335,32 +338,39 @@ def test_the_held_count_annotation_reads_as_a_count_or_unknown(
 
 
 @pytest.mark.parametrize(
-    ("case", "annotations", "demand_counts", "woke_at", "held"),
+    ("case", "signal", "demand_counts", "woke_at", "held"),
     [
-        ("the demand wakes the model now", {AT: AT_TEXT, HELD: "4"}, True, None, (4, AT_EPOCH)),
+        ("the demand wakes the model now", DemandSignal(AT_TEXT, "4"), True, None, (4, AT_EPOCH)),
         (
             "written during the wake-up under way",
-            {AT: AT_TEXT, HELD: "9"},
+            DemandSignal(AT_TEXT, "9"),
             False,
             AT_EPOCH - 3,
             (9, AT_EPOCH),
         ),
-        ("written at the wake-up itself", {AT: AT_TEXT, HELD: "1"}, False, AT_EPOCH, (1, AT_EPOCH)),
-        ("from an earlier wake-up", {AT: AT_TEXT, HELD: "9"}, False, AT_EPOCH + 60, None),
-        ("no wake-up under way (replicas ready)", {AT: AT_TEXT, HELD: "9"}, False, None, None),
-        ("a count without a readable time", {AT: "yesterday", HELD: "9"}, True, None, None),
-        ("an older gateway: a time, no count", {AT: AT_TEXT}, True, None, None),
-        ("a garbled count", {AT: AT_TEXT, HELD: "lots"}, True, None, None),
+        (
+            "written at the wake-up itself",
+            DemandSignal(AT_TEXT, "1"),
+            False,
+            AT_EPOCH,
+            (1, AT_EPOCH),
+        ),  # fmt: skip
+        ("from an earlier wake-up", DemandSignal(AT_TEXT, "9"), False, AT_EPOCH + 60, None),
+        ("no wake-up under way (replicas ready)", DemandSignal(AT_TEXT, "9"), False, None, None),
+        ("a count without a readable time", DemandSignal("yesterday", "9"), True, None, None),
+        ("a time, no count", DemandSignal(AT_TEXT, None), True, None, None),
+        ("a garbled count", DemandSignal(AT_TEXT, "lots"), True, None, None),
+        ("no Lease", None, True, None, None),
     ],
 )
 def test_the_held_count_goes_to_the_policy_only_for_the_wake_up_it_belongs_to(
     case: str,
-    annotations: dict[str, str],
+    signal: DemandSignal | None,
     demand_counts: bool,
     woke_at: float | None,
     held: tuple[int, float] | None,
 ) -> None:
-    assert held_requests(annotations, demand_counts, woke_at) == held, case
+    assert held_requests(signal, demand_counts, woke_at) == held, case
 
 
 # --- what goes to the API ---------------------------------------------------------

@@ -8,8 +8,9 @@ on an LLMDeployment or on one of its children reconciles that LLMDeployment
 from the indexes; a periodic resync (`resyncSeconds`) does the same for all
 of them. The autoscaler and the canary analysis run in a loop of their own,
 started here like the resync (every `autoscalerIntervalSeconds`, over the
-pods' index); the gateway's scale-from-zero demand, an event on the
-LLMDeployment, is also decided as it comes (`Autoscaler.on_change`). A
+pods' index); the gateway's scale-from-zero demand, a write of the model's
+demand Lease (indexed like the children), is also decided as it comes
+(`Autoscaler.on_demand`). A
 `@kopf.timer` would make kopf add a finalizer and progress annotations to
 every LLMDeployment. No change-tracking handlers, timers or daemons are
 used, so kopf itself writes nothing to the resources: no annotations, and no
@@ -34,6 +35,12 @@ from typing import Any, Final
 import kopf
 
 from modelplane.api import contract
+from modelplane.api.demand import (
+    DEMAND_LEASE_SELECTOR,
+    DemandSignal,
+    demand_lease_name,
+    demand_signal,
+)
 from modelplane.operator.autoscaler.controller import Autoscaler, metrics_source
 from modelplane.operator.canary.analysis import CanaryAnalysis
 from modelplane.operator.canary.store import CanaryMeasurements
@@ -43,6 +50,7 @@ from modelplane.operator.kube.peering import POD_ID_ENV, ActivityGate, activity_
 from modelplane.operator.kube.resources import (
     CONFIG_MAPS,
     DEPLOYMENTS,
+    LEASES,
     NETWORK_POLICIES,
     POD_DISRUPTION_BUDGETS,
     SERVICE_MONITORS,
@@ -53,6 +61,7 @@ from modelplane.operator.kube.watch_scope import (
     MANAGED_LABELS,
     MODEL_POD_LABELS,
     kopf_label_filter,
+    label_selector,
     scope_watches,
     watch_selectors,
 )
@@ -86,6 +95,7 @@ class IndexView:
         self._llmds: kopf.Index[OwnerKey, dict[str, Any]] = indexes["llmdeployments_idx"]
         self._children = [indexes[name] for name in CHILD_INDEXES]
         self._pods: kopf.Index[OwnerKey, ObservedPod] = indexes["pods_idx"]
+        self._demand: kopf.Index[OwnerKey, DemandSignal] = indexes["demand_leases_idx"]
 
     def llmdeployment(self, key: OwnerKey) -> Mapping[str, Any] | None:
         store = self._llmds.get(key)
@@ -103,6 +113,9 @@ class IndexView:
 
     def pods(self, key: OwnerKey) -> list[ObservedPod]:
         return list(self._pods.get(key, ()))
+
+    def demand(self, key: OwnerKey) -> DemandSignal | None:
+        return next(iter(self._demand.get(key, ())), None)
 
 
 def _owner(namespace: str | None, labels: Mapping[str, str]) -> OwnerKey:
@@ -136,7 +149,13 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
     # Only the operator's own children and model pods, selected by the API server, in pages.
-    scope_watches(settings, watch_selectors(CHILD_INDEXES.values()))
+    scope_watches(
+        settings,
+        {
+            **watch_selectors(CHILD_INDEXES.values()),
+            LEASES: label_selector(DEMAND_LEASE_SELECTOR),  # the gateway's demand Leases
+        },
+    )
     # Watching chosen namespaces needs no cluster-wide permission: skip kopf's scans of
     # namespaces and CRDs, so the namespaced Role is enough.
     settings.scanning.disabled = bool(config.namespaces)
@@ -154,7 +173,10 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
         canary_measurements=measurements,
     )
     view = IndexView(
-        {name: indexes[name] for name in ["llmdeployments_idx", "pods_idx", *CHILD_INDEXES]}
+        {
+            name: indexes[name]
+            for name in ["llmdeployments_idx", "pods_idx", "demand_leases_idx", *CHILD_INDEXES]
+        }
     )
     source = metrics_source(config)
     autoscaler = Autoscaler(reconciler, source)
@@ -295,8 +317,6 @@ async def llmdeployment_changed(
         memo.canary.forget(key)
         return
     await memo.reconciler.reconcile(key, memo.view)
-    # The gateway's demand write, while no replica is ready, is decided now, not next tick.
-    await memo.autoscaler.on_change(key, memo.view)
 
 
 def _register_child_events(rtype: ResourceType) -> None:
@@ -313,3 +333,27 @@ def _register_child_events(rtype: ResourceType) -> None:
 
 for _rtype in CHILD_INDEXES.values():
     _register_child_events(_rtype)
+
+# The gateway's scale-from-zero demand: one Lease per LLMDeployment, selected by label
+# (on the API server, `start`), and only under the name the gateway gives it.
+DEMAND_LEASES: Final[dict[str, Any]] = kopf_label_filter(DEMAND_LEASE_SELECTOR)
+
+
+@kopf.index(LEASES.group, LEASES.version, LEASES.plural, labels=DEMAND_LEASES)
+def demand_leases_idx(
+    namespace: str | None, name: str, labels: kopf.Labels, body: kopf.Body, **_: Any
+) -> Any:
+    owner = _owner(namespace, labels)
+    if name != demand_lease_name(owner[1]):
+        return None
+    return {owner: demand_signal(body)}
+
+
+@kopf.on.event(LEASES.group, LEASES.version, LEASES.plural, labels=DEMAND_LEASES)
+async def demand_changed(
+    namespace: str | None, labels: kopf.Labels, type: str, memo: Any, **_: Any
+) -> None:
+    """The gateway holds requests for a model: while no replica is ready, decide now."""
+    memo.indexed.set()
+    if type != "DELETED":
+        await memo.autoscaler.on_demand(_owner(namespace, labels), memo.view)

@@ -56,15 +56,12 @@ ANNOTATION_TEMPLATE_HASH: Final = f"{GROUP}/template-hash"
 # applied (replicas excluded), so a resync that finds it unchanged writes nothing.
 ANNOTATION_SPEC_HASH: Final = f"{GROUP}/spec-hash"
 
-# On an LLMDeployment: the gateway holds a request for a model scaled to zero
-# and records when (RFC 3339, UTC). The autoscaler treats a value newer than
-# its last scale-to-zero as demand for one replica.
-ANNOTATION_DEMAND_AT: Final = f"{GROUP}/scale-from-zero-requested-at"
-# Written with it, in the same patch: how many requests that gateway replica
-# held for the model at that moment (a decimal integer). Each gateway replica
-# writes its own count and the last write wins, so with several replicas it is
-# a lower bound of what all of them hold; the autoscaler reads it, with the
-# time above, as the arrival rate that sizes a start from zero.
+# On the gateway's scale-from-zero demand Lease (coordination.k8s.io/v1, one per
+# LLMDeployment, `modelplane.api.demand`), beside its spec.renewTime (when it held a
+# request): how many requests that gateway replica held for the model then (a decimal
+# integer). Each gateway replica writes its own count and the last write wins, so with
+# several replicas it is a lower bound of what all of them hold; the autoscaler reads
+# it, with the time, as the arrival rate that sizes a start from zero.
 ANNOTATION_DEMAND_HELD: Final = f"{GROUP}/scale-from-zero-held-requests"
 # On an LLMDeployment: the autoscaler's remembered state (PolicyState as JSON),
 # so an operator restart neither scales down early nor loses the timers.

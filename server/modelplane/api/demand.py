@@ -1,33 +1,80 @@
 """The scale-from-zero demand contract between the gateway and the operator, in one place.
 
 While a model has no ready replica the gateway holds its requests and, at most
-every couple of seconds per model (`gateway.demand.DemandThrottle`), patches
-two annotations onto the LLMDeployment in one merge patch
-(`demand_annotations`):
+every couple of seconds per model (`gateway.admission.demand.DemandThrottle`),
+renews a `coordination.k8s.io/v1` Lease in the LLMDeployment's namespace
+(`demand_lease_name`, owned by the LLMDeployment, labelled by
+`demand_lease_labels`):
 
-- `modelplane.io/scale-from-zero-requested-at`: when it held a request, RFC
-  3339 UTC with microseconds (Kubernetes' MicroTime form). The autoscaler
-  counts a time newer than its last change of the count, while the count is
-  zero, as demand for a replica;
-- `modelplane.io/scale-from-zero-held-requests`: how many requests that
-  gateway replica held then (a decimal integer; with several gateway replicas
-  the last write wins, a lower bound). Over the time since the wake-up it is
-  the arrival rate that sizes the start.
+- `spec.renewTime`: when it held a request (Kubernetes' MicroTime, RFC 3339
+  UTC with microseconds). The autoscaler counts a time newer than its last
+  change of the count, while the count is zero, as demand for a replica;
+- `spec.leaseDurationSeconds`: how long the gateway holds a request; demand
+  older than that is stale (every request it was about has timed out);
+- `spec.holderIdentity`: which gateway replica wrote it;
+- the annotation `modelplane.io/scale-from-zero-held-requests`: how many
+  requests that gateway replica held then (a decimal integer; with several
+  gateway replicas the last write wins, a lower bound). Over the time since
+  the wake-up it is the arrival rate that sizes the start.
 
-The operator reads them with `demand_time` and `held_count`, which turn
-anything unreadable into "no demand" / "unknown": a bad annotation must
-neither wake a model nor fail a tick. What the autoscaler decides from them is
-in `modelplane.operator.autoscaler.demand`.
+A Lease, not an annotation on the LLMDeployment: writing the LLMDeployment
+would need `patch` on it, and whoever holds that can set `engine.image` and
+have any pod run. The gateway may write Leases only, and touches only the ones
+labelled as its own (`is_demand_lease`).
+
+The operator reads a Lease with `demand_signal`, and `demand_time` and
+`held_count` turn anything unreadable into "no demand" / "unknown": a bad
+Lease must neither wake a model nor fail a tick. What the autoscaler decides
+from them is in `modelplane.operator.autoscaler.demand`.
 """
 
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Final
 
 from modelplane.api import contract
 
-DEMAND_AT = contract.ANNOTATION_DEMAND_AT
-DEMAND_HELD = contract.ANNOTATION_DEMAND_HELD
+LEASE_API_VERSION: Final = "coordination.k8s.io/v1"
+LEASE_GROUP: Final = "coordination.k8s.io"
+LEASE_VERSION: Final = "v1"
+LEASE_PLURAL: Final = "leases"
+LEASE_KIND: Final = "Lease"
+DEMAND_HELD: Final = contract.ANNOTATION_DEMAND_HELD
+# The Lease's own labels: the operator lists and watches by them (server-side), and
+# the gateway writes no Lease that lacks them.
+COMPONENT_DEMAND: Final = "scale-from-zero-demand"
+MANAGED_BY_GATEWAY: Final = "modelplane-gateway"
+# Label -> required value; None: present, with any value (the LLMDeployment's name).
+DEMAND_LEASE_SELECTOR: Final[Mapping[str, str | None]] = {
+    contract.LABEL_PART_OF: contract.PART_OF,
+    contract.LABEL_COMPONENT: COMPONENT_DEMAND,
+    contract.LABEL_LLMDEPLOYMENT: None,
+}
+LEASE_SUFFIX: Final = "-scale-from-zero"
+MAX_NAME: Final = 253  # a Lease's name is a DNS subdomain
+
+
+def demand_lease_name(llmdeployment: str) -> str:
+    """`<name>-scale-from-zero`, shortened with a hash when that is too long for a name."""
+    name = f"{llmdeployment}{LEASE_SUFFIX}"
+    if len(name) <= MAX_NAME:
+        return name
+    digest = hashlib.sha256(llmdeployment.encode()).hexdigest()[:10]
+    keep = MAX_NAME - len(LEASE_SUFFIX) - len(digest) - 1
+    return f"{llmdeployment[:keep].rstrip('.-')}-{digest}{LEASE_SUFFIX}"
+
+
+def demand_lease_labels(llmdeployment: str) -> dict[str, str]:
+    return {
+        contract.LABEL_PART_OF: contract.PART_OF,
+        contract.LABEL_COMPONENT: COMPONENT_DEMAND,
+        contract.LABEL_MANAGED_BY: MANAGED_BY_GATEWAY,
+        contract.LABEL_LLMDEPLOYMENT: llmdeployment,
+    }
 
 
 def demand_stamp(now: dt.datetime | None = None) -> str:
@@ -40,20 +87,102 @@ def demand_stamp(now: dt.datetime | None = None) -> str:
     return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def demand_annotations(held: int, now: dt.datetime | None = None) -> dict[str, str]:
-    """The gateway's patch: when it held a request, and how many it holds."""
-    return {DEMAND_AT: demand_stamp(now), DEMAND_HELD: str(held)}
+def demand_renewal(
+    held: int, holder: str, hold_seconds: float, now: dt.datetime | None = None
+) -> dict[str, Any]:
+    """The part of a demand Lease the gateway writes on every signal (a merge patch)."""
+    return {
+        "metadata": {"annotations": {DEMAND_HELD: str(held)}},
+        "spec": {
+            "holderIdentity": holder,
+            "renewTime": demand_stamp(now),
+            "leaseDurationSeconds": max(1, round(hold_seconds)),
+        },
+    }
 
 
-def demand_time(annotation: str | None) -> float | None:
-    """The gateway's scale-from-zero annotation (RFC 3339) as epoch seconds, for `decide`.
+def demand_lease(
+    namespace: str,
+    llmdeployment: str,
+    owner_uid: str,
+    held: int,
+    holder: str,
+    hold_seconds: float,
+    now: dt.datetime | None = None,
+) -> dict[str, Any]:
+    """A new demand Lease, owned by its LLMDeployment (deleted with it)."""
+    renewal = demand_renewal(held, holder, hold_seconds, now)
+    return {
+        "apiVersion": LEASE_API_VERSION,
+        "kind": LEASE_KIND,
+        "metadata": {
+            "name": demand_lease_name(llmdeployment),
+            "namespace": namespace,
+            "labels": demand_lease_labels(llmdeployment),
+            "annotations": renewal["metadata"]["annotations"],
+            "ownerReferences": [
+                {
+                    "apiVersion": contract.API_VERSION,
+                    "kind": contract.KIND,
+                    "name": llmdeployment,
+                    "uid": owner_uid,
+                }
+            ],
+        },
+        "spec": renewal["spec"],
+    }
 
-    Anything unreadable counts as no demand: a bad annotation must not wake a model.
+
+def is_demand_lease(lease: Mapping[str, Any], llmdeployment: str) -> bool:
+    """Whether a Lease is the gateway's demand Lease of this LLMDeployment (anything else,
+    another controller's Lease of the same name included, is left alone)."""
+    labels = (lease.get("metadata") or {}).get("labels") or {}
+    wanted = demand_lease_labels(llmdeployment)
+    return all(labels.get(key) == value for key, value in wanted.items())
+
+
+@dataclass(frozen=True)
+class DemandSignal:
+    """What one demand Lease says, as written (read with `demand_time` and `held_count`)."""
+
+    requested_at: str | None  # spec.renewTime
+    held: str | None  # the held-requests annotation
+    lease_seconds: int | None = None  # spec.leaseDurationSeconds: how long the demand stands
+
+    def requested_epoch(self) -> float | None:
+        return demand_time(self.requested_at)
+
+    def stale(self, now: float) -> bool:
+        """Whether every request the demand was about has timed out at the gateway."""
+        at = self.requested_epoch()
+        if at is None or self.lease_seconds is None:
+            return False
+        return now > at + self.lease_seconds
+
+
+def demand_signal(lease: Mapping[str, Any]) -> DemandSignal:
+    """The demand a Lease records (anything missing reads as None)."""
+    spec = lease.get("spec") or {}
+    annotations = (lease.get("metadata") or {}).get("annotations") or {}
+    seconds = spec.get("leaseDurationSeconds")
+    renew = spec.get("renewTime")
+    held = annotations.get(DEMAND_HELD)
+    return DemandSignal(
+        requested_at=renew if isinstance(renew, str) else None,
+        held=held if isinstance(held, str) else None,
+        lease_seconds=seconds if isinstance(seconds, int) and seconds > 0 else None,
+    )
+
+
+def demand_time(stamp: str | None) -> float | None:
+    """The gateway's demand time (RFC 3339) as epoch seconds, for `decide`.
+
+    Anything unreadable counts as no demand: a bad Lease must not wake a model.
     """
-    if not annotation:
+    if not stamp:
         return None
     try:
-        moment = dt.datetime.fromisoformat(annotation.strip())
+        moment = dt.datetime.fromisoformat(stamp.strip())
     except ValueError:
         return None
     if moment.tzinfo is None:

@@ -24,7 +24,8 @@ from modelplane.gateway.admission.demand import DemandThrottle
 from modelplane.gateway.admission.limits import KeyRateLimiter
 from modelplane.gateway.app import FrontSettings, GatewayApp
 from modelplane.gateway.config_files import ConfigError
-from modelplane.gateway.discovery.kubernetes import KubernetesDiscovery
+from modelplane.gateway.discovery.demand_leases import DemandLeases
+from modelplane.gateway.discovery.kubernetes import KubernetesDiscovery, default_api_client
 from modelplane.gateway.discovery.static import StaticConfig, StaticDiscovery, load_static_config
 from modelplane.gateway.metrics import GatewayMetrics
 from modelplane.gateway.options import GatewayOptions
@@ -84,7 +85,8 @@ def build_gateway(
         kube = KubernetesDiscovery(
             table, namespaces=options.namespaces, default_routing=options.default_routing
         )
-        discover, on_demand = kube.run, kube.record_demand
+        demand = DemandLeases(default_api_client, hold_seconds=options.hold_timeout)
+        discover, on_demand = kube.run, demand.record
     else:
         static = StaticDiscovery(
             table,

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,18 +23,24 @@ import httpx
 import pytest
 import yaml
 from kopf.testing import KopfRunner
+from kubernetes import client
 from prometheus_client.parser import text_string_to_metric_families
 
 from modelplane.api import contract
+from modelplane.gateway.discovery.demand_leases import DemandLeases
+from modelplane.gateway.routing.routes import DemandTarget
 from modelplane.operator.config import CONFIG_ENV, OperatorConfig
 from modelplane.operator.kube.client import USER_AGENT
 from modelplane.operator.operator_command import kopf_args
 from tests.conftest import free_port
 from tests.integration.operator.fake_pods import FakePods
 from tests.support.kube_emulator import CLUSTER_RESOURCES, HARNESS_AGENT, EmulatorThread, Kubectl
-from tests.support.rbac_check import disallowed_calls, load_rules
+from tests.support.rbac_check import GATEWAY_RULES_FILE, disallowed_calls, load_rules
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+# The gateway's demand writer, played by the tests: its calls are not the operator's.
+GATEWAY_AGENT = "modelplane-tests/gateway"
+GATEWAY_RULES = load_rules(GATEWAY_RULES_FILE)
 
 
 def wait_for(what: str, check: Callable[[], Any], timeout: float = 60) -> Any:
@@ -81,6 +88,10 @@ class Cluster:
     def __init__(self, emulator: EmulatorThread) -> None:
         self.emulator = emulator
         self.kubectl = Kubectl(emulator.url)
+        configuration = client.Configuration()
+        configuration.host = emulator.url
+        self._gateway_api = client.ApiClient(configuration)
+        self._gateway_api.user_agent = GATEWAY_AGENT
 
     def objects(self, plural: str, namespace: str = "default") -> dict[str, dict[str, Any]]:
         found = {}
@@ -101,8 +112,26 @@ class Cluster:
 
     def operator_requests(self) -> list[Any]:
         return [
-            r for r in self.emulator.requests() if r.headers.get("User-Agent", "") != HARNESS_AGENT
+            r
+            for r in self.emulator.requests()
+            if r.headers.get("User-Agent", "") not in (HARNESS_AGENT, GATEWAY_AGENT)
         ]
+
+    def gateway_requests(self) -> list[Any]:
+        return [r for r in self.emulator.requests() if r.headers.get("User-Agent") == GATEWAY_AGENT]
+
+    def hold_requests(
+        self, name: str, held: int, at: datetime | None = None, namespace: str = "default"
+    ) -> None:
+        """Play the gateway holding `held` requests for the model at zero: its own demand
+        writer renews (or creates) the LLMDeployment's demand Lease, stamped `at`."""
+        writer = DemandLeases(
+            lambda: self._gateway_api,
+            hold_seconds=120,
+            holder="gateway-0",
+            clock=lambda: at or datetime.now(UTC),
+        )
+        writer.write(DemandTarget(namespace, name), held)
 
     def operator_writes(self, since: int = 0) -> list[str]:
         return [
@@ -161,6 +190,12 @@ def cluster(cluster_resources: dict[str, Any]) -> Iterator[Cluster]:
         cluster = Cluster(emulator)
         yield cluster
         cluster.kubectl.close()
+        cluster._gateway_api.close()  # type: ignore[no-untyped-call]
+        gateway = [(r.method.value, r.url.path, dict(r.params)) for r in cluster.gateway_requests()]
+        refused = disallowed_calls(gateway, GATEWAY_RULES)
+        assert not refused, "API calls the gateway's RBAC rules do not allow:\n" + "\n".join(
+            map(str, refused)
+        )
         calls = [(r.method.value, r.url.path, dict(r.params)) for r in cluster.operator_requests()]
         refused = disallowed_calls(calls, load_rules())
         assert not refused, "API calls the operator's RBAC rules do not allow:\n" + "\n".join(

@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from modelplane.api import contract
+from modelplane.api.demand import COMPONENT_DEMAND
 from modelplane.operator.autoscaler import PolicyState
 from tests.integration.operator.conftest import Cluster, OperatorFactory, wait_for
 from tests.integration.operator.fake_pods import FakePods
 from tests.monitoring.prometheus import PrometheusServer
+from tests.support.kube_emulator import reads_of
 
 SMOLLM2 = {
     "model": {"source": "hf://HuggingFaceTB/SmolLM2-135M-Instruct", "servedName": "smollm2"},
@@ -139,9 +141,8 @@ def test_scale_from_zero_on_held_requests_and_back_to_zero_when_idle(
         assert replicas(cluster) == 0
         assert cluster.status("chat")["scaleReason"] == "no replicas and no demand"
 
-        # The gateway holds a request for the model and records when.
-        held_at = datetime.now(UTC).isoformat()
-        cluster.annotate_llmd("chat", {contract.ANNOTATION_DEMAND_AT: held_at})
+        # The gateway holds a request for the model and records when, in the demand Lease.
+        cluster.hold_requests("chat", 1)
         wait_for("1 replica", lambda: replicas(cluster) == 1)
         (up,) = wait_for("a ScaledUp event", lambda: cluster.events("chat", "ScaledUp"))
         assert up["message"] == "requests held at the gateway: scaling from zero"
@@ -160,14 +161,30 @@ def test_scale_from_zero_on_held_requests_and_back_to_zero_when_idle(
         )
         fake_pods.stop(pod)
 
-        # The gateway never removes its annotation: the old request wakes nothing...
+        # The gateway never removes its Lease: the old request wakes nothing...
         reconciles = op.reconciles()
         wait_for("a few more ticks", lambda: op.reconciles() >= reconciles + 5)
         assert replicas(cluster) == 0 and len(cluster.events("chat", "ScaledUp")) == 1
         # ...a new one does.
-        held_again = datetime.now(UTC).isoformat()
-        cluster.annotate_llmd("chat", {contract.ANNOTATION_DEMAND_AT: held_again})
+        cluster.hold_requests("chat", 1)
         wait_for("1 replica again", lambda: replicas(cluster) == 1)
+        # The demand went through a Lease the LLMDeployment owns; its spec was not the
+        # gateway's to write (tests/integration/operator/conftest.py checks its calls too).
+        lease = cluster.objects("leases")["chat-scale-from-zero"]
+        assert (
+            lease["metadata"]["ownerReferences"][0]["uid"]
+            == cluster.llmd("chat")["metadata"]["uid"]
+        )
+        # The operator reads Leases only through the demand selector: no other Lease of the
+        # cluster (leader elections, node heartbeats) reaches it.
+        lease_reads = [r for r in reads_of(cluster.operator_requests()) if r.plural == "leases"]
+        assert {r.verb for r in lease_reads} == {"list", "watch"}
+        for read in lease_reads:
+            wanted = read.selector.keys()[contract.LABEL_COMPONENT].values
+            assert wanted == {COMPONENT_DEMAND}, read
+        assert {r.method.value for r in cluster.gateway_requests()} <= {"GET", "POST", "PATCH"}
+        assert not [r for r in cluster.gateway_requests() if contract.PLURAL in r.url.path
+                    and r.method.value != "GET"]  # fmt: skip
 
 
 def test_a_start_from_zero_is_sized_by_the_gateways_held_count(
@@ -185,22 +202,10 @@ def test_a_start_from_zero_is_sized_by_the_gateways_held_count(
         assert replicas(cluster) == 0
 
         woke = datetime.now(UTC)
-        cluster.annotate_llmd(
-            "chat",
-            {
-                contract.ANNOTATION_DEMAND_AT: woke.isoformat(),
-                contract.ANNOTATION_DEMAND_HELD: "1",
-            },
-        )
+        cluster.hold_requests("chat", 1, at=woke)
         wait_for("1 replica", lambda: replicas(cluster) == 1)  # the policy wakes with one
         # The gateway's next write: 40 held 5 s after the wake-up is 8 req/s, 4 replicas.
-        cluster.annotate_llmd(
-            "chat",
-            {
-                contract.ANNOTATION_DEMAND_AT: (woke + timedelta(seconds=5)).isoformat(),
-                contract.ANNOTATION_DEMAND_HELD: "40",
-            },
-        )
+        cluster.hold_requests("chat", 40, at=woke + timedelta(seconds=5))
         wait_for("4 replicas", lambda: replicas(cluster) == 4)
         sized = "1 -> 4: 40 requests held at the gateway, 8.0 req/s"
         # The event comes last, after the scale and the status.
@@ -215,7 +220,7 @@ def test_a_start_from_zero_is_sized_by_the_gateways_held_count(
 def test_the_gateways_demand_is_decided_as_it_is_written_not_on_the_next_tick(
     cluster: Cluster, run_operator: OperatorFactory
 ) -> None:
-    """With an hour between ticks, only the watch on the LLMDeployment can answer: the
+    """With an hour between ticks, only the watch on the demand Leases can answer: the
     first demand write wakes the model, the next one (more held) sizes the start."""
     spec = {**autoscaled(minReplicas=0, maxReplicas=8), "replicas": 0}
     cluster.create_llmd("chat", spec)
@@ -227,20 +232,11 @@ def test_the_gateways_demand_is_decided_as_it_is_written_not_on_the_next_tick(
         assert replicas(cluster) == 0
 
         woke = datetime.now(UTC)
-        cluster.annotate_llmd(
-            "chat",
-            {contract.ANNOTATION_DEMAND_AT: woke.isoformat(), contract.ANNOTATION_DEMAND_HELD: "1"},
-        )
+        cluster.hold_requests("chat", 1, at=woke)
         wait_for("1 replica", lambda: replicas(cluster) == 1)
         # 2 s later the gateway holds 30: 30 over 5 s (the shortest window the policy
         # divides by) is 6 req/s, 3 replicas of 2 req/s.
-        cluster.annotate_llmd(
-            "chat",
-            {
-                contract.ANNOTATION_DEMAND_AT: (woke + timedelta(seconds=2)).isoformat(),
-                contract.ANNOTATION_DEMAND_HELD: "30",
-            },
-        )
+        cluster.hold_requests("chat", 30, at=woke + timedelta(seconds=2))
         wait_for("3 replicas", lambda: replicas(cluster) == 3)
         wait_for(
             "its ScaledUp event",

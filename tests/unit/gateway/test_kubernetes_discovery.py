@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
-from typing import Any, cast
+from typing import Any
 
 import kmock
 import pytest
@@ -242,43 +242,3 @@ async def test_watch_follows_services_and_endpoints_as_the_operator_changes_them
     finally:
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
-
-
-async def test_demand_for_a_model_at_zero_annotates_its_llmdeployment_with_the_held_count(
-    emulator: kmock.KubernetesEmulator, api_client: Callable[[], client.ApiClient]
-) -> None:
-    api = client.CustomObjectsApi(api_client())
-    await asyncio.to_thread(
-        api.create_namespaced_custom_object,
-        contract.GROUP,
-        contract.VERSION,
-        NS,
-        contract.PLURAL,
-        {
-            "apiVersion": contract.API_VERSION,
-            "kind": contract.KIND,
-            "metadata": {"name": "chat", "namespace": NS},
-            "spec": {"model": {"source": "hf://x"}},
-        },
-    )
-    table = RoutingTable()
-    discovery = KubernetesDiscovery(table, api_client)
-    route = ModelRoute("llama", tracks=(), demand=(DemandTarget(NS, "chat"),))
-    await discovery.record_demand(route, 3)
-    # A custom object has no model in the client: it is typed `object`, and is the JSON dict.
-    fetched = await asyncio.to_thread(
-        api.get_namespaced_custom_object,
-        contract.GROUP,
-        contract.VERSION,
-        NS,
-        contract.PLURAL,
-        "chat",
-    )
-    obj = cast("dict[str, Any]", fetched)
-    annotations = obj["metadata"]["annotations"]
-    stamp = annotations[contract.ANNOTATION_DEMAND_AT]
-    assert stamp.endswith("Z") and stamp[:2] == "20"
-    assert annotations[contract.ANNOTATION_DEMAND_HELD] == "3"  # held by this gateway now
-    assert obj["spec"] == {"model": {"source": "hf://x"}}  # a merge patch, nothing else touched
-    patches = [r for r in emulator if r.method == kmock.method.PATCH]
-    assert len(patches) == 1

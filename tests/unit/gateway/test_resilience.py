@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
-from modelplane.api.demand import DEMAND_AT, DEMAND_HELD, demand_annotations, demand_stamp
+from modelplane.api.demand import demand_lease, demand_signal, demand_stamp
 from modelplane.gateway.admission.demand import DemandThrottle
 from modelplane.gateway.admission.limits import KeyRateLimiter
 from modelplane.gateway.admission.tokens import TokenTally
@@ -132,15 +132,17 @@ def test_demand_timestamp_is_rfc3339_utc_to_the_microsecond() -> None:
     assert before <= datetime.fromisoformat(stamp) <= after
 
 
-def test_the_demand_patch_reads_back_as_the_operator_reads_it() -> None:
+def test_the_demand_lease_reads_back_as_the_operator_reads_it() -> None:
     """The contract both sides use: what the gateway writes, the autoscaler reads."""
-    from modelplane.api.demand import demand_time, held_count
+    from modelplane.api.demand import held_count
 
     at = datetime(2026, 12, 6, 1, 2, 3, 456789, tzinfo=UTC)
-    patch = demand_annotations(17, at)
-    assert patch == {DEMAND_AT: "2026-12-06T01:02:03.456789Z", DEMAND_HELD: "17"}
-    assert demand_time(patch[DEMAND_AT]) == at.timestamp()
-    assert held_count(patch[DEMAND_HELD]) == 17
+    lease = demand_lease("llm", "chat", "uid-1", 17, "gateway-0", 120, at)
+    assert lease["spec"]["renewTime"] == "2026-12-06T01:02:03.456789Z"
+    signal = demand_signal(lease)
+    assert signal.requested_epoch() == at.timestamp()
+    assert held_count(signal.held) == 17
+    assert not signal.stale(at.timestamp() + 120) and signal.stale(at.timestamp() + 121)
 
 
 def sse(*events: object) -> bytes:

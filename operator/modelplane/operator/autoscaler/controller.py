@@ -25,15 +25,15 @@ The count the policy starts from is `spec.replicas` within the bounds, or
 the autoscaler's own last write until the watch shows it. A count someone
 else wrote while the autoscaler measured wins: it decides again next tick.
 
-The gateway's `modelplane.io/scale-from-zero-requested-at` is passed to the
-policy while the count is zero and when it is newer than the last scale; the
-gateway's held count written with it
-(`modelplane.io/scale-from-zero-held-requests`) while that wake-up is under
-way, to size the start (the rules: `autoscaler.demand`; the annotations'
-format: `modelplane.api.demand`). Those writes are also decided
-at once, not on the next tick, while no replica of the model is ready (see
-`answers_demand_now`): every second there is a second of requests that wait
-a model load and more. One lock per LLMDeployment keeps the tick and such a
+The gateway's demand Lease (one per LLMDeployment, watched by label, in
+`view.demand`) says when it last held a request and how many it held then:
+the time is passed to the policy while the count is zero and when it is
+newer than the last scale; the count while that wake-up is under way, to
+size the start (the rules: `autoscaler.demand`; the Lease's format:
+`modelplane.api.demand`). Those writes are also decided at once, not on
+the next tick, while no replica of the model is ready (see
+`answers_demand_now`): every second there is a second of requests that
+wait a model load and more. One lock per LLMDeployment keeps the tick and such a
 decision from running side by side.
 
 Status writes happen under the reconciler's per-resource lock and are
@@ -53,11 +53,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final, Protocol
+from typing import Any, Final, Protocol, TypeVar
 
 import httpx
 
 from modelplane.api import contract
+from modelplane.api.demand import DemandSignal
 from modelplane.api.llmdeployment import LLMDeploymentSpec
 from modelplane.operator.autoscaler import (
     AutoscalingSpec,
@@ -159,9 +160,18 @@ class PrometheusSource:
         await self._client.aclose()
 
 
+class AutoscalerView(ClusterView, Protocol):
+    """The indexes, and the gateway's demand Leases the operator watches."""
+
+    def demand(self, key: OwnerKey) -> DemandSignal | None: ...
+
+
+View = TypeVar("View", bound=ClusterView)
+
+
 async def for_each_llmdeployment(
-    view: ClusterView,
-    action: Callable[[OwnerKey, ClusterView], Awaitable[None]],
+    view: View,
+    action: Callable[[OwnerKey, View], Awaitable[None]],
     what: str,
 ) -> None:
     """`action` on every LLMDeployment, CONCURRENCY at a time; one failing stops no other
@@ -234,20 +244,20 @@ class Autoscaler:
         self._deciding: dict[OwnerKey, asyncio.Lock] = {}
         self._answered_demand: dict[OwnerKey, str] = {}
 
-    async def tick(self, view: ClusterView) -> None:
+    async def tick(self, view: AutoscalerView) -> None:
         """Decide for every LLMDeployment once."""
         await for_each_llmdeployment(view, self.autoscale, "autoscaling")
 
-    async def on_change(self, key: OwnerKey, view: ClusterView) -> None:
-        """The LLMDeployment changed: decide now if it is new gateway demand (see
+    async def on_demand(self, key: OwnerKey, view: AutoscalerView) -> None:
+        """The gateway wrote the model's demand Lease: decide now if it is new demand (see
         `answers_demand_now`), else leave it to the next tick."""
-        body = view.llmdeployment(key)
-        if body is None:
+        if view.llmdeployment(key) is None:
             return
-        annotations: Mapping[str, str] = body.get("metadata", {}).get("annotations") or {}
-        if not answers_demand_now(annotations, self._answered_demand.get(key), view.pods(key)):
+        signal = view.demand(key)
+        if not answers_demand_now(signal, self._answered_demand.get(key), view.pods(key)):
             return
-        self._answered_demand[key] = annotations[contract.ANNOTATION_DEMAND_AT]
+        assert signal is not None and signal.requested_at is not None
+        self._answered_demand[key] = signal.requested_at
         try:
             await self.autoscale(key, view)
         except (KubeError, OSError) as err:
@@ -267,12 +277,12 @@ class Autoscaler:
         self._state_removed.clear()
         self._answered_demand.clear()
 
-    async def autoscale(self, key: OwnerKey, view: ClusterView) -> None:
+    async def autoscale(self, key: OwnerKey, view: AutoscalerView) -> None:
         """Measure, decide and write for one LLMDeployment; one at a time per resource."""
         async with self._deciding.setdefault(key, asyncio.Lock()):
             await self._autoscale(key, view)
 
-    async def _autoscale(self, key: OwnerKey, view: ClusterView) -> None:
+    async def _autoscale(self, key: OwnerKey, view: AutoscalerView) -> None:
         body = view.llmdeployment(key)
         if body is None or body.get("metadata", {}).get("deletionTimestamp"):
             self.forget(key)
@@ -303,8 +313,9 @@ class Autoscaler:
         autoscaling = spec.autoscaling
         current = memory.replicas(spec, time.monotonic())
         scaled_at = (self._reconciler.observed_status(key, body) or {}).get("lastScaleTime")
-        demand_at = held_demand(annotations, current, epoch_of(scaled_at))
-        held = held_requests(annotations, demand_at is not None, memory.state.woke_at)
+        signal = view.demand(key)
+        demand_at = held_demand(signal, current, epoch_of(scaled_at), now)
+        held = held_requests(signal, demand_at is not None, memory.state.woke_at)
         decision = decide(
             collection.observations,
             current,

@@ -1,19 +1,20 @@
 """What the autoscaler decides from the gateway's scale-from-zero demand.
 
-The annotations' format is `modelplane.api.demand` (the contract with the
-gateway); here is what they mean to the autoscaler: whether a demand time
-counts (`held_demand`), whether a held count belongs to the wake-up under
-way (`held_for_wake_up`, `held_requests`), and whether a change of the
-resource is a demand write to decide on at once (`answers_demand_now`).
-Pure; the simulator in `bench/` uses the same rules.
+The demand Lease's format is `modelplane.api.demand` (the contract with the
+gateway), read into a `DemandSignal`; here is what it means to the
+autoscaler: whether a demand time counts (`held_demand`), whether a held
+count belongs to the wake-up under way (`held_for_wake_up`,
+`held_requests`), and whether a write of the Lease is demand to decide on at
+once (`answers_demand_now`). Pure; the simulator in `bench/` uses the same
+rules.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from typing import Protocol
 
-from modelplane.api.demand import DEMAND_AT, DEMAND_HELD, demand_time, held_count
+from modelplane.api.demand import DemandSignal, held_count
 
 
 class Pod(Protocol):
@@ -41,46 +42,47 @@ def held_for_wake_up(
 
 
 def held_demand(
-    annotations: Mapping[str, str], current_replicas: int, last_scale_at: float | None
+    signal: DemandSignal | None, current_replicas: int, last_scale_at: float | None, now: float
 ) -> float | None:
     """The gateway's scale-from-zero signal, while there is something to wake.
 
-    The gateway records when it held a request and never removes the
-    annotation. The policy counts demand newer than its own scale-to-zero
+    The gateway renews its demand Lease while it holds requests and never
+    deletes it. The policy counts demand newer than its own scale-to-zero
     rule's last firing as activity; but a model that started at zero, or went
-    there by an ordinary scale-down, has no such time, so an old annotation
+    there by an ordinary scale-down, has no such time, so an old Lease
     would keep it at one replica for good, or wake it right after it went to
     zero. So the demand counts only while the count is zero
-    (above zero, loading or serving replicas speak for the load) and only if
-    it is newer than the autoscaler's last change of the count.
+    (above zero, loading or serving replicas speak for the load), only if
+    it is newer than the autoscaler's last change of the count, and only while
+    the Lease is current (older than the gateway's hold, every request it was
+    about has timed out).
     """
-    if current_replicas > 0:
+    if current_replicas > 0 or signal is None or signal.stale(now):
         return None
-    demand = demand_time(annotations.get(DEMAND_AT))
+    demand = signal.requested_epoch()
     if demand is None or (last_scale_at is not None and demand <= last_scale_at):
         return None
     return demand
 
 
 def held_requests(
-    annotations: Mapping[str, str], demand_counts: bool, woke_at: float | None
+    signal: DemandSignal | None, demand_counts: bool, woke_at: float | None
 ) -> tuple[int, float] | None:
     """The gateway's held count and when it was counted, when it belongs to the
     wake-up under way (`held_for_wake_up`). The count is the writing gateway
     replica's; with several replicas it is a lower bound.
     """
+    if signal is None:
+        return None
     return held_for_wake_up(
-        demand_time(annotations.get(DEMAND_AT)),
-        held_count(annotations.get(DEMAND_HELD)),
-        demand_counts,
-        woke_at,
+        signal.requested_epoch(), held_count(signal.held), demand_counts, woke_at
     )
 
 
 def answers_demand_now(
-    annotations: Mapping[str, str], answered: str | None, pods: Sequence[Pod]
+    signal: DemandSignal | None, answered: str | None, pods: Sequence[Pod]
 ) -> bool:
-    """Whether a change of the LLMDeployment is a demand write to decide on at once.
+    """Whether a write of the demand Lease is demand to decide on at once.
 
     Yes for a demand time not answered yet (`answered`: the last one decided on
     this way) while none of the model's pods serves: the model is at zero or all
@@ -88,7 +90,7 @@ def answers_demand_now(
     seconds away. Once a replica serves, its metrics speak for the load and the
     timer decides.
     """
-    written = annotations.get(DEMAND_AT)
+    written = signal.requested_at if signal is not None else None
     if not written or written == answered:
         return False
     return not any(p.serving for p in pods)

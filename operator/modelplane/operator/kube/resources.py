@@ -46,6 +46,8 @@ NETWORK_POLICIES: Final = ResourceType("networking.k8s.io/v1", "networkpolicies"
 SERVICE_MONITORS: Final = ResourceType(
     "monitoring.coreos.com/v1", "servicemonitors", "ServiceMonitor"
 )
+# The gateway's scale-from-zero demand (modelplane.api.demand): read, never written.
+LEASES: Final = ResourceType("coordination.k8s.io/v1", "leases", "Lease")
 
 CHILD_TYPES: Final[dict[str, ResourceType]] = {
     t.kind: t

@@ -14,11 +14,10 @@ error or a 410 Gone) and hands every event to the event loop, where the
 routing table is recomputed by a pure function and swapped whole.
 
 A model whose Services exist but have no ready endpoint is scaled to zero
-(or starting): its requests are held, and the gateway records demand by
-annotating the LLMDeployment with the time and with how many requests it
-holds for the model then, which the autoscaler reads (at most once per demand
-interval; the count is this gateway replica's, so with several replicas the
-last writer's count is a lower bound of the total).
+(or starting): its requests are held, and the gateway records demand in the
+LLMDeployment's demand Lease (`discovery.demand_leases`), which the
+autoscaler watches. Each route names the LLMDeployments behind it
+(`ModelRoute.demand`) for that.
 """
 
 from __future__ import annotations
@@ -33,7 +32,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelplane.api import contract
-from modelplane.api.demand import demand_annotations
 from modelplane.gateway.routing.routes import DemandTarget, ModelRoute, Routing, RoutingTable, Track
 
 log = logging.getLogger("modelplane.gateway.discovery")
@@ -330,34 +328,6 @@ class KubernetesDiscovery:
             self._responses.pop(stream, None)
             response.release_conn()
         return version
-
-    # ---- scale from zero -------------------------------------------------
-
-    async def record_demand(self, route: ModelRoute, held: int) -> None:
-        """Annotate the model's LLMDeployments with the time of this demand and the
-        requests this gateway holds for it (one merge patch: the two always agree)."""
-        for target in route.demand:
-            try:
-                await asyncio.to_thread(self._patch_demand, target, held)
-            except Exception as err:  # the hold goes on; the next request retries
-                log.warning(
-                    "could not record demand",
-                    extra={"model": route.name, "llmdeployment": target.name, "error": str(err)},
-                )
-            else:
-                log.info(
-                    "scale from zero requested",
-                    extra={"model": route.name, "llmdeployment": target.name, "held": held},
-                )
-
-    def _patch_demand(self, target: DemandTarget, held: int) -> None:
-        from kubernetes import client
-
-        api = client.CustomObjectsApi(self.api_client())
-        body = {"metadata": {"annotations": demand_annotations(held)}}
-        api.patch_namespaced_custom_object(
-            contract.GROUP, contract.VERSION, target.namespace, contract.PLURAL, target.name, body
-        )
 
 
 def _list_function(api: Any, kind: str, namespace: str) -> Callable[..., Any]:
