@@ -154,14 +154,17 @@ async def test_dead_engine_fails_liveness() -> None:
     assert (await call(front, "GET", "/health")).status_code == 503
 
 
-async def test_draining_refuses_new_work_with_retry_after() -> None:
+async def test_draining_is_not_ready_but_serves_what_arrives_and_closes_connections() -> None:
+    """A request routed here before the endpoint went away is answered, not refused."""
     front, _, _ = make_front()
+    assert "connection" not in (await call(front, "POST", CHAT_PATH, json={})).headers
     front.lifecycle.start_drain()
-    assert (await call(front, "GET", "/ready")).status_code == 503
+    ready = await call(front, "GET", "/ready")
+    assert ready.status_code == 503 and ready.json()["status"] == "draining"
     assert (await call(front, "GET", "/health")).status_code == 200
-    r = await call(front, "POST", CHAT_PATH, json={})
-    assert r.status_code == 503 and r.headers["retry-after"] == "1"
-    assert r.json()["error"]["type"] == "service_unavailable"
+    r = await call(front, "POST", CHAT_PATH, json={"late": True})
+    assert r.status_code == 200 and r.json() == {"late": True}
+    assert r.headers["connection"] == "close"  # pooled connections move to other replicas
 
 
 async def test_drain_waits_for_in_flight_request() -> None:
@@ -172,12 +175,28 @@ async def test_drain_waits_for_in_flight_request() -> None:
     await asyncio.wait_for(engine.entered.wait(), 1)
     assert front.lifecycle.in_flight == 1
     front.lifecycle.start_drain()
-    idle = asyncio.create_task(front.lifecycle.wait_idle())
-    await asyncio.sleep(0.01)
-    assert not idle.done()
+    quiet = asyncio.create_task(front.lifecycle.wait_quiet(0.05))
+    await asyncio.sleep(0.1)
+    assert not quiet.done()  # the request is still in flight
     engine.release.set()
     assert (await request).status_code == 200
-    await asyncio.wait_for(idle, 1)
+    await asyncio.wait_for(quiet, 1)
+
+
+async def test_a_request_arriving_during_the_drain_restarts_the_quiet_wait() -> None:
+    engine = FakeEngine()
+    front, _, _ = make_front(engine=engine)
+    front.lifecycle.start_drain()
+    quiet = asyncio.create_task(front.lifecycle.wait_quiet(0.2))
+    await asyncio.sleep(0.1)
+    engine.release.clear()
+    late = asyncio.create_task(call(front, "POST", CHAT_PATH, json={"q": 2}))
+    await asyncio.wait_for(engine.entered.wait(), 1)
+    await asyncio.sleep(0.3)  # past the quiet time counted from the drain's start
+    assert not quiet.done()
+    engine.release.set()
+    assert (await late).status_code == 200
+    await asyncio.wait_for(quiet, 1)
 
 
 async def test_oversized_body_is_413_and_never_reaches_engine() -> None:

@@ -2,12 +2,15 @@
 
 Readiness (`/ready`) and the gate in front of the engine both read this one
 object; the drain on SIGTERM and the engine loader write it. `in_flight`
-counts requests the engine is working on, so a drain knows when it is done.
+counts requests the engine is working on, and the time of the last one to
+start or finish is kept, so a drain knows when the replica has gone quiet.
 """
 
 from __future__ import annotations
 
 import asyncio
+import math
+import time
 from enum import StrEnum
 
 
@@ -25,6 +28,7 @@ class Lifecycle:
         self.in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._last_activity = -math.inf  # time.monotonic() of the last start or finish
 
     def mark_ready(self) -> None:
         if self.phase is Phase.LOADING:
@@ -36,11 +40,16 @@ class Lifecycle:
         self.detail = reason
 
     def start_drain(self) -> bool:
-        """Stop taking new work. Returns False when a drain had already begun."""
+        """Turn readiness off; requests still arriving are served. False: already draining.
+
+        The quiet time a drain waits for counts from here, so a request routed
+        to this replica just before its endpoint was removed still finds it.
+        """
         if self.phase is Phase.DRAINING:
             return False
         self.phase = Phase.DRAINING
-        self.detail = "draining: finishing in-flight requests before exit"
+        self.detail = "draining: not ready; serving requests in flight and arriving, then exit"
+        self._last_activity = time.monotonic()
         return True
 
     @property
@@ -49,13 +58,26 @@ class Lifecycle:
 
     def request_started(self) -> None:
         self.in_flight += 1
+        self._last_activity = time.monotonic()
         self._idle.clear()
 
     def request_finished(self) -> None:
         self.in_flight -= 1
+        self._last_activity = time.monotonic()
         if self.in_flight == 0:
             self._idle.set()
 
     async def wait_idle(self) -> None:
         """Return once no request is in flight (callers bound it with asyncio.timeout)."""
         await self._idle.wait()
+
+    async def wait_quiet(self, quiet_s: float) -> None:
+        """Return once no request has been in flight for `quiet_s` seconds (callers bound
+        it with asyncio.timeout): a request that arrives meanwhile restarts the wait."""
+        while True:
+            await self._idle.wait()
+            left = self._last_activity + quiet_s - time.monotonic()
+            if left <= 0 and self.in_flight == 0:
+                return
+            # A deadline, not a poll: any start or finish moves it and is seen on waking.
+            await asyncio.sleep(max(left, 0.0))
