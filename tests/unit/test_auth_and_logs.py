@@ -1,4 +1,4 @@
-"""API-key loading and the JSON log format."""
+"""API-key loading, reloading after the key file changes, and the JSON log format."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from pathlib import Path
 import pytest
 
 from modelplane.http.auth import key_is_valid, load_api_keys, presented_key
+from modelplane.http.key_store import ApiKeys
 from modelplane.http.logs import JsonFormatter
+from tests.support.secret_volume import SecretVolume
 
 
 def test_keys_from_file_and_environment(tmp_path: Path) -> None:
@@ -63,3 +65,42 @@ def test_json_log_line_carries_extra_fields() -> None:
     line = json.loads(JsonFormatter().format(record))
     assert line["msg"] == "hi you" and line["level"] == "info" and line["request_id"] == "r-1"
     assert line["ts"].endswith("Z")
+
+
+def bearer(key: str) -> dict[str, object]:
+    return {"headers": [(b"authorization", f"Bearer {key}".encode())]}
+
+
+def test_keys_follow_a_secret_volume_swapped_the_kubelets_way(tmp_path: Path) -> None:
+    volume = SecretVolume(tmp_path / "secret", {"keys": "key-a\n"})
+    keys = ApiKeys(volume.path("keys"), {})
+    assert keys.allows(bearer("key-a")) and not keys.allows(bearer("key-b"))
+    assert not keys.reload()  # unchanged content: nothing to do
+    volume.update({"keys": "# rotated\nkey-b\n"})
+    assert keys.reload()
+    assert not keys.allows(bearer("key-a")) and keys.allows(bearer("key-b"))
+
+
+def test_an_emptied_key_file_refuses_everyone_and_never_opens_the_api(tmp_path: Path) -> None:
+    volume = SecretVolume(tmp_path / "secret", {"keys": "key-a\n"})
+    keys = ApiKeys(volume.path("keys"), {"MODELPLANE_API_KEYS": "key-env"})
+    volume.update({"keys": "# all revoked\n"})
+    keys.reload()
+    assert keys.required
+    assert keys.current == ("key-env",)
+    assert not keys.allows(bearer("key-a")) and not keys.allows({"headers": []})
+
+
+def test_an_unreadable_key_file_keeps_the_keys_read_before(tmp_path: Path) -> None:
+    key_file = tmp_path / "keys"
+    key_file.write_text("key-a\n")
+    keys = ApiKeys(key_file, {})
+    key_file.unlink()
+    assert not keys.reload()
+    assert keys.allows(bearer("key-a"))
+
+
+def test_fixed_keys_and_no_keys() -> None:
+    assert not ApiKeys.fixed(()).required and ApiKeys.fixed(()).allows({"headers": []})
+    fixed = ApiKeys.fixed(("k",))
+    assert fixed.allows(bearer("k")) and not fixed.allows(bearer("x")) and not fixed.reload()

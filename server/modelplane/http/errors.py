@@ -16,6 +16,7 @@ ERROR_TYPES: dict[int, str] = {
     401: "authentication_error",
     404: "not_found_error",
     405: "invalid_request_error",
+    408: "timeout_error",
     413: "invalid_request_error",
     429: "rate_limit_error",
     500: "server_error",
@@ -63,8 +64,13 @@ async def send_error(
     *,
     param: str | None = None,
     retry_after: int | None = None,
+    close: bool = False,
 ) -> None:
+    """Send the envelope; `close` also ends the connection after it (the request's
+    body may be half read, so the connection cannot carry another request)."""
     headers: list[tuple[bytes, bytes]] = []
+    if close:
+        headers.append((b"connection", b"close"))
     if retry_after is not None:
         headers.append((b"retry-after", str(retry_after).encode()))
     if status == 401:
