@@ -77,7 +77,8 @@ def test_invalid_values_are_refused(field: str, value: object) -> None:
             {"quantization": "gptq", "kvCacheDtype": "fp8", "maxModelLen": 2048,
              "enablePrefixCaching": False, "enforceEager": True, "toolCallParser": None,
              "runner": "generate", "gpuMemoryUtilization": 0.5, "tensorParallelSize": 4,
-             "extraArgs": ["--max-num-seqs=8", "--swap-space=0"]}
+             "allowedMediaDomains": ["images.example.com", "cdn.example.org"],
+             "extraArgs": ["--max-num-seqs=8", "--block-size", "16"]}
         ),
     ],
 )  # fmt: skip
@@ -95,7 +96,7 @@ def _not_the_default(name: str) -> object:
     default = field.get_default(call_default_factory=True)
     kind = scalar_type(field)
     if isinstance(default, list):
-        return ["--max-num-seqs=8"]
+        return ["--max-num-seqs=8"] if name == "extra_args" else ["images.example.com"]
     if kind is bool:
         return not default
     if isinstance(kind, type) and issubclass(kind, StrEnum):

@@ -486,6 +486,64 @@ DEFAULT_ALLOW_FROM: Final[tuple[dict[str, Any], ...]] = (
 )
 
 
+class PolicyPort(ConfigModel):
+    protocol: Literal["TCP", "UDP", "SCTP"] = "TCP"
+    port: Annotated[int, Field(ge=1, le=65535)]
+
+    def manifest(self) -> dict[str, Any]:
+        return {"protocol": self.protocol, "port": self.port}
+
+
+class EgressRule(ConfigModel):
+    """One NetworkPolicy egress rule: destinations (`to`; empty: anywhere) on `ports`
+    (empty: any port)."""
+
+    to: tuple[NetworkPolicyPeer, ...] = ()
+    ports: tuple[PolicyPort, ...] = ()
+
+    def manifest(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.to:
+            out["to"] = [peer.manifest() for peer in self.to]
+        if self.ports:
+            out["ports"] = [port.manifest() for port in self.ports]
+        return out
+
+
+# Addresses that are not the internet: the cluster's and the nodes' networks, the cloud
+# metadata endpoints (169.254.169.254, fd00:ec2::254), loopback.
+PRIVATE_IPV4: Final = (
+    "10.0.0.0/8", "100.64.0.0/10", "127.0.0.0/8", "169.254.0.0/16", "172.16.0.0/12",
+    "192.168.0.0/16",
+)  # fmt: skip
+PRIVATE_IPV6: Final = ("::1/128", "fc00::/7", "fe80::/10")
+DEFAULT_ALLOW_TO: Final[tuple[dict[str, Any], ...]] = (
+    # DNS, wherever the cluster's resolver is (kube-dns, NodeLocal DNSCache).
+    {"ports": [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]},
+    # HTTPS to the internet (a hub's downloads, allowed media hosts), nothing internal.
+    {
+        "to": [
+            {"ipBlock": {"cidr": "0.0.0.0/0", "except": list(PRIVATE_IPV4)}},
+            {"ipBlock": {"cidr": "::/0", "except": list(PRIVATE_IPV6)}},
+        ],
+        "ports": [{"protocol": "TCP", "port": 443}],
+    },
+)
+
+
+class EgressSettings(ConfigModel):
+    """Where a model server may connect: off by default (anywhere). On, only to allowTo:
+    by default DNS and HTTPS to public addresses, so a media URL or a tool cannot make the
+    engine reach the cluster's services or the cloud's metadata endpoint."""
+
+    enabled: bool = False
+    allow_to: tuple[EgressRule, ...] = Field(
+        default_factory=lambda: tuple(EgressRule.model_validate(r) for r in DEFAULT_ALLOW_TO),
+        description="NetworkPolicy egress rules (to: NetworkPolicyPeers, ports); default: DNS "
+        "anywhere, and TCP 443 to every address but private, link-local and loopback ones.",
+    )
+
+
 class NetworkPolicySettings(ConfigModel):
     """Who may reach a model server's port. Modelplane's own pods always may: the operator
     (it reads each replica's /metrics for the autoscaler and the canary analysis) and the
@@ -504,6 +562,7 @@ class NetworkPolicySettings(ConfigModel):
         description="Other peers (NetworkPolicyPeer objects); default: every pod of the "
         "model's own namespace, and the monitoring namespace (where Prometheus scrapes from).",
     )
+    egress: EgressSettings = Field(default_factory=EgressSettings)
 
 
 class OperatorConfig(ConfigModel):

@@ -14,9 +14,11 @@ from enum import StrEnum
 from functools import cache
 from typing import Annotated, Any, get_args, get_origin
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
 from pydantic.fields import FieldInfo
+
+from modelplane.api.extra_args import SERVE_COMMAND_LINE, extra_args_problem
 
 
 class Quantization(StrEnum):
@@ -58,7 +60,9 @@ class Flag:
     server's command line, the flags `extraArgs` may not repeat) is generated
     from the fields in their order, as vLLM's `EngineArgs` builds its CLI.
     A bool defaulting to True is `--name/--no-name`; one defaulting to False is
-    a switch; a list is repeated (`--engine-arg=ARG`) and reaches vLLM verbatim.
+    a switch; a list is repeated on `modelplane serve` (`--name=ITEM` each) and
+    given to vLLM as one flag with every item, unless it is `passthrough`
+    (`extraArgs`), whose items reach vLLM verbatim.
     """
 
     name: str
@@ -68,6 +72,7 @@ class Flag:
     with_flags: tuple[str, ...] = ()  # passed to vLLM before it (a switch it needs)
     generation_only: bool = False  # not for the pooling runner, which has no use for it
     none_word: str | None = None  # how None is spelled on the command line ("none")
+    passthrough: bool = False  # a list of vLLM arguments, passed as they are
 
 
 def flag_of(field: FieldInfo) -> Flag | None:
@@ -89,6 +94,14 @@ def scalar_type(field: FieldInfo) -> type:
     return kind  # type: ignore[no-any-return]
 
 
+# A host name as URLs carry it: lower-case DNS labels (an IPv4 address fits too).
+MediaHost = Annotated[
+    str,
+    Field(
+        pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$",
+        max_length=253,
+    ),
+]
 DEFAULT_TOOL_CALL_PARSER = "hermes"
 # Flags the server sets itself from its own options: refused in extraArgs as well.
 SERVER_FLAGS: dict[str, str] = {
@@ -124,7 +137,9 @@ class EngineConfig(BaseModel):
         None, description="Context length in tokens; defaults to the model's own."
     )
     gpu_memory_utilization: Annotated[
-        float, Field(gt=0.0, le=1.0), Flag("--gpu-memory-utilization", always=True)
+        float,
+        Field(gt=0.0, le=1.0),
+        Flag("--gpu-memory-utilization", aliases=("--device-memory-utilization",), always=True),
     ] = Field(0.9, description="Fraction of GPU memory the engine may use.")
     tensor_parallel_size: Annotated[
         int, Field(ge=1), Flag("--tensor-parallel-size", aliases=("-tp",), vllm_default=1)
@@ -152,21 +167,31 @@ class EngineConfig(BaseModel):
         DEFAULT_TOOL_CALL_PARSER,
         description="vLLM tool-call parser; enables tool calls and named tool_choice.",
     )
-    extra_args: Annotated[list[str], Flag("--engine-arg")] = Field(
-        default_factory=list, description="Passed to the engine verbatim (escape hatch)."
+    allowed_media_domains: Annotated[
+        list[MediaHost], Field(max_length=64), Flag("--allowed-media-domains")
+    ] = Field(
+        default_factory=list,
+        description="Hosts whose http(s) media URLs (image_url, audio_url, video_url) the "
+        "engine may fetch. Empty: requests carrying such URLs are refused with a 400 "
+        "(data: URLs always work).",
+    )
+    extra_args: Annotated[list[str], Flag("--engine-arg", passthrough=True)] = Field(
+        default_factory=list,
+        description="More vLLM flags, from an allowlist of tuning flags "
+        "(docs/reference/engine-flags.md); any spelling vLLM accepts is checked.",
     )
 
     @field_validator("extra_args")
     @classmethod
-    def _extra_args_do_not_shadow_typed_fields(cls, value: list[str]) -> list[str]:
-        owned = typed_flags()
-        for arg in value:
-            flag = arg.split("=", 1)[0]
-            if flag in owned:
-                raise ValueError(
-                    f"extraArgs sets {flag}, which {owned[flag]} already controls; "
-                    "use that field instead"
-                )
+    def _extra_args_are_allowed_engine_flags(
+        cls, value: list[str], info: ValidationInfo
+    ) -> list[str]:
+        context = info.context if isinstance(info.context, dict) else {}
+        problem = extra_args_problem(
+            value, typed_flags(), from_serve_command_line=bool(context.get(SERVE_COMMAND_LINE))
+        )
+        if problem is not None:
+            raise ValueError(problem)
         return value
 
     def vllm_args(self) -> list[str]:
@@ -177,7 +202,10 @@ class EngineConfig(BaseModel):
         for name, flag in engine_flags():
             value = getattr(self, name)
             if isinstance(value, list):
-                extra += value
+                if flag.passthrough:
+                    extra += value
+                elif value:
+                    args += [flag.name, *value]
                 continue
             if value is None or (not flag.always and value == flag.vllm_default):
                 continue
@@ -248,10 +276,10 @@ def typed_flags() -> dict[str, str]:
     Passing one again through `extraArgs` would let two settings disagree."""
     owned: dict[str, str] = {}
     for name, flag in engine_flags():
-        if name == "extra_args":
+        if flag.passthrough:
             continue
         field = to_camel(name)
-        for spelling in (flag.name, *flag.aliases):
+        for spelling in (flag.name, *flag.aliases, *flag.with_flags):
             owned[spelling] = field
         if scalar_type(EngineConfig.model_fields[name]) is bool:
             owned[_negated(flag.name)] = field

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from modelplane.api.engine import EngineConfig, engine_flags, scalar_type
+from modelplane.api.extra_args import SERVE_COMMAND_LINE
 
 
 class ServeOptions(BaseModel):
@@ -113,12 +114,13 @@ def add_engine_arguments(group: argparse._ArgumentGroup) -> None:
         default = field.get_default(call_default_factory=True)
         help_text = (field.description or "").rstrip(".")
         if isinstance(default, list):
+            example = f", e.g. {flag.name}=--max-num-seqs=64" if flag.passthrough else ""
             group.add_argument(
                 flag.name,
                 dest=name,
                 action="append",
-                metavar="ARG",
-                help=f"{help_text}, e.g. {flag.name}=--max-num-seqs=64 (repeatable).",
+                metavar="ARG" if flag.passthrough else "ITEM",
+                help=f"{help_text}{example} (repeatable).",
             )
         elif kind is bool:
             group.add_argument(
@@ -166,7 +168,11 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
     if "model" not in base:
         raise OptionsError("--model is required (a model directory, .gguf file or HF id)")
     try:
-        return ServeOptions.model_validate({**base, "engine": engine})
+        # The command line's --engine-arg may carry the flags the operator derives from
+        # an LLMDeployment (api/extra_args.py); a spec's extraArgs may not.
+        return ServeOptions.model_validate(
+            {**base, "engine": engine}, context={SERVE_COMMAND_LINE: True}
+        )
     except ValidationError as err:
         raise OptionsError(_one_line(err)) from err
 

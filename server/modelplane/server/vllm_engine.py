@@ -130,6 +130,8 @@ class VllmEngine:
 async def open_vllm_engine(options: ServeOptions) -> AsyncIterator[VllmEngine]:
     """Create the engine (in a worker thread: it blocks for the whole load) and vLLM's app."""
     os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+    # A media host on engine.allowedMediaDomains must not redirect the engine elsewhere.
+    os.environ["VLLM_MEDIA_URL_ALLOW_REDIRECTS"] = "0"
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.entrypoints.launchers.api_server.app_state import init_app_state
     from vllm.entrypoints.launchers.app import build_app

@@ -12,6 +12,8 @@ both by their labels and only in the control-plane namespace (the chart's
 release namespace), since anyone who can create a pod elsewhere can copy
 labels; then from the peers the config lists (by default the model's own
 namespace and the monitoring namespace, where Prometheus scrapes from).
+With `networkPolicy.egress.enabled` the same policy also limits where the
+model server may connect (`egress.allowTo`).
 """
 
 from __future__ import annotations
@@ -74,7 +76,8 @@ def network_policy_peers(settings: NetworkPolicySettings) -> list[dict[str, Any]
 
 
 def build_network_policy(name: str, namespace: str, config: OperatorConfig) -> dict[str, Any]:
-    return {
+    egress = config.network_policy.egress
+    policy: dict[str, Any] = {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
         "metadata": {"name": name, "namespace": namespace, "labels": child_labels(name)},
@@ -89,3 +92,7 @@ def build_network_policy(name: str, namespace: str, config: OperatorConfig) -> d
             ],
         },
     }
+    if egress.enabled:
+        policy["spec"]["policyTypes"].append("Egress")
+        policy["spec"]["egress"] = [rule.manifest() for rule in egress.allow_to]
+    return policy
