@@ -6,9 +6,15 @@ a model whose servers are still loading (or stopped) is held, not failed,
 the same way a model scaled to zero is held in a cluster. The file is
 re-read when it changes, so models can be added without a restart.
 
+A model whose servers require an API key names a file holding it
+(`upstreamApiKeyFile`, relative to this file's folder; its first key line
+is sent as `Authorization: Bearer`). The client's own key is never sent.
+The key file is re-read when it changes (a mounted Secret updates in place).
+
     models:
       smollm2:
         upstreams: [http://127.0.0.1:8001, http://127.0.0.1:8002]
+        upstreamApiKeyFile: smollm2.key   # optional
       llama:
         routing: prefix              # least-load (default) | prefix | round-robin
         tracks:                      # weighted split, e.g. a canary
@@ -21,7 +27,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Annotated, Self
 
@@ -30,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from modelplane.api.contract import TRACK_STABLE
 from modelplane.gateway.config_files import ConfigError, read_yaml_model
+from modelplane.gateway.credentials import read_key_file
 from modelplane.gateway.routing.routes import ModelRoute, Routing, RoutingTable, Track
 
 log = logging.getLogger("modelplane.gateway.discovery")
@@ -52,6 +59,7 @@ class StaticModel(_Strict):
     routing: Routing = Routing.LEAST_LOAD
     upstreams: list[Url] = []
     tracks: dict[str, StaticTrack] = {}
+    upstream_api_key_file: Path | None = Field(None, alias="upstreamApiKeyFile")
 
     @model_validator(mode="after")
     def _one_form(self) -> Self:
@@ -78,16 +86,54 @@ def _base(url: str) -> str:
 
 
 def load_static_config(path: Path) -> StaticConfig:
-    return read_yaml_model(path, StaticConfig)
+    """The file's models, their key files' paths taken from the file's folder."""
+    config = read_yaml_model(path, StaticConfig)
+    return StaticConfig(
+        models={
+            name: model.model_copy(
+                update={"upstream_api_key_file": path.parent / model.upstream_api_key_file}
+            )
+            if model.upstream_api_key_file is not None
+            else model
+            for name, model in config.models.items()
+        }
+    )
 
 
-def routes_from_static(config: StaticConfig, ready: Iterable[str]) -> dict[str, ModelRoute]:
-    """The routing table for this file, keeping only the replicas seen ready."""
+def read_model_keys(config: StaticConfig) -> dict[str, str]:
+    """Each model's upstream key, by model name; ConfigError naming the first that fails."""
+    keys: dict[str, str] = {}
+    for name, model in config.models.items():
+        if model.upstream_api_key_file is not None:
+            try:
+                keys[name] = read_key_file(model.upstream_api_key_file)
+            except ValueError as err:
+                raise ConfigError(f"models.{name}.upstreamApiKeyFile: {err}") from err
+    return keys
+
+
+def routes_from_static(
+    config: StaticConfig,
+    ready: Iterable[str],
+    keys: Mapping[str, str] | None = None,
+) -> dict[str, ModelRoute]:
+    """The routing table for this file, keeping only the replicas seen ready.
+
+    `keys`: each model's upstream key; a model whose file names a key file
+    but has no key here gets a 503 for its requests (its replicas would refuse them).
+    """
     ready_set = set(ready)
+    keys = keys or {}
     return {
         name: ModelRoute(
             name=name,
             routing=model.routing,
+            upstream_key=keys.get(name),
+            upstream_key_problem=(
+                f"no key read from {model.upstream_api_key_file}"
+                if model.upstream_api_key_file is not None and name not in keys
+                else None
+            ),
             tracks=tuple(
                 Track(
                     name=track_name,
@@ -126,6 +172,8 @@ class StaticDiscovery:
         self.probe_timeout_s = probe_timeout_s
         self._mtime = self._file_mtime()
         self._ready: frozenset[str] | None = None
+        self._keys = read_model_keys(config)  # at start, an unreadable key is a config error
+        self._key_stamps = self._key_file_stamps()
 
     def _file_mtime(self) -> float | None:
         if self.path is None:
@@ -147,6 +195,37 @@ class StaticDiscovery:
         log.info("reloaded %s", self.path, extra={"models": sorted(self.config.models)})
         return True
 
+    def _key_file_stamps(self) -> dict[Path, float | None]:
+        stamps: dict[Path, float | None] = {}
+        for model in self.config.models.values():
+            if model.upstream_api_key_file is not None:
+                stamps[model.upstream_api_key_file] = _mtime(model.upstream_api_key_file)
+        return stamps
+
+    def _reload_keys_if_changed(self, config_changed: bool) -> bool:
+        """Read the key files again if the config or any key file changed. A key that
+        cannot be read keeps its model's previous key (rotating a Secret swaps the file
+        whole; a key file being written is read again at the next poll)."""
+        stamps = self._key_file_stamps()
+        if not config_changed and stamps == self._key_stamps:
+            return False
+        self._key_stamps = stamps
+        keys: dict[str, str] = {}
+        for name, model in self.config.models.items():
+            if model.upstream_api_key_file is None:
+                continue
+            try:
+                keys[name] = read_key_file(model.upstream_api_key_file)
+            except ValueError as err:
+                log.error("model %s: %s", name, err, extra={"model": name})
+                if name in self._keys:
+                    keys[name] = self._keys[name]
+        changed = keys != self._keys
+        if changed:
+            log.info("read the upstream API keys again", extra={"models": sorted(keys)})
+        self._keys = keys
+        return changed
+
     async def _probe(self, session: aiohttp.ClientSession, upstream: str) -> bool:
         try:
             async with session.get(f"{upstream}/ready") as response:
@@ -156,6 +235,7 @@ class StaticDiscovery:
 
     async def poll_once(self, session: aiohttp.ClientSession) -> None:
         changed = self._reload_if_changed()
+        changed = self._reload_keys_if_changed(changed) or changed
         upstreams = sorted(self.config.upstreams())
         results = await asyncio.gather(*(self._probe(session, u) for u in upstreams))
         ready = frozenset(u for u, ok in zip(upstreams, results, strict=True) if ok)
@@ -164,7 +244,7 @@ class StaticDiscovery:
                 state = "ready" if upstream in ready else "not ready"
                 log.info("replica %s is %s", upstream, state, extra={"upstream": upstream})
             self._ready = ready
-            self.table.replace(routes_from_static(self.config, ready))
+            self.table.replace(routes_from_static(self.config, ready, self._keys))
 
     async def run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.probe_timeout_s)
@@ -172,3 +252,10 @@ class StaticDiscovery:
             while True:
                 await self.poll_once(session)
                 await asyncio.sleep(self.interval_s)
+
+
+def _mtime(path: Path) -> float | None:
+    try:
+        return path.stat().st_mtime_ns / 1e9
+    except OSError:
+        return None

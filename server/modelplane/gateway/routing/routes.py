@@ -46,6 +46,12 @@ class ModelRoute:
     tracks: tuple[Track, ...]
     routing: Routing = Routing.LEAST_LOAD
     demand: tuple[DemandTarget, ...] = ()
+    # The key the gateway sends to this model's replicas (`Authorization: Bearer`): the
+    # model's own, never the client's. None: the replicas are sent no credential.
+    upstream_key: str | None = field(default=None, repr=False)
+    # Why the model's key could not be read (the replicas would refuse a request
+    # without it): its requests get a 503 until discovery reads the key.
+    upstream_key_problem: str | None = None
 
     @property
     def ready(self) -> bool:
