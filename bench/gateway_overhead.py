@@ -99,14 +99,18 @@ class Child:
             os.killpg(self.proc.pid, signal.SIGKILL)
 
 
-def gateway_child(name: str, upstream: str, port: int, tmp: Path) -> Child:
+def gateway_child(
+    name: str, upstream: str, port: int, tmp: Path, metrics_port: int | None = None
+) -> Child:
+    """`modelplane gateway` on `port`, its /metrics on `metrics_port` (else a free one)."""
     config = tmp / f"{name}.yaml"
     config.write_text(f"models:\n  {MODEL}:\n    upstreams: [{upstream}]\n")
     program = str(Path(sys.executable).parent / "modelplane")
+    metrics = metrics_port if metrics_port is not None else free_port()
     return Child(
         name,
         [program, "gateway", "--config", str(config), "--host", "127.0.0.1",
-         "--port", str(port), "--log-format", "text"],
+         "--port", str(port), "--metrics-port", str(metrics), "--log-format", "text"],
         tmp / f"{name}.log",
     )  # fmt: skip
 
@@ -326,7 +330,7 @@ def main() -> None:
     print(f"logs: {tmp}", file=sys.stderr)
     program = str(Path(sys.executable).parent / "modelplane")
     stub_port, nginx_port, gw_stub_port = free_port(), free_port(), free_port()
-    server_port, gw_real_port = free_port(), free_port()
+    server_port, gw_real_port, gw_real_metrics_port = free_port(), free_port(), free_port()
     stub = Child("stub", [sys.executable, str(BENCH / "stub_upstream.py"), "--port",
                           str(stub_port)], tmp / "stub.log")  # fmt: skip
     (tmp / "nginx.conf").write_text(NGINX_CONF.format(tmp=tmp, upstream=stub_port, port=nginx_port))
@@ -344,7 +348,9 @@ def main() -> None:
          "--port", str(server_port), "--log-format", "text"],
         tmp / "server.log",
     )  # fmt: skip
-    gw_real = gateway_child("gateway-real", f"http://127.0.0.1:{server_port}", gw_real_port, tmp)
+    gw_real = gateway_child(
+        "gateway-real", f"http://127.0.0.1:{server_port}", gw_real_port, tmp, gw_real_metrics_port
+    )
     children = [stub, nginx, gw_stub, server, gw_real]
     stub_url = f"http://127.0.0.1:{stub_port}"
     nginx_url = f"http://127.0.0.1:{nginx_port}"
@@ -399,7 +405,8 @@ def main() -> None:
                 )
         pairs = asyncio.run(paired(direct, via, args.pairs, 8))
         print(f"paired requests: {len(pairs)} of {args.pairs} answered", file=sys.stderr)
-        own_p50_ms = histogram_p50(via, "modelplane_gateway_added_latency_seconds") * 1000
+        via_metrics = f"http://127.0.0.1:{gw_real_metrics_port}"  # the metrics port
+        own_p50_ms = histogram_p50(via_metrics, "modelplane_gateway_added_latency_seconds") * 1000
     finally:
         for child in reversed(children):
             child.stop()

@@ -253,7 +253,10 @@ def test_gateway_is_a_deployment_and_service_on_the_contract_port() -> None:
     assert labels[contract.LABEL_PART_OF] == contract.PART_OF
     assert labels[contract.LABEL_COMPONENT] == contract.COMPONENT_GATEWAY
     ports = {p["name"]: p["containerPort"] for p in gateway["ports"]}
-    assert ports == {"http": contract.GATEWAY_PORT}
+    assert ports == {
+        "http": contract.GATEWAY_PORT,
+        contract.GATEWAY_METRICS_PORT_NAME: contract.GATEWAY_METRICS_PORT,
+    }
     assert gateway["readinessProbe"]["httpGet"] == {"path": "/ready", "port": "http"}
     assert gateway["livenessProbe"]["httpGet"] == {"path": "/health", "port": "http"}
     assert gateway["securityContext"] == container(docs, "-operator")["securityContext"]
@@ -265,7 +268,7 @@ def test_gateway_is_a_deployment_and_service_on_the_contract_port() -> None:
 
     service = find(docs, "Service", "-gateway")
     assert service["spec"]["selector"].items() <= labels.items()
-    (port,) = service["spec"]["ports"]
+    (port,) = service["spec"]["ports"]  # clients reach the API, never /metrics
     assert (port["port"], port["targetPort"]) == (8080, "http")
     pdb = find(docs, "PodDisruptionBudget", "-gateway")
     assert pdb["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
@@ -377,7 +380,8 @@ def test_gateway_pod_monitor_scrapes_the_gateway_pods() -> None:
     assert monitor["selector"]["matchLabels"].items() <= pod_labels.items()
     assert monitor["namespaceSelector"] == {"matchNames": [NAMESPACE]}
     (endpoint,) = monitor["podMetricsEndpoints"]
-    assert (endpoint["port"], endpoint["path"]) == ("http", "/metrics")
+    # The metrics port: the API port answers /metrics with 404.
+    assert (endpoint["port"], endpoint["path"]) == (contract.GATEWAY_METRICS_PORT_NAME, "/metrics")
     # No gateway, nothing to scrape.
     off = render({"monitoring": {"gateway": {"enabled": True}}})
     assert not [d for d in off if "gateway" in d["metadata"]["name"]]

@@ -136,6 +136,8 @@ def test_gateway_args_parse_into_the_options_the_values_say(case: str) -> None:
     assert (options.discovery, options.host) == ("kubernetes", "0.0.0.0")
     ports = {p["name"]: p["containerPort"] for p in gateway["ports"]}
     assert options.port == ports["http"] == contract.GATEWAY_PORT
+    metrics = ports[contract.GATEWAY_METRICS_PORT_NAME]
+    assert options.metrics_port == metrics == contract.GATEWAY_METRICS_PORT != options.port
     assert options.namespaces == tuple(values.get("operator", {}).get("watchNamespaces", []))
     settings = values["gateway"]
     assert options.default_routing.value == settings.get("defaultRouting", "least-load")

@@ -139,13 +139,18 @@ def scrape_jobs(
     docs: list[dict[str, Any]],
     model_server_pod: dict[str, Any],
     server_port: int,
-    gateway_ports: list[int],
+    gateway_metrics_ports: list[int],
     operator_port: int,
 ) -> list[dict[str, Any]]:
     """One job per chart PodMonitor, its targets labelled as pod discovery would label them."""
     gateways = [
-        (f"127.0.0.1:{port}", discovered(chart_pod(docs, "-gateway", f"7f6b9-{i}x2k"), "http"))
-        for i, port in enumerate(gateway_ports)
+        (
+            f"127.0.0.1:{port}",
+            discovered(
+                chart_pod(docs, "-gateway", f"7f6b9-{i}x2k"), contract.GATEWAY_METRICS_PORT_NAME
+            ),
+        )
+        for i, port in enumerate(gateway_metrics_ports)
     ]
     operator = chart_pod(docs, "-operator", "5c8d4-k9m2p")
     return [
@@ -206,7 +211,11 @@ def stack(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         stop.callback(failover.stop)
 
         jobs = scrape_jobs(
-            docs, pod.manifest, server.port, [front.port, failover.port], operator_port
+            docs,
+            pod.manifest,
+            server.port,
+            [front.metrics_port, failover.metrics_port],
+            operator_port,
         )
         prom = PrometheusServer(
             {"global": {"evaluation_interval": "1s"}, "scrape_configs": jobs}, tmp
@@ -223,7 +232,7 @@ def stack(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         failover.start()
         failover.wait_synced()
         doomed.die()  # gateway B saw it ready; now it is gone
-        gateway_b = f'model="{MODEL}", instance="127.0.0.1:{failover.port}"'
+        gateway_b = f'model="{MODEL}", instance="127.0.0.1:{failover.metrics_port}"'
         prom.wait_for(f"modelplane_gateway_retries_total{{{gateway_b}}} == 0")
         prom.wait_for('modelplane_operator_scaling_decisions_total{direction="down"} == 0')
         served = f'sum(modelplane_requests_total{{job="{contract.JOB_MODEL_SERVER}"}})'

@@ -16,7 +16,7 @@ def register(subparsers: Any) -> None:
         description="One OpenAI endpoint for every model: routes each request by its `model` "
         "to a ready replica, balancing by load or conversation prefix, retrying before the "
         "first byte, holding requests while a model scales up from zero. Serves a chat page "
-        "at /, Prometheus metrics at /metrics.",
+        "at /; Prometheus metrics at /metrics on the metrics port (--metrics-port).",
     )
     add_gateway_arguments(parser)
     parser.set_defaults(handler=run)

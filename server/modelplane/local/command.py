@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from modelplane.api import contract
 from modelplane.gateway.options import GatewayOptions, OptionsError
 
 
@@ -30,6 +31,13 @@ def register(subparsers: Any) -> None:
         default=8000,
         help="Gateway port (8000); model servers take the ports after it.",
     )
+    parser.add_argument(
+        "--metrics-port",
+        type=int,
+        default=contract.GATEWAY_METRICS_PORT,
+        help=f"Port of the gateway's GET /metrics ({contract.GATEWAY_METRICS_PORT}); "
+        "the API's port has none.",
+    )
     parser.add_argument("--api-key-file", type=Path, help="API keys the gateway requires.")
     parser.add_argument(
         "--hold-timeout",
@@ -48,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
         options = GatewayOptions(
             host=args.host,
             port=args.port,
+            metrics_port=args.metrics_port,
             api_key_file=args.api_key_file,
             hold_timeout=args.hold_timeout,
             drain_timeout=args.drain_timeout,

@@ -34,7 +34,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
@@ -109,9 +109,12 @@ class Replica:
         return f"http://127.0.0.1:{self.port}"
 
 
-def plan_replicas(config: LocalConfig, first_port: int) -> list[Replica]:
+def plan_replicas(
+    config: LocalConfig, first_port: int, reserved: Collection[int] = ()
+) -> list[Replica]:
     """Ports for every replica: a model's `port` and the ones after it, else the
-    next unused ports from `first_port` on."""
+    next unused ports from `first_port` on, skipping the `reserved` ones (the
+    gateway's metrics port)."""
     fixed = {
         m.port + i for m in config.models if m.port is not None for i in range(m.replicas)
     }  # fmt: skip
@@ -119,6 +122,12 @@ def plan_replicas(config: LocalConfig, first_port: int) -> list[Replica]:
     duplicates = sorted({n for n in names if names.count(n) > 1})
     if duplicates:
         raise LocalConfigError(f"model names must be unique: {', '.join(duplicates)}")
+    taken = sorted(fixed.intersection(reserved))
+    if taken:
+        raise LocalConfigError(
+            f"port {taken[0]} is the gateway's metrics port; give the model another port"
+        )
+    fixed |= set(reserved)
     replicas: list[Replica] = []
     next_port = first_port
     for model in config.models:
@@ -190,13 +199,16 @@ def _kill_group(child: Child) -> None:
         os.killpg(child.proc.pid, signal.SIGKILL)
 
 
-def examples_text(gateway_url: str, config: LocalConfig, needs_key: bool) -> str:
+def examples_text(
+    gateway_url: str, config: LocalConfig, needs_key: bool, metrics_url: str | None = None
+) -> str:
     chat = next((m.name for m in config.models if m.generates_text), config.models[0].name)
     names = ", ".join(m.name for m in config.models)
     return (
         usage_examples(f"{gateway_url}/v1", chat, needs_key=needs_key)
         + f"\n  Models: {names}\n  Chat page: {gateway_url}/\n"
         + f"  Terminal chat: modelplane chat --url {gateway_url} --model {chat}\n"
+        + (f"  Metrics (Prometheus): {metrics_url}\n" if metrics_url else "")
     )
 
 
@@ -244,6 +256,9 @@ async def run_local(
     shown = False
     display = "127.0.0.1" if options.host in ("0.0.0.0", "::", "") else options.host
     url = f"http://{display}:{options.port}"
+    metrics_host = options.metrics_address
+    metrics_display = "127.0.0.1" if metrics_host in ("0.0.0.0", "::", "") else metrics_host
+    metrics_url = f"http://{metrics_display}:{options.metrics_port}/metrics"
 
     def note_ready(routes: Mapping[str, ModelRoute]) -> None:
         nonlocal shown
@@ -252,7 +267,7 @@ async def run_local(
             child.ready_once = child.ready_once or child.replica.url in ready_urls
         if not shown and all(r.ready for r in routes.values()):
             shown = True
-            print(examples_text(url, config, bool(keys)), flush=True)
+            print(examples_text(url, config, bool(keys), metrics_url), flush=True)
 
     gateway.table.listeners.append(note_ready)
 
@@ -299,7 +314,7 @@ def run_local_mode(options: GatewayOptions, config_path: Path | None) -> int:
     logging.config.dictConfig(logging_config(options.log_format))
     try:
         config = load_local_config(config_path) if config_path else DEFAULT_CONFIG
-        replicas = plan_replicas(config, options.port + 1)
+        replicas = plan_replicas(config, options.port + 1, reserved={options.metrics_port})
         keys = load_api_keys(options.api_key_file)
         paths = {m.name: resolve_model(m.model) for m in config.models}
     except (ValueError, ModelBuildError) as err:  # the config, a key file, the model build

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import signal
@@ -17,6 +18,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.conftest import MODELPLANE, free_port
+from tests.integration.gateway.cluster_objects import cluster  # noqa: F401 - a fixture
+from tests.unit.gateway.conftest import stub_replicas  # noqa: F401 - a fixture
 
 ENGINE_ENV = {"VLLM_CPU_KVCACHE_SPACE": "1", "HF_HUB_OFFLINE": "1"}
 
@@ -73,10 +76,16 @@ class Process:
 @dataclass
 class GatewayProcess(Process):
     port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def metrics_url(self) -> str:
+        """The metrics port's GET /metrics (the API's port has none)."""
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     @staticmethod
     def static(
@@ -84,10 +93,17 @@ class GatewayProcess(Process):
     ) -> GatewayProcess:
         config = tmp / f"{name}.yaml"
         config.write_text(f"models:\n  {model}:\n    upstreams: [{', '.join(upstreams)}]\n")
-        gateway = GatewayProcess(args=(), log_path=tmp / f"{name}.log")
+        return GatewayProcess.with_args(tmp, name, "--config", str(config), *flags)
+
+    @staticmethod
+    def with_args(
+        tmp: Path, name: str, *flags: str, env: dict[str, str] | None = None
+    ) -> GatewayProcess:
+        """`modelplane gateway FLAGS` on free ports, logging to `tmp/<name>.log`."""
+        gateway = GatewayProcess(args=(), log_path=tmp / f"{name}.log", env=env or {})
         gateway.args = [
-            "gateway", "--config", str(config), "--host", "127.0.0.1", "--port", str(gateway.port),
-            "--log-format", "text", *flags,
+            "gateway", "--host", "127.0.0.1", "--port", str(gateway.port),
+            "--metrics-port", str(gateway.metrics_port), "--log-format", "text", *flags,
         ]  # fmt: skip
         return gateway
 
@@ -103,12 +119,30 @@ class GatewayProcess(Process):
             time.sleep(0.1)
         pytest.fail(f"gateway not synced after {timeout_s}s:\n{self.log()}")
 
+    async def wait_synced_async(self, timeout_s: float = 60) -> GatewayProcess:
+        """`wait_synced` for async tests, whose stub replicas share the event loop."""
+        deadline = time.monotonic() + timeout_s
+        async with httpx.AsyncClient(timeout=2) as client:
+            while time.monotonic() < deadline:
+                assert self.proc is not None
+                if self.proc.poll() is not None:
+                    pytest.fail(f"gateway exited with {self.proc.returncode}:\n{self.log()}")
+                with contextlib.suppress(httpx.TransportError):
+                    if (await client.get(f"{self.url}/ready")).status_code == 200:
+                        return self
+                await asyncio.sleep(0.1)
+        pytest.fail(f"gateway not synced after {timeout_s}s:\n{self.log()}")
+
     def metric(self, name: str, **labels: str) -> float:
         """The sum of the samples called `name` whose labels include `labels` (0 if none)."""
-        text = httpx.get(f"{self.url}/metrics", timeout=5).text
-        return sum(
-            sample.value
-            for family in text_string_to_metric_families(text)
-            for sample in family.samples
-            if sample.name == name and labels.items() <= sample.labels.items()
-        )
+        return metric_sum(httpx.get(self.metrics_url, timeout=5).text, name, **labels)
+
+
+def metric_sum(text: str, name: str, **labels: str) -> float:
+    """The sum of the samples called `name` in a scrape whose labels include `labels`."""
+    return sum(
+        sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+        if sample.name == name and labels.items() <= sample.labels.items()
+    )

@@ -37,10 +37,13 @@ PARIS: list[ChatCompletionMessageParam] = [
 
 
 class LocalStack:
-    def __init__(self, process: Process, gateway_port: int, server_port: int) -> None:
+    def __init__(
+        self, process: Process, gateway_port: int, server_port: int, metrics_port: int
+    ) -> None:
         self.process = process
         self.url = f"http://127.0.0.1:{gateway_port}"
         self.server_url = f"http://127.0.0.1:{server_port}"
+        self.metrics_port = metrics_port
 
     def client(self) -> openai.OpenAI:
         return openai.OpenAI(base_url=f"{self.url}/v1", api_key="none", max_retries=0)
@@ -54,20 +57,21 @@ TWO_SERVER_BINDS = server_envs(2, {})
 @pytest.fixture(scope="module")
 def stack(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalStack]:
     tmp = tmp_path_factory.mktemp("local-stack")
-    gateway_port, server_port = free_port(), free_port()
+    gateway_port, server_port, metrics_port = free_port(), free_port(), free_port()
     config = tmp / "models.yaml"
     config.write_text(
         f"models:\n  - name: {MODEL}\n    model: {smollm2_dir}\n    port: {server_port}\n"
         "    args: [--max-model-len, '2048', --enforce-eager]\n"
     )
+    ports = ["--port", str(gateway_port), "--metrics-port", str(metrics_port)]
     process = Process(
-        ["local", "--config", str(config), "--port", str(gateway_port)],
+        ["local", "--config", str(config), *ports],
         tmp / "local.log",
         env=TWO_SERVER_BINDS[0],
     ).start()
     try:
         process.wait_for_output("Chat page:")
-        yield LocalStack(process, gateway_port, server_port)
+        yield LocalStack(process, gateway_port, server_port, metrics_port)
     finally:
         process.stop()
 
@@ -92,7 +96,15 @@ def test_local_mode_prints_the_gateway_as_the_address_to_use(stack: LocalStack) 
     assert f"curl -s {stack.url}/v1/chat/completions" in output
     assert f'OpenAI(base_url="{stack.url}/v1"' in output
     assert f"Chat page: {stack.url}/" in output
+    assert f"Metrics (Prometheus): http://127.0.0.1:{stack.metrics_port}/metrics" in output
     assert stack.server_url not in output.split("Modelplane is serving")[-1]
+
+
+def test_local_mode_serves_metrics_on_their_own_port_only(stack: LocalStack) -> None:
+    """The series name replicas by address: not on the port clients use."""
+    assert httpx.get(f"{stack.url}/metrics", timeout=5).status_code == 404
+    scrape = httpx.get(f"http://127.0.0.1:{stack.metrics_port}/metrics", timeout=5)
+    assert scrape.status_code == 200 and "modelplane_gateway_ready_replicas" in scrape.text
 
 
 def test_openai_client_through_the_gateway_plain_and_streamed(stack: LocalStack) -> None:

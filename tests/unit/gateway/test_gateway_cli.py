@@ -45,3 +45,19 @@ def test_chat_without_a_server_says_so() -> None:
     result = run("chat", "--url", "http://127.0.0.1:9", "--model", "m", stdin="hello\n")
     assert result.returncode == 1
     assert result.stderr.startswith("\nmodelplane chat:") and "connect" in result.stderr.lower()
+
+
+def test_metrics_may_not_share_the_api_port() -> None:
+    result = run("gateway", "--config", "x.yaml", "--port", "9000", "--metrics-port", "9000")
+    assert result.returncode == 2
+    assert "/metrics needs a port of its own" in result.stderr
+
+
+def test_an_unreadable_upstream_key_file_is_refused_naming_the_model(tmp_path: Path) -> None:
+    config = tmp_path / "g.yaml"
+    config.write_text(
+        "models:\n  m:\n    upstreams: [http://127.0.0.1:9]\n    upstreamApiKeyFile: m.key\n"
+    )
+    result = run("gateway", "--config", str(config))
+    assert result.returncode == 2
+    assert "models.m.upstreamApiKeyFile: cannot read upstream API key file" in result.stderr

@@ -47,6 +47,15 @@ def test_replicas_get_the_ports_after_the_gateway_unless_pinned() -> None:
     assert static.models["embed"].routing is Routing.LEAST_LOAD
 
 
+def test_replicas_skip_the_gateways_metrics_port_and_may_not_pin_it() -> None:
+    config = LocalConfig(models=[LocalModel(name="chat", model="/m/chat", replicas=2)])
+    plan = plan_replicas(config, first_port=8001, reserved={8002})
+    assert [r.port for r in plan] == [8001, 8003]
+    pinned = LocalConfig(models=[LocalModel(name="chat", model="/m/chat", port=8081)])
+    with pytest.raises(LocalConfigError, match="port 8081 is the gateway's metrics port"):
+        plan_replicas(pinned, 8001, reserved={8081})
+
+
 def test_duplicate_model_names_are_refused() -> None:
     config = LocalConfig(models=[LocalModel(name="a", model="x"), LocalModel(name="a", model="y")])
     with pytest.raises(LocalConfigError, match="unique: a"):
