@@ -30,6 +30,7 @@ class ApiCall:
     group: str
     resource: str  # "deployments" or "deployments/scale"
     path: str
+    name: str | None = None  # the object's name; None for a collection
 
     def __str__(self) -> str:
         return f"{self.verb} {self.group or 'core'}/{self.resource} ({self.path})"
@@ -62,7 +63,7 @@ def api_call(method: str, path: str, query: Mapping[str, str]) -> ApiCall | None
         verb = "delete" if name else "deletecollection"
     else:
         verb = {"POST": "create", "PUT": "update", "PATCH": "patch"}[method]
-    return ApiCall(verb, group, resource, path)
+    return ApiCall(verb, group, resource, path, name)
 
 
 def allowed(call: ApiCall, rules: Iterable[Mapping[str, Any]]) -> bool:
@@ -70,8 +71,15 @@ def allowed(call: ApiCall, rules: Iterable[Mapping[str, Any]]) -> bool:
         (call.group in rule.get("apiGroups", []) or "*" in rule.get("apiGroups", []))
         and (call.resource in rule.get("resources", []) or "*" in rule.get("resources", []))
         and (call.verb in rule.get("verbs", []) or "*" in rule.get("verbs", []))
+        and _names_match(call, rule.get("resourceNames"))
         for rule in rules
     )
+
+
+def _names_match(call: ApiCall, names: list[str] | None) -> bool:
+    """A rule with resourceNames allows only requests for one of those objects (a list or
+    watch narrowed to one name by a field selector is not modelled here: refused)."""
+    return not names or (call.name is not None and call.name in names)
 
 
 def disallowed_calls(
