@@ -98,6 +98,9 @@ def test_an_unreadable_key_file_keeps_the_keys_read_before(tmp_path: Path) -> No
     key_file.unlink()
     assert not keys.reload()
     assert keys.allows(bearer("key-a"))
+    key_file.write_bytes(b"\xff\xfe not text")
+    assert not keys.reload()
+    assert keys.allows(bearer("key-a"))
 
 
 def test_fixed_keys_and_no_keys() -> None:

@@ -86,10 +86,11 @@ class ApiKeys:
             return False
         try:
             text = self.path.read_text()
-        except OSError as err:
+        except (OSError, ValueError) as err:  # ValueError: bytes that are not text
+            reason = err.strerror if isinstance(err, OSError) else str(err)
             log.warning(
                 "cannot read the API key file; keeping the keys read before: %s",
-                err.strerror,
+                reason,
                 extra={"path": str(self.path)},
             )
             return False
