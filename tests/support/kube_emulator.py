@@ -78,6 +78,8 @@ CLUSTER_RESOURCES: Final[dict[str, Any]] = {
         "PodDisruptionBudget", subresources=("status",)
     ),
     "networking.k8s.io/v1/networkpolicies": resource_info("NetworkPolicy"),
+    "batch/v1/jobs": resource_info("Job", subresources=("status",)),
+    "v1/persistentvolumeclaims": resource_info("PersistentVolumeClaim", subresources=("status",)),
     "coordination.k8s.io/v1/leases": resource_info("Lease"),  # the gateway's demand Leases
     "apiextensions.k8s.io/v1/customresourcedefinitions": resource_info(
         "CustomResourceDefinition", namespaced=False, subresources=("status",)

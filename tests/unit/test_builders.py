@@ -94,7 +94,8 @@ def test_cpu_pod_has_no_gpu_and_cpu_image() -> None:
     c = container(children(SPECS["cpu"])["Deployment"])
     assert c["image"] == CONFIG.images.cpu
     assert c["resources"] == {
-        "requests": {"cpu": "2", "memory": "8Gi"},
+        # 135M parameters in 16 bits, with headroom, rounded up: the emptyDir cache's room.
+        "requests": {"cpu": "2", "memory": "8Gi", "ephemeral-storage": "1Gi"},
         "limits": {"memory": "8Gi"},
     }
     pod = children(SPECS["cpu"])["Deployment"]["spec"]["template"]["spec"]

@@ -20,7 +20,9 @@ Example (any subset):
         quantizations: [none, awq, gptq, fp8, bitsandbytes, gguf, compressed-tensors]
     images: {gpu: registry.example.com/modelplane/server:gpu, cpu: ...}
     startupProbe: {periodSeconds: 10, failureThreshold: 180}
-    drainTimeoutSeconds: 30
+    drainTimeoutSeconds: 180               # longest a request may run after SIGTERM
+    preStopSeconds: 10                    # endpoints drop a stopping pod before SIGTERM
+    maxConcurrentOperatorRollouts: 2      # models re-templated by an operator change at once
     modelCache: {sizeLimit: 200Gi}        # or {claimName: model-cache}
     serviceMonitorLabels: {release: kube-prometheus-stack}
     namespaces: [llm-prod, llm-staging]   # empty: all namespaces
@@ -50,6 +52,15 @@ from modelplane.api.llmdeployment import QUANTITY_PATTERN
 from modelplane.operator.quantities import Resource, per_gpu_total
 
 CONFIG_ENV: Final = "MODELPLANE_OPERATOR_CONFIG"
+# A model server's drain after SIGTERM: an 8,000-token answer streamed at 45 tokens/s
+# (a long reasoning answer on a busy replica) takes about 180 s. An idle server exits
+# within a second, so the long default costs only when a request really runs long.
+DEFAULT_DRAIN_TIMEOUT_SECONDS: Final = 180
+# Endpoint removal reaches kube-proxy and the gateway within a few seconds; 10 s leaves
+# room for a slow kube-proxy sync or an external load balancer's health check.
+DEFAULT_PRE_STOP_SECONDS: Final = 10
+# After the drain: uvicorn's close (5 s for connections) and the engine's shutdown.
+SHUTDOWN_MARGIN_SECONDS: Final = 15
 NVIDIA_GPU: Final = "nvidia.com/gpu"
 # Node labels that say which GPU a node has, one scheme per way nodes are made:
 # NVIDIA GPU feature discovery (GPU Operator; any cloud or bare metal), GKE, and
@@ -365,6 +376,11 @@ class Images(ConfigModel):
     gpu: str = "modelplane/server:gpu"
     cpu: str = "modelplane/server:cpu"
     pull_policy: str = Field("IfNotPresent", pattern="^(Always|IfNotPresent|Never)$")
+    pull_secrets: list[str] = Field(
+        default_factory=list,
+        description="Secrets (in each model's namespace) for pulling the server image; "
+        "a resource's spec.imagePullSecrets are added to these.",
+    )
 
 
 class StartupProbe(ConfigModel):
@@ -380,7 +396,32 @@ class ModelCache(ConfigModel):
     claim_name: str | None = Field(
         None, description="A PersistentVolumeClaim shared by replicas; None: an emptyDir."
     )
-    size_limit: Quantity = "100Gi"
+    size_limit: Quantity = Field(
+        "100Gi",
+        description="The emptyDir's size limit, and its ephemeral-storage request when the "
+        "model's size is neither given nor readable from its name.",
+    )
+
+
+class CacheProfile(ConfigModel):
+    """A model cache shared by replicas: a PersistentVolumeClaim in each model's namespace,
+    filled once per model revision by a download Job and mounted read-only by the replicas."""
+
+    claim_name: str | None = Field(
+        None,
+        description="Use this existing claim (it must exist in every namespace that uses the "
+        "profile); None: the operator creates modelplane-cache-<profile> from the fields below.",
+    )
+    storage_class_name: str | None = Field(
+        None, description="StorageClass of the created claim; None: the cluster's default."
+    )
+    size: Quantity = Field("500Gi", description="Size of the created claim.")
+    access_mode: str = Field(
+        "ReadWriteMany",
+        pattern="^(ReadWriteMany|ReadWriteOnce)$",
+        description="ReadWriteMany lets replicas on every node mount it (EFS, Filestore, "
+        "Azure Files, CephFS); ReadWriteOnce suits single-node clusters only.",
+    )
 
 
 # Every namespace carries its own name in this label (Kubernetes 1.21+, set by the API
@@ -575,9 +616,34 @@ class OperatorConfig(ConfigModel):
     default_cpu_accelerator: str = "cpu"
     images: Images = Field(default_factory=Images)
     startup_probe: StartupProbe = Field(default_factory=StartupProbe)
-    drain_timeout_seconds: Annotated[int, Field(ge=0)] = 30
+    drain_timeout_seconds: Annotated[int, Field(ge=0)] = Field(
+        DEFAULT_DRAIN_TIMEOUT_SECONDS,
+        description="After SIGTERM, the longest a model server keeps serving: requests in "
+        "flight (long streams included) and arriving are served until it is idle, or this "
+        "many seconds have passed.",
+    )
+    pre_stop_seconds: Annotated[int, Field(ge=0, le=300)] = Field(
+        DEFAULT_PRE_STOP_SECONDS,
+        description="The model-server container's pre-stop sleep (the kubelet's native sleep "
+        "action, Kubernetes 1.30+): a stopping pod keeps serving this long before SIGTERM, "
+        "while endpoints, kube-proxy and the gateway stop routing to it. 0: no hook.",
+    )
+    max_concurrent_operator_rollouts: Annotated[int, Field(ge=1)] = Field(
+        2,
+        description="Models re-templated at once by a change of the operator itself (a new "
+        "version, a config change), each rollout wanting a spare GPU; the others wait "
+        "(condition Progressing, reason RolloutQueued). A change of a model's own spec is "
+        "never held back.",
+    )
     shm_size_limit: Quantity = "8Gi"
     model_cache: ModelCache = Field(default_factory=ModelCache)
+    cache_profiles: dict[str, CacheProfile] = Field(
+        default_factory=dict,
+        description="Shared model caches by name, for spec.model.cacheProfile.",
+    )
+    download_job_deadline_seconds: Annotated[int, Field(ge=60)] = Field(
+        6 * 3600, description="How long a model download Job may run before it fails."
+    )
     network_policy: NetworkPolicySettings = Field(default_factory=NetworkPolicySettings)
     service_monitor_interval: str = "15s"
     service_monitor_labels: dict[str, str] = Field(
@@ -621,8 +687,12 @@ class OperatorConfig(ConfigModel):
 
     @property
     def termination_grace_seconds(self) -> int:
-        """Longer than the server's drain, so in-flight requests finish before SIGKILL."""
-        return self.drain_timeout_seconds + 15
+        """The pod's grace: its pre-stop sleep, then the server's drain, then time to exit.
+
+        The kubelet counts the grace from the start of the pre-stop hook, so a
+        grace shorter than both would SIGKILL a stream the drain still allows.
+        """
+        return self.pre_stop_seconds + self.drain_timeout_seconds + SHUTDOWN_MARGIN_SECONDS
 
 
 class ConfigError(ValueError):

@@ -50,6 +50,7 @@ from modelplane.operator.kube.peering import POD_ID_ENV, ActivityGate, activity_
 from modelplane.operator.kube.resources import (
     CONFIG_MAPS,
     DEPLOYMENTS,
+    JOBS,
     LEASES,
     NETWORK_POLICIES,
     POD_DISRUPTION_BUDGETS,
@@ -84,6 +85,7 @@ CHILD_INDEXES: Final[dict[str, ResourceType]] = {
     "pdbs_idx": POD_DISRUPTION_BUDGETS,
     "networkpolicies_idx": NETWORK_POLICIES,
     "servicemonitors_idx": SERVICE_MONITORS,
+    "jobs_idx": JOBS,
 }
 LLMD = (contract.GROUP, contract.VERSION, contract.PLURAL)
 

@@ -31,6 +31,8 @@ MANAGED_BY: Final = "modelplane-operator"
 COMPONENT_MODEL_SERVER: Final = "model-server"
 COMPONENT_GATEWAY: Final = "gateway"
 COMPONENT_OPERATOR: Final = "operator"
+COMPONENT_MODEL_DOWNLOAD: Final = "model-download"  # a cache profile's download Job
+COMPONENT_MODEL_CACHE: Final = "model-cache"  # a cache profile's PersistentVolumeClaim
 
 # Modelplane's own labels, on every child of an LLMDeployment (and on its pods).
 LABEL_LLMDEPLOYMENT: Final = f"{GROUP}/llmdeployment"  # the LLMDeployment's name
@@ -55,6 +57,10 @@ ANNOTATION_TEMPLATE_HASH: Final = f"{GROUP}/template-hash"
 # On every child of an LLMDeployment: hash of the manifest the operator last
 # applied (replicas excluded), so a resync that finds it unchanged writes nothing.
 ANNOTATION_SPEC_HASH: Final = f"{GROUP}/spec-hash"
+# On a model's Deployments: hash of the LLMDeployment spec (replicas left out) that
+# produced the template, so an operator change of the template (same spec hash) is
+# told apart from the model's own (and only the former waits for a rollout slot).
+ANNOTATION_MODEL_SPEC_HASH: Final = f"{GROUP}/model-spec-hash"
 
 # On the gateway's scale-from-zero demand Lease (coordination.k8s.io/v1, one per
 # LLMDeployment, `modelplane.api.demand`), beside its spec.renewTime (when it held a
@@ -79,3 +85,7 @@ SERVER_PORT: Final = 8000  # modelplane serve, in pods and locally
 SERVER_PORT_NAME: Final = "http"
 OPERATOR_METRICS_PORT: Final = 8080
 GATEWAY_PORT: Final = 8080
+# The gateway's Prometheus /metrics, on a port of its own: the series name replicas by
+# address and models by name, which the clients of the public port need not see.
+GATEWAY_METRICS_PORT: Final = 8081
+GATEWAY_METRICS_PORT_NAME: Final = "metrics"

@@ -29,6 +29,8 @@ from modelplane.api.engine import EngineConfig, Runner
 QUANTITY_PATTERN: Final = r"^[0-9]+(\.[0-9]+)?(m|k|M|G|T|P|E|Ki|Mi|Gi|Ti|Pi|Ei)?$"
 # DNS-1035 label: what Service names (and so LLMDeployment names) must be.
 DNS_LABEL_PATTERN: Final = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
+# DNS-1123 subdomain: what Secret and ServiceAccount names must be.
+DNS_SUBDOMAIN_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0-9])?)*$"
 # Child names append at most "-canary" (7 characters) and pod names a further
 # generated suffix; 50 keeps every derived name within Kubernetes' 63.
 MAX_NAME_LENGTH: Final = 50
@@ -61,6 +63,24 @@ class SourceScheme(StrEnum):
 
 
 SOURCE_PATTERN: Final = r"^(hf|pvc|s3|file)://.+"
+CREDENTIALS_RULE: Final = _rule(
+    "!has(self.credentialsSecretRef) || self.source.startsWith('hf://') || "
+    "self.source.startsWith('s3://')",
+    "model.credentialsSecretRef applies to hf:// and s3:// sources only",
+)
+CACHE_PROFILE_RULE: Final = _rule(
+    "!has(self.cacheProfile) || self.source.startsWith('hf://')",
+    "model.cacheProfile applies to hf:// sources only (a pvc:// source already is a volume, "
+    "an s3:// source is streamed)",
+)
+
+
+class LocalObjectReference(ResourceModel):
+    """An object in the LLMDeployment's namespace, by name."""
+
+    name: Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)] = (
+        Field(description="The object's name.")
+    )
 
 
 class ModelSpec(ResourceModel):
@@ -71,7 +91,9 @@ class ModelSpec(ResourceModel):
             _rule(
                 f"self.source.matches('{SOURCE_PATTERN}')",
                 "model.source must start with hf://, pvc://, s3:// or file://",
-            )
+            ),
+            CREDENTIALS_RULE,
+            CACHE_PROFILE_RULE,
         )
     )
 
@@ -90,6 +112,27 @@ class ModelSpec(ResourceModel):
         None,
         description="The OpenAI `model` name clients use; defaults to the LLMDeployment's name.",
     )
+    credentials_secret_ref: LocalObjectReference | None = Field(
+        None,
+        description="A Secret in the same namespace holding the source's credentials, one "
+        "variable per key: HF_TOKEN for hf:// (gated or private repositories); "
+        "AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, optionally AWS_SESSION_TOKEN, AWS_REGION "
+        "and AWS_ENDPOINT_URL, for s3://. The kubelet reads it; the operator never does. "
+        "With workload identity (IRSA, GKE), set serviceAccountName instead.",
+    )
+    cache_profile: Annotated[str, Field(max_length=63, pattern=DNS_LABEL_PATTERN)] | None = Field(
+        None,
+        description="A cache profile of the operator's configuration (hf:// sources): the "
+        "weights are downloaded once by a Job into a PersistentVolumeClaim of that profile "
+        "in this namespace, and every replica mounts them read-only. Empty: each pod "
+        "downloads into its own emptyDir.",
+    )
+    size: Annotated[str, Field(max_length=32, pattern=QUANTITY_PATTERN)] | None = Field(
+        None,
+        description="Disk the weights take (e.g. 16Gi); sizes the cache's ephemeral-storage "
+        "request. Empty: estimated from the parameter count in the source's name "
+        "(8B, 135M, ...) and the quantization, else the operator's modelCache.sizeLimit.",
+    )
 
     @field_validator("source")
     @classmethod
@@ -99,6 +142,18 @@ class ModelSpec(ResourceModel):
                 f"model.source must start with hf://, pvc://, s3:// or file:// (got {value!r})"
             )
         return value
+
+    @model_validator(mode="after")
+    def _settings_fit_the_source(self) -> ModelSpec:
+        scheme = self.scheme
+        if self.credentials_secret_ref is not None and scheme not in (
+            SourceScheme.HF,
+            SourceScheme.S3,
+        ):
+            raise ValueError(CREDENTIALS_RULE["message"] + f" (source is {scheme.value}://)")
+        if self.cache_profile is not None and scheme is not SourceScheme.HF:
+            raise ValueError(CACHE_PROFILE_RULE["message"] + f" (source is {scheme.value}://)")
+        return self
 
     @property
     def scheme(self) -> SourceScheme:
@@ -386,6 +441,19 @@ class LLMDeploymentSpec(ResourceModel):
     auth: AuthSpec = Field(default_factory=AuthSpec, description="API keys for the server.")
     monitoring: MonitoringSpec = Field(
         default_factory=MonitoringSpec, description="Prometheus and Grafana integration."
+    )
+    service_account_name: (
+        Annotated[str, Field(min_length=1, max_length=253, pattern=DNS_SUBDOMAIN_PATTERN)] | None
+    ) = Field(
+        None,
+        description="ServiceAccount the replicas (and the download Job) run as, for workload "
+        "identity (IRSA, GKE Workload Identity, Azure Workload Identity). Empty: the "
+        "namespace's default. Its API token is not mounted.",
+    )
+    image_pull_secrets: Annotated[list[LocalObjectReference], Field(max_length=16)] = Field(
+        default_factory=list,
+        description="Secrets for pulling the server image from a private registry, added to "
+        "the operator's images.pullSecrets.",
     )
 
     @model_validator(mode="after")

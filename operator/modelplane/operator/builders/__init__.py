@@ -15,8 +15,9 @@ from typing import Any
 
 from modelplane.api import contract
 from modelplane.api.llmdeployment import LLMDeploymentSpec
-from modelplane.operator.builders.deployment import build_deployment
+from modelplane.operator.builders.deployment import build_deployment, server_image
 from modelplane.operator.builders.hashing import stable_hash
+from modelplane.operator.builders.model_cache import build_download_job
 from modelplane.operator.builders.model_source import locate_model
 from modelplane.operator.builders.policies import build_network_policy, build_pod_disruption_budget
 from modelplane.operator.builders.server_config import build_config_map
@@ -105,6 +106,11 @@ def build_children(
             ),
             build_pod_disruption_budget(name, namespace, track=track),
         ]  # fmt: skip
+    job = build_download_job(
+        name, namespace, spec, config, image=server_image(spec, config, placement)
+    )
+    if job is not None:
+        children.insert(0, job)  # first: the replicas wait for it
     if config.network_policy.enabled:
         children.append(build_network_policy(name, namespace, config))
     if options.service_monitor_api and spec.monitoring.service_monitor:

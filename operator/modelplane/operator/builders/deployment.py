@@ -4,9 +4,11 @@ Probes follow the server's contract: `/ready` (weights loaded and a warm-up
 served) gates start-up and traffic, with a start-up allowance from the
 operator config because loads take minutes; `/health` is liveness. The pod
 runs non-root with a read-only root filesystem, all capabilities dropped,
-`/dev/shm` in memory (tensor parallelism and the engine's IPC need it), and
-a termination grace longer than the server's drain. The pod template's hash
-is an annotation, so a changed template is visible and drives the rollout.
+`/dev/shm` in memory (tensor parallelism and the engine's IPC need it), a
+pre-stop sleep (endpoints drop a stopping pod before it gets SIGTERM) and a
+termination grace covering that sleep and the server's drain. The pod
+template's hash is an annotation, so a changed template is visible and
+drives the rollout.
 """
 
 from __future__ import annotations
@@ -15,17 +17,21 @@ from typing import Any, Final
 
 from modelplane.api import contract
 from modelplane.api.llmdeployment import LLMDeploymentSpec
+from modelplane.operator.builders.credentials import pod_identity
 from modelplane.operator.builders.hashing import stable_hash
+from modelplane.operator.builders.model_cache import CacheLayout, cache_layout
 from modelplane.operator.builders.model_source import ModelLocation
 from modelplane.operator.builders.naming import child_labels, config_map_name, pod_selector
 from modelplane.operator.builders.placement import pod_placement
+from modelplane.operator.builders.security import (
+    container_security_context,
+    pod_security_context,
+)
 from modelplane.operator.builders.server_config import CONFIG_DIR, CONFIG_FILE
 from modelplane.operator.config import OperatorConfig
 from modelplane.operator.reconcile.fit import Placement
 
 CONTAINER: Final = "server"
-SERVER_UID: Final = 10001  # the user Dockerfile.server creates
-CACHE_DIR: Final = "/cache"
 KEYS_DIR: Final = "/etc/modelplane/keys"
 KEYS_FILE: Final = "keys"
 
@@ -44,6 +50,10 @@ def server_args(spec: LLMDeploymentSpec, location: ModelLocation) -> list[str]:
     return args
 
 
+def server_image(spec: LLMDeploymentSpec, config: OperatorConfig, placement: Placement) -> str:
+    return spec.engine.image or (config.images.gpu if placement.on_gpu else config.images.cpu)
+
+
 def _resources(spec: LLMDeploymentSpec, placement: Placement) -> dict[str, Any]:
     requests: dict[str, str] = {"cpu": placement.cpu, "memory": placement.memory}
     limits: dict[str, str] = {"memory": placement.memory}
@@ -52,6 +62,15 @@ def _resources(spec: LLMDeploymentSpec, placement: Placement) -> dict[str, Any]:
         # Extended resources must be requested and limited alike.
         requests[gpu] = limits[gpu] = str(spec.resources.gpus)
     return {"requests": requests, "limits": limits}
+
+
+def _pre_stop(config: OperatorConfig) -> dict[str, Any]:
+    """The kubelet's own sleep before SIGTERM (Kubernetes 1.30+), so endpoints drop the pod
+    while it still serves. Native, not `exec sleep`: it needs nothing in the image (a
+    `spec.engine.image` may have no shell or `sleep`) and spawns no process in it."""
+    if config.pre_stop_seconds == 0:
+        return {}
+    return {"lifecycle": {"preStop": {"sleep": {"seconds": config.pre_stop_seconds}}}}
 
 
 def _probe(path: str, *, period: int, failures: int) -> dict[str, Any]:
@@ -69,22 +88,17 @@ def _volumes(
     config: OperatorConfig,
     location: ModelLocation,
     track: str,
+    cache: CacheLayout,
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    cache = config.model_cache
-    cache_volume: dict[str, Any] = (
-        {"persistentVolumeClaim": {"claimName": cache.claim_name}}
-        if cache.claim_name
-        else {"emptyDir": {"sizeLimit": cache.size_limit}}
-    )
     volumes: list[dict[str, Any]] = [
         {"name": "config", "configMap": {"name": config_map_name(name, track)}},
-        {"name": "cache", **cache_volume},
+        *cache.volumes,
         {"name": "tmp", "emptyDir": {}},
         {"name": "shm", "emptyDir": {"medium": "Memory", "sizeLimit": config.shm_size_limit}},
     ]
     mounts: list[dict[str, Any]] = [
         {"name": "config", "mountPath": CONFIG_DIR, "readOnly": True},
-        {"name": "cache", "mountPath": CACHE_DIR},
+        *cache.mounts,
         {"name": "tmp", "mountPath": "/tmp"},
         {"name": "shm", "mountPath": "/dev/shm"},
     ]
@@ -110,8 +124,9 @@ def build_pod_template(
     config_map_data: dict[str, str],
     track: str = contract.TRACK_STABLE,
 ) -> dict[str, Any]:
-    image = spec.engine.image or (config.images.gpu if placement.on_gpu else config.images.cpu)
-    volumes, mounts = _volumes(name, spec, config, location, track)
+    image = server_image(spec, config, placement)
+    cache = cache_layout(spec, config)
+    volumes, mounts = _volumes(name, spec, config, location, track, cache)
     startup = config.startup_probe
     container: dict[str, Any] = {
         "name": CONTAINER,
@@ -127,32 +142,27 @@ def build_pod_template(
             }
         ],
         "resources": _resources(spec, placement),
+        "env": cache.env,
         "startupProbe": _probe(
             "/ready", period=startup.period_seconds, failures=startup.failure_threshold
         ),
         "readinessProbe": _probe("/ready", period=5, failures=3),
         "livenessProbe": _probe("/health", period=10, failures=6),
-        "securityContext": {
-            "runAsNonRoot": True,
-            "allowPrivilegeEscalation": False,
-            "readOnlyRootFilesystem": True,
-            "capabilities": {"drop": ["ALL"]},
-        },
+        **_pre_stop(config),
+        "securityContext": container_security_context(),
         "volumeMounts": mounts,
     }
+    if cache.ephemeral_storage is not None:
+        # Downloads land on the node's disk: ask for room, or the kubelet evicts the pod.
+        container["resources"]["requests"]["ephemeral-storage"] = cache.ephemeral_storage
     pod_spec: dict[str, Any] = {
         "automountServiceAccountToken": False,
         "enableServiceLinks": False,
         "terminationGracePeriodSeconds": config.termination_grace_seconds,
-        "securityContext": {
-            "runAsNonRoot": True,
-            "runAsUser": SERVER_UID,
-            "runAsGroup": SERVER_UID,
-            "fsGroup": SERVER_UID,
-            "seccompProfile": {"type": "RuntimeDefault"},
-        },
+        "securityContext": pod_security_context(),
         "containers": [container],
         "volumes": volumes,
+        **pod_identity(spec, config),
     }
     pod_spec.update(pod_placement(placement.profile))
     template: dict[str, Any] = {

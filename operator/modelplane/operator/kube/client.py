@@ -155,13 +155,39 @@ class KubeApi:
             query=[("fieldManager", FIELD_MANAGER), ("force", "true")],
         )
 
-    def delete(self, rtype: ResourceType, namespace: str, name: str) -> None:
+    def get(self, rtype: ResourceType, namespace: str, name: str) -> dict[str, Any] | None:
+        """The object, or None when it does not exist."""
+        try:
+            return self.request("GET", rtype.object_path(namespace, name))
+        except KubeError as err:
+            if err.status == 404:
+                return None
+            raise
+
+    def create_if_absent(self, rtype: ResourceType, manifest: dict[str, Any]) -> bool:
+        """Create the object unless one of that name exists (left as it is); True if created."""
         try:
             self.request(
-                "DELETE",
-                rtype.object_path(namespace, name),
-                body={"propagationPolicy": "Background"},
+                "POST",
+                rtype.collection_path(manifest["metadata"]["namespace"]),
+                body=manifest,
+                query=[("fieldManager", FIELD_MANAGER)],
             )
+        except KubeError as err:
+            if err.status == 409:
+                return False
+            raise
+        return True
+
+    def delete(
+        self, rtype: ResourceType, namespace: str, name: str, *, uid: str | None = None
+    ) -> None:
+        """Delete the object; with `uid`, only that very object (not one re-created since)."""
+        body: dict[str, Any] = {"propagationPolicy": "Background"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        try:
+            self.request("DELETE", rtype.object_path(namespace, name), body=body)
         except KubeError as err:
             if err.status != 404:  # already gone is what we wanted
                 raise

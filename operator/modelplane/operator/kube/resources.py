@@ -43,6 +43,10 @@ POD_DISRUPTION_BUDGETS: Final = ResourceType(
     "policy/v1", "poddisruptionbudgets", "PodDisruptionBudget"
 )
 NETWORK_POLICIES: Final = ResourceType("networking.k8s.io/v1", "networkpolicies", "NetworkPolicy")
+JOBS: Final = ResourceType("batch/v1", "jobs", "Job")
+PERSISTENT_VOLUME_CLAIMS: Final = ResourceType(
+    "v1", "persistentvolumeclaims", "PersistentVolumeClaim"
+)
 SERVICE_MONITORS: Final = ResourceType(
     "monitoring.coreos.com/v1", "servicemonitors", "ServiceMonitor"
 )
@@ -58,5 +62,6 @@ CHILD_TYPES: Final[dict[str, ResourceType]] = {
         POD_DISRUPTION_BUDGETS,
         NETWORK_POLICIES,
         SERVICE_MONITORS,
+        JOBS,
     )
 }

@@ -52,11 +52,24 @@ def resolve_placement(spec: LLMDeploymentSpec, config: OperatorConfig) -> Placem
     )
 
 
+def cache_problems(spec: LLMDeploymentSpec, config: OperatorConfig) -> list[str]:
+    """An unknown cache profile name."""
+    name = spec.model.cache_profile
+    if name is None or name in config.cache_profiles:
+        return []
+    known = ", ".join(sorted(config.cache_profiles)) or "none configured"
+    return [
+        f"model.cacheProfile {name} is not a cache profile of this operator (known: {known}); "
+        "use one of them, add it to the operator config (cacheProfiles), or remove the field"
+    ]
+
+
 def fit_problems(name: str, spec: LLMDeploymentSpec, config: OperatorConfig) -> list[str]:
     """Reasons `spec` cannot run with this operator configuration; empty means it fits."""
     problems: list[str] = []
     if (reason := name_problem(name)) is not None:
         problems.append(reason)
+    problems += cache_problems(spec, config)
     accelerator = accelerator_name(spec, config)
     placement = resolve_placement(spec, config)
     if placement is None:

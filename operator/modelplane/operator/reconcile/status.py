@@ -26,8 +26,10 @@ from modelplane.api.llmdeployment import (
 )
 from modelplane.operator.builders.naming import endpoint, pod_selector, selector_string
 from modelplane.operator.canary.plan import CANARY_ABORTED, CanaryPlan
+from modelplane.operator.reconcile.download import DOWNLOAD_FAILED, DOWNLOADING, DownloadState
 from modelplane.operator.reconcile.observed import ObservedDeployment
 from modelplane.operator.reconcile.rollout import RolloutPlan, RolloutState
+from modelplane.operator.reconcile.rollout_limit import ROLLOUT_QUEUED
 from modelplane.operator.status_model import (
     condition,
 )
@@ -57,6 +59,8 @@ class Observation:
     deployment: ObservedDeployment | None = None  # the stable track's
     rollout: RolloutPlan | None = None  # the stable track's
     canary: CanaryPlan | None = None  # where a Canary rollout stands (None: spec not servable)
+    download: DownloadState | None = None  # a cache profile's download, when there is one
+    queued: str | None = None  # why an operator change of the template waits for a slot
     previous: LLMDeploymentStatus = field(default_factory=LLMDeploymentStatus)
 
 
@@ -167,9 +171,46 @@ def _phase_and_conditions(obs: Observation) -> tuple[Phase, list[Condition]]:
     return phase, [readiness, progressing, degraded, *extra]
 
 
+def _while_downloading(
+    obs: Observation, phase: Phase, owned: list[Condition]
+) -> tuple[Phase, list[Condition]]:
+    """A download in progress (or failed) is where the rollout stands; replicas still
+    serving the previous revision keep Ready as it is."""
+    download = obs.download
+    if download is None or not download.waiting or obs.problems:
+        return phase, owned
+    message = download.describe()
+    reason = DOWNLOAD_FAILED if download.failed else DOWNLOADING
+    serving = obs.deployment is not None and obs.rollout is not None
+    replaced = {
+        ConditionType.PROGRESSING: _condition(
+            obs, ConditionType.PROGRESSING, not download.failed, reason, message
+        ),
+        ConditionType.DEGRADED: _condition(
+            obs, ConditionType.DEGRADED, download.failed, reason, message
+        ),
+    }
+    if not serving:
+        replaced[ConditionType.READY] = _condition(obs, ConditionType.READY, False, reason, message)
+        phase = Phase.DEGRADED if download.failed else Phase.PENDING
+    else:
+        phase = Phase.DEGRADED if download.failed else Phase.PROGRESSING
+    return phase, [replaced.get(ConditionType(c.type), c) for c in owned]
+
+
+def _while_queued(obs: Observation, owned: list[Condition]) -> list[Condition]:
+    """An operator change of the template waits for a rollout slot: Progressing says so,
+    while the phase and the rest still describe the template the replicas run."""
+    if obs.queued is None or obs.problems:
+        return owned
+    queued = _condition(obs, ConditionType.PROGRESSING, True, ROLLOUT_QUEUED, obs.queued)
+    return [queued if c.type == ConditionType.PROGRESSING else c for c in owned]
+
+
 def compute_status(obs: Observation) -> dict[str, Any]:
     """The status fields the operator owns, in the resource's camelCase JSON form."""
-    phase, owned = _phase_and_conditions(obs)
+    phase, owned = _while_downloading(obs, *_phase_and_conditions(obs))
+    owned = _while_queued(obs, owned)
     # Another writer's conditions stay; an owned one no longer reported (Canary) goes.
     foreign = [c for c in obs.previous.conditions if c.type not in OWNED_CONDITIONS]
     status = LLMDeploymentStatus(
