@@ -6,12 +6,15 @@ every call its Kubernetes discovery and its demand writer make, run with the
 official client against KMock's Kubernetes emulator (no API server can run
 here; the emulator serves list, watch, create and patch over real HTTP). And
 what the gateway must not be able to do, whoever controls it: change an
-LLMDeployment (its spec says which image runs), list Secrets.
+LLMDeployment (its spec says which image runs), list or watch Secrets (it
+reads each model's key Secret by name, with `get`, and only the named ones
+when `gateway.modelKeySecretNames` lists them).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
@@ -145,8 +148,7 @@ def test_gateway_gets_its_rules_file_cluster_wide_or_per_namespace() -> None:
 
 
 LLMD_PATH = f"/apis/{contract.API_VERSION}/namespaces/team/{contract.PLURAL}"
-# Every way to change an LLMDeployment's spec (or to replace it), to run a pod, or to
-# list Secrets.
+# Every way to change an LLMDeployment's spec (or to replace it), and to read a key.
 FORBIDDEN_TO_THE_GATEWAY = [
     ("PATCH", f"{LLMD_PATH}/chat"),
     ("PUT", f"{LLMD_PATH}/chat"),
@@ -175,7 +177,7 @@ def test_the_gateways_service_account_cannot_change_an_llmdeployment(
 ) -> None:
     """Checked against the chart's rendered ClusterRole / Roles, bound to the gateway's
     service account: whoever takes over the gateway cannot make the operator run an image
-    of their choosing (engine.image is in the spec), nor list Secrets."""
+    of their choosing (engine.image is in the spec), nor read a model's keys."""
     path = path.replace("/team/", f"/{(watch or ['team'])[0]}/")
     docs = render({"gateway": {"enabled": True}, "operator": {"watchNamespaces": watch}})
     account = find(docs, "ServiceAccount", "-gateway")["metadata"]["name"]
@@ -209,6 +211,7 @@ def emulator() -> Iterator[EmulatorThread]:
     resources = {
         **CLUSTER_RESOURCES,
         "discovery.k8s.io/v1/endpointslices": resource_info("EndpointSlice"),
+        "v1/secrets": resource_info("Secret"),
     }
     with EmulatorThread(resources) as emulator:
         yield emulator
@@ -234,8 +237,40 @@ def llmdeployment(namespace: str) -> dict[str, Any]:
         "apiVersion": contract.API_VERSION,
         "kind": contract.KIND,
         "metadata": {"name": "chat", "namespace": namespace},
-        "spec": {"model": {"source": "hf://HuggingFaceTB/SmolLM2-135M-Instruct"}},
+        "spec": {
+            "model": {"source": "hf://HuggingFaceTB/SmolLM2-135M-Instruct"},
+            "auth": {"apiKeySecretRef": {"name": "chat-keys"}},
+        },
     }
+
+
+def key_secret(namespace: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "v1",
+        "kind": "Secret",
+        "metadata": {"name": "chat-keys", "namespace": namespace},
+        "data": {"keys": base64.b64encode(b"sk-model\n").decode()},
+    }
+
+
+def test_gateway_reads_secrets_only_by_name_and_only_the_named_ones_when_listed() -> None:
+    for watch in ([], WATCHED):
+        values = {"gateway": {"enabled": True}, "operator": {"watchNamespaces": watch}}
+        docs = render(values)
+        roles = find_all(docs, "Role" if watch else "ClusterRole", "-gateway")
+        for role in roles:
+            (rule,) = [r for r in role["rules"] if "secrets" in r["resources"]]
+            assert rule == {"apiGroups": [""], "resources": ["secrets"], "verbs": ["get"]}
+        values["gateway"]["modelKeySecretNames"] = ["chat-keys"]
+        for role in find_all(render(values), "Role" if watch else "ClusterRole", "-gateway"):
+            namespace = role["metadata"].get("namespace", "team")
+            base = f"/api/v1/namespaces/{namespace}/secrets"
+            named, other = (
+                api_call("GET", f"{base}/chat-keys", {}),
+                api_call("GET", f"{base}/db-password", {}),
+            )
+            assert named is not None and other is not None
+            assert allowed(named, role["rules"]) and not allowed(other, role["rules"])
 
 
 @pytest.mark.parametrize("watch", [[], WATCHED], ids=["all-namespaces", "namespaced"])
@@ -243,6 +278,7 @@ async def test_every_call_of_the_gateway_is_allowed_by_the_chart(
     watch: list[str], emulator: EmulatorThread, api_client: Callable[[], Any]
 ) -> None:
     custom = client.CustomObjectsApi(api_client())
+    core = client.CoreV1Api(api_client())
     for namespace in watch or [WATCHED[0]]:
         await asyncio.to_thread(
             custom.create_namespaced_custom_object,
@@ -252,6 +288,7 @@ async def test_every_call_of_the_gateway_is_allowed_by_the_chart(
             contract.PLURAL,
             llmdeployment(namespace),
         )
+        await asyncio.to_thread(core.create_namespaced_secret, namespace, key_secret(namespace))
     setup = len(emulator.requests())
     table = RoutingTable()
     discovery = KubernetesDiscovery(table, api_client, namespaces=watch, retry_delay_s=0.1)
@@ -272,13 +309,16 @@ async def test_every_call_of_the_gateway_is_allowed_by_the_chart(
     requests = emulator.requests()[setup:]
     calls = [api_call(r.method.value, r.url.path, dict(r.params)) for r in requests]
     made = [c for c in calls if c is not None]
-    assert {c.verb for c in made} >= {"list", "watch", "create", "patch"}
+    assert {c.verb for c in made} >= {"list", "watch", "create", "patch", "get"}
+    secret_reads = [c for c in made if c.resource == "secrets"]
+    assert secret_reads and {c.verb for c in secret_reads} == {"get"}  # by name, never a list
     writes = [c for c in made if c.verb in ("create", "patch")]
     assert len(writes) == 2 * len(targets)  # each LLMDeployment's Lease, created and renewed
     assert {c.resource for c in writes} == {LEASE_PLURAL}
     assert all(c.path.startswith(f"/apis/{LEASE_API_VERSION}/") for c in writes)
 
-    docs = render({"gateway": {"enabled": True}, "operator": {"watchNamespaces": watch}})
+    gateway = {"enabled": True, "modelKeySecretNames": ["chat-keys"]}
+    docs = render({"gateway": gateway, "operator": {"watchNamespaces": watch}})
     if not watch:
         rules = find(docs, "ClusterRole", "-gateway")["rules"]
         refused = [c for c in made if not allowed(c, rules)]

@@ -1,13 +1,18 @@
 """The real model server: vLLM (CPU build) serving SmolLM2-135M-Instruct.
 
 One server process with API keys on is started for the module and driven
-with the official `openai` client, the way users talk to it.
+with the official `openai` client, the way users talk to it. Its key file is
+a Secret volume as the kubelet lays it out, so a test can rotate a key the
+way a cluster does; its head and body deadlines are short (2 s), so tests of
+half-sent requests see them pass quickly.
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -16,23 +21,36 @@ import pytest
 from openai.types.chat import ChatCompletionFunctionToolParam
 
 from tests.conftest import ServerProcess
+from tests.support.raw_http import open_connection, trickle_until_answered, wait_closed
+from tests.support.secret_volume import SecretVolume
 
 pytestmark = pytest.mark.engine
 
 KEY = "sk-test-alpha"
+OLD_KEY = "sk-test-old"  # rotated out by a test
 MODEL = "smollm2"
+DEADLINE_S = 2.0  # --header-timeout and --body-timeout
+MARGIN_S = 3.0  # a 2-core machine running the engine answers late, never early
 
 
 @pytest.fixture(scope="module")
-def server(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerProcess]:
+def server_keys(tmp_path_factory: pytest.TempPathFactory) -> SecretVolume:
+    """The server's key file, mounted as a Secret volume is."""
+    root = tmp_path_factory.mktemp("server-keys") / "volume"
+    return SecretVolume(root, {"keys": f"# rotated keys\n{KEY}\n{OLD_KEY}\n"})
+
+
+@pytest.fixture(scope="module")
+def server(
+    smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory, server_keys: SecretVolume
+) -> Iterator[ServerProcess]:
     tmp = tmp_path_factory.mktemp("chat-server")
-    keys = tmp / "keys"
-    keys.write_text(f"# rotated keys\n{KEY}\n")
     proc = ServerProcess(
         args=[
             "--model", str(smollm2_dir), "--served-model-name", MODEL,
-            "--api-key-file", str(keys), "--max-model-len", "2048", "--enforce-eager",
-            "--max-request-bytes", "65536",
+            "--api-key-file", str(server_keys.path("keys")), "--max-model-len", "2048",
+            "--enforce-eager", "--max-request-bytes", "65536",
+            "--header-timeout", str(DEADLINE_S), "--body-timeout", str(DEADLINE_S),
         ],
         log_path=tmp / "server.log",
         env={"MODELPLANE_API_KEYS": "sk-test-beta"},
@@ -306,3 +324,76 @@ def test_hostile_json_is_a_400_in_the_envelope_and_the_server_keeps_serving(
         model=MODEL, messages=[{"role": "user", "content": "Say hi"}], max_tokens=4
     )
     assert answer.choices[0].message.content
+
+
+def test_a_half_sent_request_head_gets_408_and_is_closed_within_the_deadline(
+    server: ServerProcess,
+) -> None:
+    sock = open_connection(server.url)
+    started = time.monotonic()
+    sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\nHost: server\r\nAuthoriza")
+    closed = wait_closed(sock, started, timeout_s=60)
+    sock.close()
+    assert closed.after_s < DEADLINE_S + MARGIN_S, "the half-sent head was never closed"
+    assert closed.status == 408 and closed.headers["connection"] == "close"
+    assert closed.json()["error"]["type"] == "timeout_error"
+
+
+def test_a_body_sent_a_byte_at_a_time_gets_408_within_the_deadline(
+    server: ServerProcess,
+) -> None:
+    sock = open_connection(server.url)
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: server\r\nAuthorization: Bearer {KEY}\r\n"
+        "Content-Type: application/json\r\nContent-Length: 5000\r\n\r\n"
+    )
+    sock.sendall(head.encode() + b'{"model": "smollm2", "messages": [')
+    started = time.monotonic()
+    trickle_until_answered(sock, b" ", every_s=0.2, timeout_s=60)
+    closed = wait_closed(sock, started, timeout_s=60)
+    sock.close()
+    assert closed.after_s < DEADLINE_S + MARGIN_S
+    assert closed.status == 408 and closed.headers["connection"] == "close"
+    assert closed.json()["error"]["message"] == (
+        f"the request body did not arrive within {DEADLINE_S:g}s"
+    )
+
+
+def test_answers_keep_coming_while_many_connections_hang(
+    server: ServerProcess, client: openai.OpenAI
+) -> None:
+    with ExitStack() as stack:
+        hanging = []
+        for _ in range(32):
+            sock = stack.enter_context(open_connection(server.url))
+            sock.sendall(b"POST /v1/chat/completions HTTP/1.1\r\n")
+            hanging.append(sock)
+        started = time.monotonic()
+        answer = client.chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "Say hi"}], max_tokens=4
+        )
+        assert answer.choices[0].message.content
+        closed = [wait_closed(sock, started, timeout_s=60) for sock in hanging]
+    assert all(c.status == 408 for c in closed)
+    assert max(c.after_s for c in closed) < DEADLINE_S + MARGIN_S
+
+
+def test_a_key_removed_from_the_mounted_secret_is_refused_without_a_restart(
+    server: ServerProcess, server_keys: SecretVolume
+) -> None:
+    """The key file is swapped the kubelet's way; the server, at its default reload
+    interval, refuses the removed key and takes the added one within seconds."""
+    new_key = "sk-test-new"
+
+    def status(key: str) -> int:
+        headers = {"Authorization": f"Bearer {key}"}
+        return httpx.get(f"{server.url}/v1/models", headers=headers, timeout=10).status_code
+
+    assert (status(OLD_KEY), status(new_key)) == (200, 401)
+    server_keys.update({"keys": f"{KEY}\n{new_key}\n"})
+    rotated = time.monotonic()
+    while (status(OLD_KEY), status(new_key)) != (401, 200):
+        if time.monotonic() - rotated > 60:
+            pytest.fail(f"the server still takes the old key after 60 s:\n{server.log_tail()}")
+        time.sleep(0.2)
+    assert status(KEY) == 200  # the key the file kept stays valid throughout

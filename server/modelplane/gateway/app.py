@@ -2,12 +2,21 @@
 
 A pure-ASGI application (no framework between uvicorn and the proxy, so
 nothing buffers a stream or adds per-request overhead). For the OpenAI
-endpoints it applies, in order: API-key auth, per-key rate limits, the
-request-size limit, the lookup of the request's `model` (404 listing what
-exists), holding while the model has no ready replica, and then hands the
-request to the proxy. It answers `/v1/models` (every discovered model),
-`/health`, `/ready` (discovery has synced), `/metrics`, and serves the chat
-page at `/`.
+endpoints it applies, in order: API-key auth (keys re-read from their file
+by the runner), per-key request rate limits, the in-flight caps overall and
+per key, the body's size limit, deadline and memory budget, the lookup of the
+request's `model` (404 listing what exists), the per-model in-flight cap, the
+tokens-per-minute reservation, holding (capped) while the model has no ready
+replica, and then hands the request to the proxy. Of the parsed body only a
+small summary is kept, and the body itself is released once a replica has
+answered (`http.request_body.BufferedBody`). It answers `/v1/models` (every discovered model),
+`/health`, `/ready` (discovery has synced), and serves the chat page at `/`.
+`/metrics` is not here: it names replicas by address, and is served on the
+gateway's metrics port (`metrics.MetricsApp`).
+
+The client's credential ends here: it is checked, and not copied upstream
+(`credentials`); a request sending `Authorization` (or `api-key`) twice is
+refused with 400 before either is read.
 """
 
 from __future__ import annotations
@@ -17,17 +26,24 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine
-from dataclasses import dataclass
+from collections.abc import Callable, Coroutine, Mapping
+from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
 
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+from prometheus_client import CollectorRegistry
 
+from modelplane.gateway.admission.concurrency import (
+    BUSY_RETRY_AFTER_S,
+    ConcurrencyCaps,
+    ConcurrencyGate,
+    Refusal,
+)
 from modelplane.gateway.admission.demand import DemandThrottle
-from modelplane.gateway.admission.limits import KeyRateLimiter
-from modelplane.gateway.admission.tokens import TokenTally
+from modelplane.gateway.admission.limits import Decision, KeyRateLimiter
+from modelplane.gateway.admission.tokens import TokenTally, reservation
+from modelplane.gateway.credentials import CLIENT_CREDENTIAL_HEADERS, repeated_credential_header
 from modelplane.gateway.disconnect import CancelOnDisconnect
 from modelplane.gateway.metrics import GatewayMetrics
 from modelplane.gateway.proxy import HOP_BY_HOP, Outcome, UpstreamPool
@@ -35,9 +51,19 @@ from modelplane.gateway.routing.affinity import affinity_key
 from modelplane.gateway.routing.balancing import stable_hash
 from modelplane.gateway.routing.routes import ModelRoute, Routing, RoutingTable
 from modelplane.http.asgi import Receive, Scope, Send, header
-from modelplane.http.auth import key_is_valid, presented_key
+from modelplane.http.auth import presented_key
 from modelplane.http.errors import send_error, send_json
 from modelplane.http.json_body import BodyProblem, parse_json_body
+from modelplane.http.key_store import ApiKeys
+from modelplane.http.request_body import (
+    BodyBudget,
+    BodyBudgetError,
+    BodyTimeoutError,
+    BodyTooLargeError,
+    BufferedBody,
+    ClientGoneError,
+    read_request_body,
+)
 from modelplane.http.tracing import RequestTracer
 
 log = logging.getLogger("modelplane.gateway")
@@ -60,10 +86,27 @@ class FrontSettings:
     hold_timeout_s: float = 120.0
     max_request_bytes: int = 8 * 1024 * 1024
     access_log: bool = False
+    # The whole body, from the end of the head (http.request_body says why a total).
+    body_timeout_s: float = 30.0
+    # Request bodies in memory at once (read, held, or not yet taken by a replica).
+    max_buffered_bytes: int = 512 * 1024 * 1024
+    caps: ConcurrencyCaps = field(default_factory=ConcurrencyCaps)
 
 
-class _BodyTooLargeError(Exception):
-    pass
+@dataclass(frozen=True)
+class _Summary:
+    """What routing and limits need from a request's JSON; the parsed payload is not kept."""
+
+    model: str
+    streaming: bool
+    affinity: bytes | None  # the prefix-routing key, computed while the payload exists
+    tokens: int  # what a tokens-per-minute limit reserves for it
+
+
+@dataclass(frozen=True)
+class _Rejected:
+    message: str
+    param: str | None = None
 
 
 async def _no_demand_hook(route: ModelRoute, held: int) -> None:
@@ -83,8 +126,13 @@ class GatewayApp:
         tracer: RequestTracer | None = None,
         on_demand: DemandHook = _no_demand_hook,
         demand_throttle: DemandThrottle | None = None,
+        keys: ApiKeys | None = None,
     ) -> None:
         self.settings = settings
+        # Re-read from their file by the runner; fixed when given as settings.api_keys.
+        self.keys = keys or ApiKeys.fixed(settings.api_keys)
+        self.gate = ConcurrencyGate(settings.caps)
+        self.bodies = BodyBudget(settings.max_buffered_bytes)
         self.table = table
         self.pool = pool
         self.limiter = limiter
@@ -95,7 +143,6 @@ class GatewayApp:
         self.demand_throttle = demand_throttle or DemandThrottle()
         self._started = int(time.time())
         self._chat_page = CHAT_PAGE.read_bytes()
-        self._request_counters: dict[tuple[str, str, str], Any] = {}
         self._latency: dict[str, Any] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._holding: dict[str, int] = {}  # requests held now, per model
@@ -119,21 +166,21 @@ class GatewayApp:
         elif path == "/ready":
             synced = self.table.synced
             await send_json(send, 200 if synced else 503, json.dumps({"synced": synced}).encode())
-        elif path == "/metrics":
-            await _send_bytes(
-                send, 200, generate_latest(self.registry), CONTENT_TYPE_LATEST.encode()
-            )
         else:
             await send_error(send, 404, f"no route {scope['method']} {path}")
 
     def _authorized(self, scope: Scope) -> tuple[bool, str]:
-        key = presented_key(scope)
-        if not self.settings.api_keys:
+        """Whether the request may pass, and the identity its limits are kept under: the
+        key, or with no keys configured the client's address (a made-up key per request
+        would otherwise be a fresh identity each time)."""
+        if not self.keys.required:
             client = scope.get("client")
-            return True, key or (client[0] if client else "anonymous")
-        return key_is_valid(key, self.settings.api_keys), key or ""
+            return True, client[0] if client else "anonymous"
+        return self.keys.allows(scope), presented_key(scope) or ""
 
     async def _models(self, scope: Scope, send: Send) -> None:
+        if await _refused_repeated_credential(scope, send):
+            return
         if not self._authorized(scope)[0]:
             await _unauthorized(send)
             return
@@ -145,6 +192,9 @@ class GatewayApp:
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
         arrived = time.perf_counter()
+        if await _refused_repeated_credential(scope, send):
+            self._count("", 400, "none")
+            return
         allowed, identity = self._authorized(scope)
         if not allowed:
             await _unauthorized(send)
@@ -152,36 +202,74 @@ class GatewayApp:
             return
         decision = self.limiter.admit(identity)
         if not decision.allowed:
-            self.metrics.rate_limited.labels(decision.reason).inc()
-            await send_error(
-                send,
-                429,
-                f"rate limit reached: {decision.reason} for this API key",
-                retry_after=decision.retry_after_s,
-            )
-            self._count("", 429, "none")
+            await self._rate_limited(send, decision, "")
+            return
+        refusal = self.gate.enter(identity)
+        if refusal is not None:
+            await self._refuse(send, refusal, "")
             return
         try:
-            body = await _read_body(scope, receive, self.settings.max_request_bytes)
-        except _BodyTooLargeError:
-            limit = self.settings.max_request_bytes
+            body = await self._read_body(scope, receive, send)
+            if body is None:
+                return
+            try:
+                await self._route(scope, receive, send, identity, arrived, body)
+            finally:
+                body.release()
+        finally:
+            self.gate.leave(identity)
+
+    async def _read_body(self, scope: Scope, receive: Receive, send: Send) -> BufferedBody | None:
+        """The body, counted in the gateway's budget for bodies; None once answered."""
+        settings = self.settings
+        try:
+            data = await read_request_body(
+                scope,
+                receive,
+                max_bytes=settings.max_request_bytes,
+                timeout_s=settings.body_timeout_s,
+                budget=self.bodies,
+            )
+        except BodyTooLargeError:
+            limit = settings.max_request_bytes
             await send_error(send, 413, f"request body exceeds the limit of {limit} bytes")
             self._count("", 413, "none")
-            return
-        payload = parse_json_body(body)
-        if isinstance(payload, BodyProblem):
-            await send_error(send, 400, payload.message)
+            return None
+        except BodyTimeoutError:
+            await send_error(
+                send,
+                408,
+                f"the request body did not arrive within {settings.body_timeout_s:g}s",
+                close=True,
+            )
+            self._count("", 408, "none")
+            return None
+        except BodyBudgetError:
+            message = "the gateway holds as many request bodies in memory as it may; retry shortly"
+            refusal = Refusal(503, BUSY_RETRY_AFTER_S, "request bodies in memory", message)
+            await self._refuse(send, refusal, "", close=True)
+            return None
+        except ClientGoneError:
+            self._count("", 499, "none")
+            return None
+        return BufferedBody(data, self.bodies)
+
+    async def _route(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        identity: str,
+        arrived: float,
+        body: BufferedBody,
+    ) -> None:
+        # The parsed payload ends in there.
+        summary = _summarize(scope["path"], body.data, self.table.routes)
+        if isinstance(summary, _Rejected):
+            await send_error(send, 400, summary.message, param=summary.param)
             self._count("", 400, "none")
             return
-        if not isinstance(payload, dict):
-            await send_error(send, 400, "the request body is not a JSON object")
-            self._count("", 400, "none")
-            return
-        model = payload.get("model")
-        if not isinstance(model, str) or not model:
-            await send_error(send, 400, "the request has no 'model'", param="model")
-            self._count("", 400, "none")
-            return
+        model = summary.model
         route = self.table.routes.get(model)
         if route is None:
             known = ", ".join(sorted(self.table.routes)) or "none"
@@ -192,46 +280,99 @@ class GatewayApp:
             # add a series each, unbounded in count and length.
             self._count(UNKNOWN_MODEL, 404, "none")
             return
-        tally = (
-            TokenTally(len(body), streaming=bool(payload.get("stream")))
-            if self.limiter.counts_tokens
-            else None
-        )
+        refusal = self.gate.enter_model(model)
+        if refusal is not None:
+            await self._refuse(send, refusal, model)
+            return
+        try:
+            await self._serve(scope, receive, send, identity, arrived, route, summary, body)
+        finally:
+            self.gate.leave_model(model)
+
+    async def _serve(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        identity: str,
+        arrived: float,
+        route: ModelRoute,
+        summary: _Summary,
+        body: BufferedBody,
+    ) -> None:
+        model = route.name
+        tally: TokenTally | None = None
+        if self.limiter.counts_tokens:
+            decision = self.limiter.reserve_tokens(identity, summary.tokens)
+            if not decision.allowed:
+                await self._rate_limited(send, decision, model)
+                return
+            tally = TokenTally(body.size, streaming=summary.streaming)
         request_id = _request_id(scope)
         outcome = Outcome()
         held_s = 0.0
-        async with CancelOnDisconnect(receive) as watch:
-            send = watch.wrap(send)
-            if not route.ready:
-                held_started = time.perf_counter()
-                ready_route = await self._hold(route)
-                held_s = time.perf_counter() - held_started
-                if ready_route is None:
-                    await send_error(
-                        send,
-                        503,
-                        f"no replica of model {model!r} became ready within "
-                        f"{self.settings.hold_timeout_s:g}s; it may be scaling up from zero",
-                        retry_after=5,
+        try:
+            async with CancelOnDisconnect(receive) as watch:
+                send = watch.wrap(send)
+                if not route.ready:
+                    refusal = self.gate.hold(model)
+                    if refusal is not None:
+                        await self._refuse(send, refusal, model)
+                        return
+                    held_started = time.perf_counter()
+                    try:
+                        ready_route = await self._hold(route)
+                    finally:
+                        self.gate.release(model)
+                    held_s = time.perf_counter() - held_started
+                    if ready_route is None:
+                        await send_error(
+                            send,
+                            503,
+                            f"no replica of model {model!r} became ready within "
+                            f"{self.settings.hold_timeout_s:g}s; it may be scaling up from zero",
+                            retry_after=5,
+                        )
+                        self._count(model, 503, "none")
+                        return
+                    route = ready_route
+                key_hash = _prefix_hash(route, summary.affinity)
+                with self.tracer.span(scope, request_id) as span:
+                    headers = _upstream_headers(scope, request_id, self._tracing)
+                    await self.pool.forward(
+                        route, scope["path"], body, headers, key_hash, send, tally, outcome
                     )
-                    self._count(model, 503, "none")
-                    return
-                route = ready_route
-            key_hash = _prefix_hash(route, scope["path"], payload)
-            with self.tracer.span(scope, request_id) as span:
-                headers = _upstream_headers(scope, request_id, self._tracing)
-                await self.pool.forward(
-                    route, scope["path"], body, headers, key_hash, send, tally, outcome
-                )
-                span.finish(outcome.status)
+                    span.finish(outcome.status)
+        finally:
+            if tally is not None:
+                # Settled even when cancelled; nothing is charged for what no replica answered.
+                outcome.tokens = tally.total() if outcome.first_byte_at is not None else 0
+                self.limiter.settle_tokens(identity, summary.tokens, outcome.tokens)
         if watch.client_gone:
             outcome.status = 499  # client closed the request (nginx's convention)
-        if tally is not None:
-            outcome.tokens = tally.total()
-            self.limiter.charge_tokens(identity, outcome.tokens)
         self._record(model, outcome, arrived, held_s)
         if self.settings.access_log or outcome.status >= 500 or outcome.attempts > 1:
             _log_access(scope, model, outcome, arrived, request_id)
+
+    async def _rate_limited(self, send: Send, decision: Decision, model: str) -> None:
+        self.metrics.rate_limited.labels(decision.reason).inc()
+        who = "this API key" if self.keys.required else "this client address"
+        await send_error(
+            send,
+            429,
+            f"rate limit reached: {decision.reason} for {who}",
+            retry_after=decision.retry_after_s,
+        )
+        self._count(model, 429, "none")
+
+    async def _refuse(
+        self, send: Send, refusal: Refusal, model: str, *, close: bool = False
+    ) -> None:
+        self.metrics.overload_refusals.labels(refusal.limit).inc()
+        await send_error(
+            send, refusal.status, refusal.message, retry_after=refusal.retry_after_s, close=close
+        )
+        self._count(model, refusal.status, "none")
 
     async def _hold(self, route: ModelRoute) -> ModelRoute | None:
         model = route.name
@@ -252,11 +393,7 @@ class GatewayApp:
             self.metrics.hold_duration.labels(model).observe(time.perf_counter() - started)
 
     def _count(self, model: str, status: int, upstream: str) -> None:
-        labels = (model, str(status), upstream)
-        counter = self._request_counters.get(labels)
-        if counter is None:
-            counter = self._request_counters[labels] = self.metrics.requests.labels(*labels)
-        counter.inc()
+        self.metrics.request_counter(model, str(status), upstream).inc()
 
     def _record(self, model: str, outcome: Outcome, arrived: float, held_s: float) -> None:
         self._count(model, outcome.status or 499, outcome.upstream)
@@ -268,12 +405,36 @@ class GatewayApp:
             histogram.observe(max(0.0, added))
 
 
-def _prefix_hash(route: ModelRoute, path: str, payload: dict[str, Any]) -> int | None:
+def _summarize(path: str, body: bytes, routes: Mapping[str, ModelRoute]) -> _Summary | _Rejected:
+    """Parse the body and keep only what the gateway needs of it.
+
+    The parsed payload takes several times the body's memory; it exists only
+    inside this call (no await between parse and return), so however many
+    requests are held or streaming, at most one parsed payload is alive.
+    """
+    payload = parse_json_body(body)
+    if isinstance(payload, BodyProblem):
+        return _Rejected(payload.message)
+    if not isinstance(payload, dict):
+        return _Rejected("the request body is not a JSON object")
+    model = payload.get("model")
+    if not isinstance(model, str) or not model:
+        return _Rejected("the request has no 'model'", param="model")
+    route = routes.get(model)
+    prefix_routed = route is not None and route.routing is Routing.PREFIX
+    return _Summary(
+        model=model,
+        streaming=bool(payload.get("stream")),
+        affinity=affinity_key(path, payload) if prefix_routed else None,
+        tokens=reservation(path, payload, len(body)),
+    )
+
+
+def _prefix_hash(route: ModelRoute, affinity: bytes | None) -> int | None:
     """Only prefix-affine models need the hash; the others skip its cost."""
-    if route.routing is not Routing.PREFIX:
+    if route.routing is not Routing.PREFIX or affinity is None:
         return None
-    key = affinity_key(path, payload)
-    return stable_hash(key) if key is not None else None
+    return stable_hash(affinity)
 
 
 def _request_id(scope: Scope) -> str:
@@ -282,15 +443,17 @@ def _request_id(scope: Scope) -> str:
 
 
 def _upstream_headers(scope: Scope, request_id: str, tracing: bool) -> dict[str, str]:
-    """The client's headers minus hop-by-hop ones, plus forwarding and trace context.
+    """The client's headers minus hop-by-hop ones and its credentials, plus forwarding
+    and trace context.
 
-    `Authorization` goes through: replicas may check the same keys. The
-    client's `traceparent` goes through as is unless the gateway traces
-    itself; then the gateway's span becomes the replica's parent.
+    The client's key (`Authorization`, `api-key`, `x-api-key`, cookies) stays
+    here: the proxy sends the model's own key instead. The client's
+    `traceparent` goes through as is unless the gateway traces itself; then
+    the gateway's span becomes the replica's parent.
     """
     headers: dict[str, str] = {}
     for key, value in scope["headers"]:
-        if key not in HOP_BY_HOP:
+        if key not in HOP_BY_HOP and key not in CLIENT_CREDENTIAL_HEADERS:
             headers[key.decode("latin-1")] = value.decode("latin-1")
     headers["x-request-id"] = request_id
     client = scope.get("client")
@@ -302,26 +465,13 @@ def _upstream_headers(scope: Scope, request_id: str, tracing: bool) -> dict[str,
     return headers
 
 
-async def _read_body(scope: Scope, receive: Receive, limit: int) -> bytes:
-    declared = header(scope, b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise _BodyTooLargeError
-    message = await receive()
-    body: bytes = message.get("body", b"")
-    if not message.get("more_body", False):
-        if len(body) > limit:
-            raise _BodyTooLargeError
-        return body
-    chunks = [body]
-    size = len(body)
-    while message.get("more_body", False):
-        message = await receive()
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise _BodyTooLargeError
-        chunks.append(chunk)
-    return b"".join(chunks)
+async def _refused_repeated_credential(scope: Scope, send: Send) -> bool:
+    """Answer 400 to a request that sends a key header twice; True if it did."""
+    name = repeated_credential_header(scope)
+    if name is None:
+        return False
+    await send_error(send, 400, f"the request sends the {name!r} header more than once")
+    return True
 
 
 async def _unauthorized(send: Send) -> None:

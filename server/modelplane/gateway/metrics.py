@@ -6,11 +6,30 @@ first byte: everything from the request's arrival to its first byte out,
 minus the successful upstream's own time to first byte and minus any time
 spent holding for a model to start (that has its own histogram). Failed
 attempts before a retry count as added latency: the client waited for them.
+
+The series are served on a port of their own (`MetricsApp`), never on the
+public one: they name replicas by address. A replica's series (labelled
+`upstream`) live as long as discovery lists it; `forget_upstreams` removes
+those of replicas that are gone, so pod churn does not grow the scrape.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+import contextlib
+from collections.abc import Iterable
+from typing import Any
+
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
+
+from modelplane.http.asgi import Receive, Scope, Send
+from modelplane.http.errors import send_error
 
 ADDED_LATENCY_BUCKETS = (
     0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0,
@@ -83,3 +102,87 @@ class GatewayMetrics:
             ("limit",),
             registry=registry,
         )
+        self.overload_refusals = Counter(
+            "modelplane_gateway_overload_refusals",
+            "Requests refused because a concurrency cap was reached (429 for a key's own "
+            "in-flight cap, 503 otherwise), by the cap.",
+            ("limit",),
+            registry=registry,
+        )
+        self.model_name_conflicts = Gauge(
+            "modelplane_gateway_model_name_conflicts",
+            "LLMDeployments refused because another one, created earlier, already serves "
+            "their model name (Kubernetes discovery).",
+            ("model",),
+            registry=registry,
+        )
+        # Children with an `upstream` label, by upstream, so a gone replica's go with it.
+        self._requests: dict[tuple[str, str, str], Any] = {}
+        self._in_flight: dict[tuple[str, str], Any] = {}
+        self._by_upstream: dict[str, set[tuple[Any, tuple[str, ...]]]] = {}
+
+    def _track(self, metric: Any, labels: tuple[str, ...], upstream: str) -> None:
+        self._by_upstream.setdefault(upstream, set()).add((metric, labels))
+
+    def request_counter(self, model: str, code: str, upstream: str) -> Any:
+        """The requests counter of these labels (cached: `labels()` costs a lock and a hash)."""
+        labels = (model, code, upstream)
+        counter = self._requests.get(labels)
+        if counter is None:
+            counter = self._requests[labels] = self.requests.labels(*labels)
+            self._track(self.requests, labels, upstream)
+        return counter
+
+    def in_flight_gauge(self, model: str, upstream: str) -> Any:
+        gauge = self._in_flight.get((model, upstream))
+        if gauge is None:
+            gauge = self._in_flight[(model, upstream)] = self.in_flight.labels(model, upstream)
+            self._track(self.in_flight, (model, upstream), upstream)
+        return gauge
+
+    def ejection_counter(self, model: str, upstream: str) -> Any:
+        self._track(self.ejections, (model, upstream), upstream)
+        return self.ejections.labels(model, upstream)
+
+    def forget_upstreams(self, current: Iterable[str]) -> None:
+        """Remove every series of a replica not in `current` ("none" always stays).
+
+        A request still in flight on a removed replica decrements the gauge
+        child it incremented, which is no longer exported: nothing goes negative.
+        """
+        keep = {*current, "none"}
+        for upstream in [u for u in self._by_upstream if u not in keep]:
+            for metric, labels in self._by_upstream.pop(upstream):
+                with contextlib.suppress(KeyError):  # removed already
+                    metric.remove(*labels)
+            self._requests = {k: v for k, v in self._requests.items() if k[2] != upstream}
+            self._in_flight = {k: v for k, v in self._in_flight.items() if k[1] != upstream}
+
+
+class MetricsApp:
+    """`GET /metrics` and nothing else: the ASGI app of the gateway's metrics port."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            return
+        if scope["path"] != "/metrics":
+            await send_error(send, 404, "this port serves GET /metrics only")
+            return
+        if scope["method"] not in ("GET", "HEAD"):
+            await send_error(send, 405, "use GET for /metrics")
+            return
+        body = generate_latest(self.registry)
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 200,
+                "headers": [
+                    (b"content-type", CONTENT_TYPE_LATEST.encode()),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})

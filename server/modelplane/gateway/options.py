@@ -6,13 +6,14 @@ import argparse
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from modelplane.api import contract
 from modelplane.gateway.config_files import validation_problems
 from modelplane.gateway.routing.routes import Routing
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
+Count = Annotated[int, Field(ge=1)]
 
 
 class GatewayOptions(BaseModel):
@@ -20,12 +21,15 @@ class GatewayOptions(BaseModel):
 
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = contract.GATEWAY_PORT
+    metrics_host: str | None = None  # None: the same address as `host`
+    metrics_port: Annotated[int, Field(ge=0, le=65535)] = contract.GATEWAY_METRICS_PORT
     discovery: Literal["static", "kubernetes"] = "static"
     config: Path | None = None
     namespaces: tuple[str, ...] = ()
     default_routing: Routing = Routing.LEAST_LOAD
     prefix_load_factor: Annotated[float, Field(ge=1.0)] = 1.25
     api_key_file: Path | None = None
+    key_reload_interval: PositiveSeconds = 5.0
     requests_per_minute: Annotated[int, Field(gt=0)] | None = None
     tokens_per_minute: Annotated[int, Field(gt=0)] | None = None
     hold_timeout: Annotated[float, Field(ge=0)] = 120.0
@@ -36,12 +40,35 @@ class GatewayOptions(BaseModel):
     eject_after: Annotated[int, Field(ge=1)] = 3
     ejection_time: PositiveSeconds = 5.0
     health_interval: PositiveSeconds = 1.0
+    model_key_refresh: PositiveSeconds = 30.0
     demand_interval: PositiveSeconds = 2.0
     max_request_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
+    header_timeout: PositiveSeconds = 10.0
+    body_timeout: PositiveSeconds = 30.0
+    max_connections: Count = 2048
+    max_in_flight: Count = 1024
+    max_in_flight_per_model: Count = 512
+    max_in_flight_per_key: Count = 256
+    max_held: Count = 256
+    max_held_per_model: Count = 128
+    max_buffered_bytes: Annotated[int, Field(ge=1024 * 1024)] = 512 * 1024 * 1024
+    max_upstream_connections: Count = 1024
     drain_timeout: Annotated[float, Field(ge=0)] = 30.0
     otlp_traces_endpoint: str | None = None
     log_format: Literal["json", "text"] = "json"
     access_log: bool = False
+
+    @model_validator(mode="after")
+    def _ports_differ(self) -> GatewayOptions:
+        if self.port == self.metrics_port and self.port != 0:
+            raise ValueError(
+                f"port and metrics_port are both {self.port}: /metrics needs a port of its own"
+            )
+        return self
+
+    @property
+    def metrics_address(self) -> str:
+        return self.host if self.metrics_host is None else self.metrics_host
 
 
 class OptionsError(ValueError):
@@ -83,6 +110,12 @@ def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
     d.add_argument(
         "--health-interval", type=float, help="Seconds between /ready polls (static; 1)."
     )
+    d.add_argument(
+        "--model-key-refresh",
+        type=float,
+        help="Seconds between reads of each model's key Secret (kubernetes; 30): a rotated "
+        "or revoked key takes effect within it.",
+    )
     s = parser.add_argument_group("serving")
     s.add_argument("--host", help="Address to bind (default 127.0.0.1; 0.0.0.0 in a pod).")
     s.add_argument("--port", type=int, help=f"Port to bind (default {contract.GATEWAY_PORT}).")
@@ -90,16 +123,75 @@ def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
         "--api-key-file",
         type=Path,
         help="File with API keys, one per line; keys also come from MODELPLANE_API_KEYS. "
-        "With no key configured the API is open.",
+        "With no key configured the API is open. The file is re-read every "
+        "--key-reload-interval seconds: keys added or removed take effect without a restart.",
     )
-    s.add_argument("--requests-per-minute", type=int, help="Per-key request limit (none).")
-    s.add_argument("--tokens-per-minute", type=int, help="Per-key token limit (none).")
+    s.add_argument(
+        "--key-reload-interval", type=float, help="Seconds between reads of the key file (5)."
+    )
+    s.add_argument(
+        "--requests-per-minute",
+        type=int,
+        help="Request limit per key, or per client address with no keys (none).",
+    )
+    s.add_argument(
+        "--tokens-per-minute",
+        type=int,
+        help="Token limit per key, or per client address with no keys (none); each request "
+        "reserves its max_tokens (512 if absent) plus its prompt's estimate.",
+    )
     s.add_argument(
         "--hold-timeout",
         type=float,
         help="Seconds a request waits for a model with no ready replica (120).",
     )
     s.add_argument("--max-request-bytes", type=int, help="Largest accepted request body (8 MiB).")
+    c = parser.add_argument_group("connections and concurrency")
+    c.add_argument(
+        "--header-timeout",
+        type=float,
+        help="Seconds a client has to send a request's head; then 408 and close (10).",
+    )
+    c.add_argument(
+        "--body-timeout",
+        type=float,
+        help="Seconds a client has to send a whole request body; then 408 and close (30).",
+    )
+    c.add_argument(
+        "--max-connections",
+        type=int,
+        help="Open client connections, idle ones included; past it 503 (2048).",
+    )
+    c.add_argument(
+        "--max-in-flight",
+        type=int,
+        help="Requests read, held or proxied at once; past it 503 (1024).",
+    )
+    c.add_argument(
+        "--max-in-flight-per-model", type=int, help="The same, per model; past it 503 (512)."
+    )
+    c.add_argument(
+        "--max-in-flight-per-key",
+        type=int,
+        help="The same, per key (per client address with no keys); past it 429 (256).",
+    )
+    c.add_argument(
+        "--max-held",
+        type=int,
+        help="Requests held for models with no ready replica; past it 503 (256).",
+    )
+    c.add_argument("--max-held-per-model", type=int, help="The same, per model (128).")
+    c.add_argument(
+        "--max-buffered-bytes",
+        type=int,
+        help="Bytes of request bodies in memory at once (read, held, not yet sent); "
+        "past it 503 (512 MiB).",
+    )
+    c.add_argument(
+        "--max-upstream-connections",
+        type=int,
+        help="Connections to replicas, all together (1024).",
+    )
     s.add_argument(
         "--drain-timeout",
         type=float,
@@ -124,6 +216,13 @@ def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
         help="Least seconds between scale-from-zero signals per model (2).",
     )
     o = parser.add_argument_group("observability")
+    o.add_argument(
+        "--metrics-port",
+        type=int,
+        help=f"Port of GET /metrics ({contract.GATEWAY_METRICS_PORT}); never the API's port: "
+        "the series name replicas by address.",
+    )
+    o.add_argument("--metrics-host", help="Address the metrics port binds (default: --host).")
     o.add_argument("--otlp-traces-endpoint", help="OTLP/HTTP collector URL for request spans.")
     o.add_argument("--log-format", choices=("json", "text"), help="Log line format (json).")
     o.add_argument(

@@ -12,6 +12,11 @@ from a replica that is loading or draining -- is retried on another
 replica, within the per-request attempt limit and the global retry budget.
 Once a byte has reached the client nothing is retried: an SSE stream that
 breaks gets an error event and `data: [DONE]`, a plain response is cut.
+
+Each request carries the model's own key upstream (`ModelRoute.upstream_key`),
+never the client's (the front strips it). What goes wrong upstream reaches
+the client without any replica's address: those are in the log and the
+metrics port, for the people who run the gateway.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ from modelplane.gateway.routing.resilience import OutlierDetector, RetryBudget
 from modelplane.gateway.routing.routes import ModelRoute, Track
 from modelplane.http.asgi import Send
 from modelplane.http.errors import error_body, send_error
+from modelplane.http.request_body import BufferedBody
 
 log = logging.getLogger("modelplane.gateway")
 
@@ -67,12 +73,26 @@ RETRYABLE_ERRORS: tuple[type[BaseException], ...] = (
 )
 
 
+def _connect_failure(err: BaseException) -> str:
+    """What a client may know of a failed connection: its kind, not whom it was to."""
+    if isinstance(err, aiohttp.ConnectionTimeoutError):
+        return "connecting timed out"
+    if isinstance(err, aiohttp.ServerDisconnectedError):
+        return "the replica closed the connection"
+    if isinstance(err, aiohttp.ClientConnectorError):
+        return "connection refused or unreachable"
+    return "connection failed"
+
+
 @dataclass(frozen=True)
 class ProxySettings:
     connect_timeout_s: float = 3.0
     read_timeout_s: float = 600.0
     max_attempts: int = 3
     prefix_load_factor: float = DEFAULT_LOAD_FACTOR
+    # Connections to replicas, all together; as many as the gateway takes requests
+    # in flight, so a request never waits for one while under the in-flight cap.
+    max_connections: int = 1024
 
 
 @dataclass
@@ -100,12 +120,13 @@ class UpstreamPool:
     rand: Callable[[], float] = random.random
     _previous: dict[str, str] = field(default_factory=dict)
     _turns: dict[str, int] = field(default_factory=dict)
-    _in_flight_gauges: dict[tuple[str, str], Any] = field(default_factory=dict)
 
     @staticmethod
     def open(settings: ProxySettings, metrics: GatewayMetrics) -> UpstreamPool:
         session = aiohttp.ClientSession(
-            connector=aiohttp.TCPConnector(limit=0, ttl_dns_cache=30, enable_cleanup_closed=True),
+            connector=aiohttp.TCPConnector(
+                limit=settings.max_connections, ttl_dns_cache=30, enable_cleanup_closed=True
+            ),
             timeout=aiohttp.ClientTimeout(
                 total=None,
                 sock_connect=settings.connect_timeout_s,
@@ -140,22 +161,23 @@ class UpstreamPool:
         )
         return healthy if any(t.upstreams for t in healthy) else fresh
 
-    def _acquire(self, model: str, upstream: str) -> None:
+    def _acquire(self, model: str, upstream: str) -> Any:
+        """Count a request in; returns the gauge child to decrement when it is done (the
+        same one, even if the replica's series were removed while it ran)."""
         self.loads[upstream] = self.loads.get(upstream, 0) + 1
-        gauge = self._in_flight_gauges.get((model, upstream))
-        if gauge is None:
-            gauge = self._in_flight_gauges[(model, upstream)] = self.metrics.in_flight.labels(
-                model, upstream
-            )
+        gauge = self.metrics.in_flight_gauge(model, upstream)
         gauge.inc()
+        return gauge
 
-    def _release(self, model: str, upstream: str) -> None:
+    def _release(self, upstream: str, gauge: Any) -> None:
         self.loads[upstream] -= 1
-        self._in_flight_gauges[(model, upstream)].dec()
+        if self.loads[upstream] == 0:
+            del self.loads[upstream]  # replicas come and go: keep only the busy ones
+        gauge.dec()
 
     def _failed(self, model: str, upstream: str, reason: str) -> None:
         if self.outliers.record_failure(upstream):
-            self.metrics.ejections.labels(model, upstream).inc()
+            self.metrics.ejection_counter(model, upstream).inc()
             log.warning(
                 "replica %s of %s ejected after repeated failures (last: %s)",
                 upstream, model, reason,
@@ -166,7 +188,7 @@ class UpstreamPool:
         self,
         route: ModelRoute,
         path: str,
-        body: bytes,
+        body: BufferedBody,
         headers: Mapping[str, str],
         key_hash: int | None,
         send: Send,
@@ -175,8 +197,23 @@ class UpstreamPool:
     ) -> None:
         """Answer the request, filling `outcome` as it goes (so it survives a cancel)."""
         model = route.name
+        if route.upstream_key_problem is not None:
+            # The replicas would refuse a request without the model's key: say so, not 401.
+            # (Discovery logged why when it found out.)
+            await send_error(
+                send,
+                503,
+                f"the gateway cannot read the API key of model {model!r}'s replicas; "
+                "its log says why",
+                retry_after=30,
+            )
+            outcome.status = 503
+            return
+        if route.upstream_key is not None:
+            headers = {**headers, "authorization": f"Bearer {route.upstream_key}"}
         tried: set[str] = set()
         self.budget.record_request()
+        # What the client is told went wrong last: never a replica's address (the log has it).
         last_error = "no ready replica"
         while True:
             turn = self._turns.get(model, 0)
@@ -203,18 +240,22 @@ class UpstreamPool:
             outcome.attempts += 1
             outcome.upstream = upstream
             may_retry = outcome.attempts < self.settings.max_attempts
-            self._acquire(model, upstream)
+            in_flight = self._acquire(model, upstream)
             try:
                 started = time.perf_counter()
                 try:
                     # Never follow a redirect: it would send the request (and its
                     # headers) wherever a replica, or whatever discovery took for one, says.
                     response = await self.session.request(
-                        "POST", upstream + path, data=body, headers=headers, allow_redirects=False
+                        "POST",
+                        upstream + path,
+                        data=body.data,
+                        headers=headers,
+                        allow_redirects=False,
                     )
                 except RETRYABLE_ERRORS as err:
-                    last_error = f"{upstream}: {err.__class__.__name__}: {err}"
-                    self._failed(model, upstream, last_error)
+                    last_error = _connect_failure(err)
+                    self._failed(model, upstream, f"{upstream}: {err.__class__.__name__}: {err}")
                     if may_retry and self._can_retry_elsewhere(route, tried) and self._retry(model):
                         continue
                     await send_error(
@@ -223,11 +264,31 @@ class UpstreamPool:
                     outcome.status = 502
                     return
                 except aiohttp.SocketTimeoutError:
-                    await send_error(send, 504, f"replica {upstream} did not answer in time")
+                    log.warning(
+                        "replica %s of %s did not answer in time", upstream, model,
+                        extra={"model": model, "upstream": upstream},
+                    )  # fmt: skip
+                    await send_error(
+                        send,
+                        504,
+                        f"a replica of model {model!r} did not answer within "
+                        f"{self.settings.read_timeout_s:g}s",
+                    )
                     outcome.status = 504
                     return
                 except aiohttp.ClientError as err:
-                    await send_error(send, 502, f"bad response from replica {upstream}: {err}")
+                    # aiohttp's messages name the URL it called: they stay in the log.
+                    log.warning(
+                        "bad response from replica %s of %s: %s", upstream, model, err,
+                        extra={"model": model, "upstream": upstream},
+                    )  # fmt: skip
+                    self._failed(model, upstream, f"{upstream}: {err.__class__.__name__}")
+                    await send_error(
+                        send,
+                        502,
+                        f"a replica of model {model!r} sent a response that is not valid HTTP "
+                        f"({err.__class__.__name__})",
+                    )
                     outcome.status = 502
                     return
                 outcome.upstream_ttfb_s = time.perf_counter() - started
@@ -252,17 +313,18 @@ class UpstreamPool:
                     # nothing against the replica's health.
                     await response.read()
                     response.release()
-                    last_error = f"{upstream}: 503"
+                    last_error = "every replica tried answered 503 (loading or draining)"
                     continue
                 if response.status < 500:
                     self.outliers.record_success(upstream)
                 elif response.status != 503:
                     self._failed(model, upstream, f"{upstream}: {response.status}")
                 outcome.status = response.status
+                body.release()  # no retry can need it now: not kept for the whole stream
                 await self._stream(model, response, send, outcome, tally)
                 return
             finally:
-                self._release(model, upstream)
+                self._release(upstream, in_flight)
 
     def _can_retry_elsewhere(self, route: ModelRoute, tried: set[str]) -> bool:
         return any(t.upstreams for t in self._candidates(route, tried))

@@ -5,6 +5,9 @@ Used by `modelplane gateway` (static or Kubernetes discovery) and by
 starts itself. On SIGTERM or Ctrl-C the listener closes, responses in
 flight (streams included) get up to `--drain-timeout` seconds to finish,
 then the process exits 0. A second Ctrl-C exits at once.
+
+Two listeners: the API (`--port`) and `/metrics` (`--metrics-port`), which
+only Prometheus should reach.
 """
 
 from __future__ import annotations
@@ -20,19 +23,26 @@ from typing import Any
 import uvicorn
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from modelplane.gateway.admission.concurrency import ConcurrencyCaps
 from modelplane.gateway.admission.demand import DemandThrottle
 from modelplane.gateway.admission.limits import KeyRateLimiter
 from modelplane.gateway.app import FrontSettings, GatewayApp
 from modelplane.gateway.config_files import ConfigError
 from modelplane.gateway.discovery.demand_leases import DemandLeases
 from modelplane.gateway.discovery.kubernetes import KubernetesDiscovery, default_api_client
-from modelplane.gateway.discovery.static import StaticConfig, StaticDiscovery, load_static_config
-from modelplane.gateway.metrics import GatewayMetrics
+from modelplane.gateway.discovery.static import (
+    StaticConfig,
+    StaticDiscovery,
+    load_static_config,
+    read_model_keys,
+)
+from modelplane.gateway.metrics import GatewayMetrics, MetricsApp
 from modelplane.gateway.options import GatewayOptions
 from modelplane.gateway.proxy import ProxySettings, UpstreamPool
 from modelplane.gateway.routing.resilience import OutlierDetector, RetryBudget
 from modelplane.gateway.routing.routes import ModelRoute, RoutingTable
-from modelplane.http.auth import load_api_keys
+from modelplane.http.connections import ConnectionLimits, guarded_protocol
+from modelplane.http.key_store import ApiKeys
 from modelplane.http.logs import logging_config
 from modelplane.http.server import SignalFreeServer, install_stop_signals
 from modelplane.http.tracing import RequestTracer, otlp_exporter
@@ -47,11 +57,12 @@ class Gateway:
     pool: UpstreamPool
     discover: Callable[[], Coroutine[Any, Any, None]]  # runs discovery until cancelled
     tracer: RequestTracer
+    metrics_app: MetricsApp
 
 
 def build_gateway(
     options: GatewayOptions,
-    keys: tuple[str, ...],
+    keys: ApiKeys | tuple[str, ...],
     registry: CollectorRegistry,
     *,
     static_config: StaticConfig | None = None,
@@ -65,6 +76,7 @@ def build_gateway(
             read_timeout_s=options.read_timeout,
             max_attempts=options.max_attempts,
             prefix_load_factor=options.prefix_load_factor,
+            max_connections=options.max_upstream_connections,
         ),
         metrics,
     )
@@ -75,6 +87,8 @@ def build_gateway(
     table.listeners.append(_ready_replicas_gauge(metrics))
     table.listeners.append(_series_from_zero(metrics))
     table.listeners.append(lambda routes: pool.outliers.forget(_all_upstreams(routes)))
+    # A replica that left discovery takes its series with it (pod IPs churn).
+    table.listeners.append(lambda routes: metrics.forget_upstreams(_all_upstreams(routes)))
     tracer = RequestTracer(
         otlp_exporter(options.otlp_traces_endpoint) if options.otlp_traces_endpoint else None,
         service_name="modelplane-gateway",
@@ -83,7 +97,11 @@ def build_gateway(
     discover: Callable[[], Coroutine[Any, Any, None]]
     if options.discovery == "kubernetes":
         kube = KubernetesDiscovery(
-            table, namespaces=options.namespaces, default_routing=options.default_routing
+            table,
+            namespaces=options.namespaces,
+            default_routing=options.default_routing,
+            key_refresh_s=options.model_key_refresh,
+            on_conflicts=_conflicts_gauge(metrics),
         )
         demand = DemandLeases(default_api_client, hold_seconds=options.hold_timeout)
         discover, on_demand = kube.run, demand.record
@@ -97,10 +115,18 @@ def build_gateway(
         discover = static.run
     app = GatewayApp(
         FrontSettings(
-            api_keys=keys,
             hold_timeout_s=options.hold_timeout,
             max_request_bytes=options.max_request_bytes,
             access_log=options.access_log,
+            body_timeout_s=options.body_timeout,
+            max_buffered_bytes=options.max_buffered_bytes,
+            caps=ConcurrencyCaps(
+                in_flight=options.max_in_flight,
+                in_flight_per_model=options.max_in_flight_per_model,
+                in_flight_per_identity=options.max_in_flight_per_key,
+                held=options.max_held,
+                held_per_model=options.max_held_per_model,
+            ),
         ),
         table,
         pool,
@@ -109,9 +135,10 @@ def build_gateway(
         registry,
         tracer=tracer,
         demand_throttle=DemandThrottle(options.demand_interval),
+        keys=keys if isinstance(keys, ApiKeys) else ApiKeys.fixed(keys),
         **({"on_demand": on_demand} if on_demand is not None else {}),
     )
-    return Gateway(app, table, pool, discover, tracer)
+    return Gateway(app, table, pool, discover, tracer, MetricsApp(registry))
 
 
 def _all_upstreams(routes: Mapping[str, ModelRoute]) -> set[str]:
@@ -131,7 +158,18 @@ def _series_from_zero(metrics: GatewayMetrics) -> Callable[[Mapping[str, ModelRo
             metrics.retries.labels(route.name)
             metrics.held.labels(route.name)
             for upstream in route.upstreams:
-                metrics.ejections.labels(route.name, upstream)
+                metrics.ejection_counter(route.name, upstream)
+
+    return update
+
+
+def _conflicts_gauge(metrics: GatewayMetrics) -> Callable[[Mapping[str, int]], None]:
+    """LLMDeployments refused per model name, as discovery last found them."""
+
+    def update(refused: Mapping[str, int]) -> None:
+        metrics.model_name_conflicts.clear()
+        for model, count in refused.items():
+            metrics.model_name_conflicts.labels(model).set(count)
 
     return update
 
@@ -162,7 +200,33 @@ def http_server(gateway: Gateway, options: GatewayOptions) -> uvicorn.Server:
             proxy_headers=False,
             backlog=4096,
             timeout_keep_alive=75,
+            # A deadline for request heads and a connection cap answered in the envelope;
+            # bodies have theirs in the app.
+            http=guarded_protocol(
+                ConnectionLimits(
+                    header_timeout_s=options.header_timeout,
+                    max_connections=options.max_connections,
+                )
+            ),
             timeout_graceful_shutdown=int(options.drain_timeout) or None,
+        )
+    )
+
+
+def metrics_server(gateway: Gateway, options: GatewayOptions) -> uvicorn.Server:
+    return SignalFreeServer(
+        uvicorn.Config(
+            gateway.metrics_app,
+            host=options.metrics_address,
+            port=options.metrics_port,
+            lifespan="off",
+            access_log=False,
+            log_config=None,
+            timeout_graceful_shutdown=1,
+            # Scrapers need few connections; a half-sent request is closed as on the API port.
+            http=guarded_protocol(
+                ConnectionLimits(header_timeout_s=options.header_timeout, max_connections=64)
+            ),
         )
     )
 
@@ -170,28 +234,36 @@ def http_server(gateway: Gateway, options: GatewayOptions) -> uvicorn.Server:
 async def serve_gateway(gateway: Gateway, options: GatewayOptions, stop: asyncio.Event) -> int:
     """Serve until `stop` is set; returns the exit code."""
     server = http_server(gateway, options)
+    scrapes = metrics_server(gateway, options)
     http_task = asyncio.create_task(server.serve(), name="http")
+    metrics_task = asyncio.create_task(scrapes.serve(), name="metrics")
     discovery_task = asyncio.create_task(gateway.discover(), name="discovery")
+    keys_task = asyncio.create_task(
+        gateway.app.keys.watch(options.key_reload_interval), name="key-reload"
+    )
     stop_task = asyncio.create_task(stop.wait(), name="stop")
     done, _ = await asyncio.wait(
-        {http_task, discovery_task, stop_task}, return_when=asyncio.FIRST_COMPLETED
+        {http_task, metrics_task, discovery_task, stop_task}, return_when=asyncio.FIRST_COMPLETED
     )
     code = 0
     if discovery_task in done:
         err = discovery_task.exception()
         log.error("discovery stopped: %s", err, exc_info=err)
         code = 1
-    elif http_task in done:
-        code = 1  # the port could not be bound; uvicorn said why
+    elif http_task in done or metrics_task in done:
+        code = 1  # a port could not be bound; uvicorn said why
     else:
         log.info(
             "stopping: finishing requests in flight", extra={"timeout_s": options.drain_timeout}
         )
     server.should_exit = True
     await http_task
-    for task in (discovery_task, stop_task):
+    # Scraped until the API has drained, so the drain shows on the dashboards.
+    scrapes.should_exit = True
+    await metrics_task
+    for task in (discovery_task, keys_task, stop_task):
         task.cancel()
-    await asyncio.gather(discovery_task, stop_task, return_exceptions=True)
+    await asyncio.gather(discovery_task, keys_task, stop_task, return_exceptions=True)
     await gateway.pool.close()
     gateway.tracer.shutdown()
     log.info("stopped", extra={"exit_code": code})
@@ -202,7 +274,7 @@ def run_gateway(options: GatewayOptions) -> int:
     """Entry point of `modelplane gateway`; returns the process exit code."""
     logging.config.dictConfig(logging_config(options.log_format))
     try:
-        keys = load_api_keys(options.api_key_file)
+        keys = ApiKeys(options.api_key_file)
         if options.discovery == "kubernetes":
             try:
                 import kubernetes  # noqa: F401
@@ -214,7 +286,8 @@ def run_gateway(options: GatewayOptions) -> int:
         if options.discovery == "static":
             if options.config is None:
                 raise ConfigError("static discovery needs --config FILE (models and their URLs)")
-            load_static_config(options.config)  # fail now, with the reason, not in a task
+            # Fail now, with the reason, not in a task: the file, then its key files.
+            read_model_keys(load_static_config(options.config))
     except (ValueError, ConfigError) as err:
         print(f"modelplane gateway: {err}", file=sys.stderr)
         return 2
@@ -223,12 +296,17 @@ def run_gateway(options: GatewayOptions) -> int:
     return int(uvloop.run(_main(options, keys)))
 
 
-async def _main(options: GatewayOptions, keys: tuple[str, ...]) -> int:
+async def _main(options: GatewayOptions, keys: ApiKeys) -> int:
     stop = asyncio.Event()
     install_stop_signals(stop)
     gateway = build_gateway(options, keys, REGISTRY)
     log.info(
         "gateway starting",
-        extra={"host": options.host, "port": options.port, "discovery": options.discovery},
+        extra={
+            "host": options.host,
+            "port": options.port,
+            "metrics_port": options.metrics_port,
+            "discovery": options.discovery,
+        },
     )
     return await serve_gateway(gateway, options, stop)

@@ -1,12 +1,20 @@
 """The model server's HTTP front: Modelplane's production layer around vLLM.
 
 A pure-ASGI application. It answers `/health`, `/ready` and `/metrics`
-itself and, for the OpenAI endpoints, applies in order: API-key auth, the
-lifecycle gate (503 while loading or draining), the request-size limit and
-then hands the request to the engine's own ASGI app (vLLM's OpenAI serving
-code), measuring what the client experiences on the way out. The engine app
-is attached once the weights are loaded, so the port answers probes from
-the first second of a long model load.
+itself and, for the OpenAI endpoints, applies in order: API-key auth (keys
+re-read from their file by the runner), the lifecycle gate (503 while
+loading), the request-size limit and body deadline, and then hands
+the request to the engine's own ASGI app (vLLM's OpenAI serving code),
+measuring what the client experiences on the way out. The engine app is
+attached once the weights are loaded, so the port answers probes from the
+first second of a long model load.
+
+While the server drains (after SIGTERM) `/ready` answers 503 but requests
+are still served: one that arrives was routed here before the endpoint was
+removed, and a 503 would fail a client that calls the Service directly.
+Every response then says `Connection: close`, so a client's pooled
+keep-alive connection to this replica is dropped and its next request
+opens a new one, which the Service routes to a replica that stays.
 """
 
 from __future__ import annotations
@@ -21,11 +29,18 @@ from typing import Protocol
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from modelplane.http.asgi import ASGIApp, Message, Receive, Scope, Send, header
-from modelplane.http.auth import key_is_valid, presented_key
 from modelplane.http.errors import send_error, send_json
 from modelplane.http.json_body import BodyProblem, parse_json_body
+from modelplane.http.key_store import ApiKeys
+from modelplane.http.request_body import (
+    BodyTimeoutError,
+    BodyTooLargeError,
+    ClientGoneError,
+    read_request_body,
+)
 from modelplane.http.tracing import RequestTracer
 from modelplane.server.lifecycle import Lifecycle, Phase
+from modelplane.server.media_urls import media_url_problem
 from modelplane.server.metrics import ServerMetrics
 
 log = logging.getLogger("modelplane.server.access")
@@ -62,11 +77,10 @@ class FrontSettings:
     api_keys: tuple[str, ...] = ()
     max_request_bytes: int = 8 * 1024 * 1024
     retry_after_loading_s: int = 5
-    retry_after_draining_s: int = 1
-
-
-class BodyTooLargeError(Exception):
-    pass
+    # The whole body, from the end of the head (http.request_body says why a total).
+    body_timeout_s: float = 30.0
+    # engine.allowedMediaDomains: hosts whose media URLs the engine may fetch (server.media_urls).
+    allowed_media_hosts: frozenset[str] = frozenset()
 
 
 @dataclass
@@ -90,8 +104,11 @@ class ModelServerApp:
         metrics: ServerMetrics,
         registry: CollectorRegistry,
         tracer: RequestTracer | None = None,
+        keys: ApiKeys | None = None,
     ) -> None:
         self.settings = settings
+        # Re-read from their file by the runner; fixed when given as settings.api_keys.
+        self.keys = keys or ApiKeys.fixed(settings.api_keys)
         self.lifecycle = lifecycle
         self.metrics = metrics
         self.registry = registry
@@ -110,7 +127,7 @@ class ModelServerApp:
         raw_id = header(scope, b"x-request-id")
         request_id = raw_id.decode("latin-1")[:128] if raw_id else uuid.uuid4().hex
         exchange = _Exchange(request_id=request_id, start=time.perf_counter())
-        send = _with_request_id(send, request_id)
+        send = _closing_while_draining(_with_request_id(send, request_id), self.lifecycle)
         path: str = scope["path"]
         with self.tracer.span(scope, request_id) as span:
             if path in PROBE_PATHS:
@@ -153,6 +170,8 @@ class ModelServerApp:
     ) -> None:
         model, endpoint = self.settings.served_model_name, scope["path"]
         self.metrics.in_flight.labels(model).inc()
+        # Counted from arrival (body upload included), so a drain never ends under a request.
+        self.lifecycle.request_started()
         try:
             await self._gate_and_forward(scope, receive, send)
         except Exception:
@@ -162,12 +181,13 @@ class ModelServerApp:
             if exchange.status == 0:
                 await send_error(send, 500, f"internal error; request id {exchange.request_id}")
         finally:
+            self.lifecycle.request_finished()
             self.metrics.in_flight.labels(model).dec()
             self._record(model, endpoint, exchange)
 
     async def _gate_and_forward(self, scope: Scope, receive: Receive, send: Send) -> None:
         settings, lc = self.settings, self.lifecycle
-        if settings.api_keys and not key_is_valid(presented_key(scope), settings.api_keys):
+        if not self.keys.allows(scope):
             await send_error(
                 send, 401, "missing or invalid API key; send 'Authorization: Bearer <key>'"
             )
@@ -175,14 +195,6 @@ class ModelServerApp:
         if lc.phase is Phase.LOADING:
             await send_error(
                 send, 503, "the model is still loading", retry_after=settings.retry_after_loading_s
-            )
-            return
-        if lc.phase is Phase.DRAINING:
-            await send_error(
-                send,
-                503,
-                "this replica is shutting down; retry the request",
-                retry_after=settings.retry_after_draining_s,
             )
             return
         engine = self.engine
@@ -195,7 +207,12 @@ class ModelServerApp:
             )
             return
         try:
-            replay, body = await _buffer_body(scope, receive, settings.max_request_bytes)
+            body = await read_request_body(
+                scope,
+                receive,
+                max_bytes=settings.max_request_bytes,
+                timeout_s=settings.body_timeout_s,
+            )
         except BodyTooLargeError:
             await send_error(
                 send,
@@ -203,18 +220,23 @@ class ModelServerApp:
                 f"request body exceeds the limit of {settings.max_request_bytes} bytes",
             )
             return
-        if body:
-            # Hostile JSON (too deep, not UTF-8, lone surrogates) gets a 400 here, not a
-            # RecursionError inside the engine's parser.
-            parsed = parse_json_body(body)
-            if isinstance(parsed, BodyProblem):
-                await send_error(send, 400, parsed.message)
-                return
-        lc.request_started()
-        try:
-            await engine.asgi(scope, replay, send)
-        finally:
-            lc.request_finished()
+        except BodyTimeoutError:
+            await send_error(
+                send,
+                408,
+                f"the request body did not arrive within {settings.body_timeout_s:g}s",
+                close=True,
+            )
+            return
+        except ClientGoneError:
+            return
+        # Hostile JSON (too deep, not UTF-8, lone surrogates) gets a 400 here, not a
+        # RecursionError inside the engine's parser.
+        problem = _json_problem(body, settings.allowed_media_hosts)
+        if problem is not None:
+            await send_error(send, 400, problem)
+            return
+        await engine.asgi(scope, _replaying(body, receive), send)
 
     def _record(self, model: str, endpoint: str, ex: _Exchange) -> None:
         m = self.metrics
@@ -249,6 +271,17 @@ def _with_request_id(send: Send, request_id: str) -> Send:
     return wrapped
 
 
+def _closing_while_draining(send: Send, lifecycle: Lifecycle) -> Send:
+    """Once draining, ask the client to close its connection after this response."""
+
+    async def wrapped(message: Message) -> None:
+        if message["type"] == "http.response.start" and lifecycle.phase is Phase.DRAINING:
+            message["headers"] = [*message.get("headers", ()), (b"connection", b"close")]
+        await send(message)
+
+    return wrapped
+
+
 def _observe(send: Send, ex: _Exchange) -> Send:
     """Note status, first-chunk time and chunk gaps as the response goes out."""
 
@@ -270,41 +303,36 @@ def _observe(send: Send, ex: _Exchange) -> Send:
     return wrapped
 
 
-async def _buffer_body(scope: Scope, receive: Receive, limit: int) -> tuple[Receive, bytes]:
-    """Read the whole request body (bounded); return a receive that replays it, and the body.
+def _json_problem(body: bytes, allowed_media_hosts: frozenset[str] = frozenset()) -> str | None:
+    """What is wrong with the body's JSON, if anything, a media URL the engine may not
+    fetch included. The parsed value is dropped on return: the engine parses the body
+    itself, and a copy kept here would stay alive (several times the body's size) for the
+    whole response."""
+    if not body:
+        return None
+    parsed = parse_json_body(body)
+    if isinstance(parsed, BodyProblem):
+        return parsed.message
+    return media_url_problem(parsed, allowed_media_hosts)
 
-    Bodies of OpenAI requests are small; reading them up front lets an
-    oversized one be refused with 413 before any work starts. After the
-    replay, `receive` passes through, so a client disconnect still reaches
-    the engine and cancels generation.
+
+def _replaying(body: bytes, receive: Receive) -> Receive:
+    """A receive that hands the engine the body read up front, then passes through.
+
+    Bodies are read up front so an oversized or slow one is refused before any
+    work starts. After the replay, `receive` passes through, so a client
+    disconnect still reaches the engine and cancels generation; the body is
+    not referenced from here on, so only the engine decides how long it lives.
     """
-    declared = header(scope, b"content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
-        raise BodyTooLargeError
-    chunks: list[bytes] = []
-    size = 0
-    more = True
-    while more:
-        message = await receive()
-        if message["type"] != "http.request":
-            break
-        chunk = message.get("body", b"")
-        size += len(chunk)
-        if size > limit:
-            raise BodyTooLargeError
-        chunks.append(chunk)
-        more = bool(message.get("more_body", False))
-    body = b"".join(chunks)
-    replayed = False
+    pending = [body]
+    del body
 
     async def replay() -> Message:
-        nonlocal replayed
-        if not replayed:
-            replayed = True
-            return {"type": "http.request", "body": body, "more_body": False}
+        if pending:
+            return {"type": "http.request", "body": pending.pop(), "more_body": False}
         return await receive()
 
-    return replay, body
+    return replay
 
 
 def _log_request(scope: Scope, ex: _Exchange, model: str) -> None:

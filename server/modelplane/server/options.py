@@ -32,8 +32,12 @@ class ServeOptions(BaseModel):
     host: str = "127.0.0.1"
     port: Annotated[int, Field(ge=0, le=65535)] = 8000
     api_key_file: Path | None = None
+    key_reload_interval: Annotated[float, Field(gt=0)] = 5.0
     drain_timeout: Annotated[float, Field(ge=0)] = 30.0
     max_request_bytes: Annotated[int, Field(ge=1024)] = 8 * 1024 * 1024
+    header_timeout: Annotated[float, Field(gt=0)] = 10.0
+    body_timeout: Annotated[float, Field(gt=0)] = 30.0
+    max_connections: Annotated[int, Field(ge=1)] = 1024
     otlp_traces_endpoint: str | None = None
     log_format: str = Field("json", pattern="^(json|text)$")
     warmup: bool = True
@@ -57,8 +61,12 @@ _SERVE_FLAGS = (
     "host",
     "port",
     "api_key_file",
+    "key_reload_interval",
     "drain_timeout",
     "max_request_bytes",
+    "header_timeout",
+    "body_timeout",
+    "max_connections",
     "otlp_traces_endpoint",
     "log_format",
     "warmup",
@@ -78,14 +86,36 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--api-key-file",
         type=Path,
         help="File with API keys, one per line. Keys also come from MODELPLANE_API_KEYS "
-        "(comma-separated). With no key configured the API is open.",
+        "(comma-separated). With no key configured the API is open. The file is re-read "
+        "every --key-reload-interval seconds: keys added or removed take effect without a "
+        "restart.",
+    )
+    s.add_argument(
+        "--key-reload-interval", type=float, help="Seconds between reads of the key file (5)."
     )
     s.add_argument(
         "--drain-timeout",
         type=float,
-        help="Seconds in-flight requests may take to finish after SIGTERM (default 30).",
+        help="Longest the server keeps serving after SIGTERM: requests in flight and "
+        "arriving are served until it has been idle for a second, or this many seconds "
+        "have passed (default 30).",
     )
     s.add_argument("--max-request-bytes", type=int, help="Largest accepted request body (8 MiB).")
+    s.add_argument(
+        "--header-timeout",
+        type=float,
+        help="Seconds a client has to send a request's head; then 408 and close (10).",
+    )
+    s.add_argument(
+        "--body-timeout",
+        type=float,
+        help="Seconds a client has to send a whole request body; then 408 and close (30).",
+    )
+    s.add_argument(
+        "--max-connections",
+        type=int,
+        help="Open client connections, idle ones included; past it 503 (1024).",
+    )
     s.add_argument("--otlp-traces-endpoint", help="OTLP/HTTP collector URL for request spans.")
     s.add_argument("--log-format", choices=("json", "text"), help="Log line format (json).")
     s.add_argument(

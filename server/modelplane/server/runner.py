@@ -3,9 +3,16 @@
 Order of life: the port opens first (probes answer at once: `/health` 200,
 `/ready` 503); the engine loads in the background, serves a warm-up request
 and only then turns `/ready` to 200. On SIGTERM (or Ctrl-C) `/ready` turns
-503 at once, new requests get 503 with `Retry-After`, requests in flight --
-streams included -- run to completion for up to `--drain-timeout` seconds,
-then the server closes and the process exits 0. A second Ctrl-C exits at once.
+503 at once, while requests keep being served: those in flight -- streams
+included -- run to completion, and one that still arrives (routed here
+before the endpoint was removed) is answered rather than refused. Once no
+request has been in flight for `DRAIN_QUIET_S`, or after `--drain-timeout`
+seconds at most, the server closes and the process exits 0. A second Ctrl-C
+exits at once.
+
+In a pod the kubelet runs the container's pre-stop sleep before it sends
+SIGTERM, so endpoints have dropped the replica by the time the drain starts
+and late arrivals are rare; the drain serves them all the same.
 """
 
 from __future__ import annotations
@@ -18,7 +25,8 @@ import uvicorn
 from prometheus_client import REGISTRY
 
 from modelplane.api.engine import engine_config_problems
-from modelplane.http.auth import load_api_keys
+from modelplane.http.connections import ConnectionLimits, guarded_protocol
+from modelplane.http.key_store import ApiKeys
 from modelplane.http.logs import configure_logging
 from modelplane.http.server import SignalFreeServer, install_stop_signals
 from modelplane.http.tracing import RequestTracer, otlp_exporter
@@ -30,12 +38,19 @@ from modelplane.server.options import ServeOptions
 
 log = logging.getLogger("modelplane.server")
 
+# The drain ends this long after the last request finished (or after SIGTERM, when
+# nothing was in flight): time for a request already on its way to arrive.
+DRAIN_QUIET_S = 1.0
+# After the drain, uvicorn's wait for open connections to close (the operator's pod
+# grace leaves room for it and the engine's shutdown).
+CLOSE_TIMEOUT_S = 5
+
 
 def serve(options: ServeOptions) -> int:
     """Entry point of `modelplane serve`; returns the process exit code."""
     configure_logging(options.log_format)
     try:
-        keys = load_api_keys(options.api_key_file)
+        keys = ApiKeys(options.api_key_file)
     except ValueError as err:
         print(f"modelplane serve: {err}", file=sys.stderr)
         return 2
@@ -51,7 +66,7 @@ def serve(options: ServeOptions) -> int:
     return int(uvloop.run(_serve(options, keys)))
 
 
-async def _serve(options: ServeOptions, keys: tuple[str, ...]) -> int:
+async def _serve(options: ServeOptions, keys: ApiKeys) -> int:
     from modelplane.server.vllm_engine import open_vllm_engine
 
     lifecycle = Lifecycle()
@@ -62,13 +77,15 @@ async def _serve(options: ServeOptions, keys: tuple[str, ...]) -> int:
     front = ModelServerApp(
         FrontSettings(
             served_model_name=options.model_name,
-            api_keys=keys,
             max_request_bytes=options.max_request_bytes,
+            body_timeout_s=options.body_timeout,
+            allowed_media_hosts=frozenset(options.engine.allowed_media_domains),
         ),
         lifecycle,
         metrics,
         REGISTRY,
         tracer,
+        keys=keys,
     )
     server = SignalFreeServer(
         uvicorn.Config(
@@ -78,12 +95,21 @@ async def _serve(options: ServeOptions, keys: tuple[str, ...]) -> int:
             lifespan="off",
             access_log=False,
             log_config=None,
-            timeout_graceful_shutdown=5,
+            timeout_graceful_shutdown=CLOSE_TIMEOUT_S,
+            # A deadline for request heads and a connection cap answered in the envelope;
+            # bodies have theirs in the app.
+            http=guarded_protocol(
+                ConnectionLimits(
+                    header_timeout_s=options.header_timeout,
+                    max_connections=options.max_connections,
+                )
+            ),
         )
     )
     stop = asyncio.Event()
     install_stop_signals(stop)
     http_task = asyncio.create_task(server.serve(), name="http")
+    keys_task = asyncio.create_task(keys.watch(options.key_reload_interval), name="key-reload")
     engine_done = asyncio.Event()
 
     async def run_engine() -> None:
@@ -97,9 +123,8 @@ async def _serve(options: ServeOptions, keys: tuple[str, ...]) -> int:
                 log.info("ready", extra={"model": options.model_name, "port": options.port})
                 if options.print_examples:
                     base = f"http://{_display_host(options.host)}:{options.port}/v1"
-                    print(
-                        usage_examples(base, options.model_name, needs_key=bool(keys)), flush=True
-                    )
+                    examples = usage_examples(base, options.model_name, needs_key=keys.required)
+                    print(examples, flush=True)
                 await engine_done.wait()
         finally:
             metrics.ready.set(0)
@@ -125,19 +150,23 @@ async def _serve(options: ServeOptions, keys: tuple[str, ...]) -> int:
     if not engine_task.done():
         await asyncio.gather(engine_task, return_exceptions=True)
     stop_task.cancel()
+    keys_task.cancel()
     tracer.shutdown()
     log.info("stopped", extra={"exit_code": code})
     return code
 
 
 async def _drain(lifecycle: Lifecycle, metrics: ServerMetrics, timeout_s: float) -> None:
+    """Not ready, still serving; return once quiet, or after `timeout_s` at most."""
     lifecycle.start_drain()
     metrics.draining.set(1)
     log.info("draining", extra={"in_flight": lifecycle.in_flight, "timeout_s": timeout_s})
     try:
         async with asyncio.timeout(timeout_s):
-            await lifecycle.wait_idle()
+            await lifecycle.wait_quiet(DRAIN_QUIET_S)
     except TimeoutError:
+        # What is still in flight is cut when the server closes: the drain timeout is the
+        # longest a request may take after SIGTERM.
         log.warning("drain timed out", extra={"in_flight": lifecycle.in_flight})
 
 

@@ -23,10 +23,11 @@ from prometheus_client import CollectorRegistry
 from modelplane.gateway.admission.demand import DemandThrottle
 from modelplane.gateway.admission.limits import KeyRateLimiter
 from modelplane.gateway.app import DemandHook, FrontSettings, GatewayApp
-from modelplane.gateway.metrics import GatewayMetrics
+from modelplane.gateway.metrics import GatewayMetrics, MetricsApp
 from modelplane.gateway.proxy import ProxySettings, UpstreamPool
 from modelplane.gateway.routing.resilience import RetryBudget
 from modelplane.gateway.routing.routes import ModelRoute, Routing, RoutingTable, Track
+from modelplane.http.key_store import ApiKeys
 from modelplane.http.server import SignalFreeServer
 from modelplane.http.tracing import RequestTracer
 
@@ -37,7 +38,9 @@ class StubReplica:
     # ok | draining (503) | broken-stream (dies after two events) | slow (one
     # event per 0.3 s) | gated (first event, then waits for `release`) |
     # lingering ([DONE], then waits for `release` before ending the response) |
-    # redirect (307 to `redirect_to`, as a compromised or confused replica might)
+    # redirect (307 to `redirect_to`, as a compromised or confused replica might) |
+    # long (a 1.5 MiB plain answer whose `usage`, at its end, reports 500,000 tokens) |
+    # fail (500 with an error body) | silent (answers nothing until `release`)
     mode: str = "ok"
     redirect_to: str = ""
     seen: list[dict[str, Any]] = field(default_factory=list)
@@ -47,7 +50,7 @@ class StubReplica:
     url: str = ""
 
     async def start(self) -> StubReplica:
-        app = web.Application()
+        app = web.Application(client_max_size=32 << 20)  # bodies as large as tests send
         app.router.add_get("/ready", self._ready)
         for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
             app.router.add_post(path, self._complete)
@@ -72,6 +75,12 @@ class StubReplica:
         self.seen.append({"headers": headers, "body": body, "path": request.path})
         if self.mode == "redirect":
             return web.Response(status=307, headers={"Location": self.redirect_to + request.path})
+        if self.mode == "fail":
+            return web.json_response(
+                {"error": {"message": "the engine failed", "type": "internal_error"}}, status=500
+            )
+        if self.mode == "silent":
+            await self.release.wait()
         if self.mode == "draining":
             return web.json_response(
                 {"error": {"message": "shutting down", "type": "service_unavailable"}},
@@ -82,6 +91,18 @@ class StubReplica:
             return web.json_response(
                 {"error": {"message": "max_tokens must be positive", "param": "max_tokens"}},
                 status=400,
+            )
+        if self.mode == "long" and not body.get("stream"):
+            return web.json_response(
+                {
+                    "object": "chat.completion",
+                    "choices": [{"message": {"role": "assistant", "content": "x" * (3 << 19)}}],
+                    "usage": {
+                        "prompt_tokens": 10,
+                        "completion_tokens": 499_990,
+                        "total_tokens": 500_000,
+                    },
+                }
             )
         if not body.get("stream"):
             return web.json_response(
@@ -122,6 +143,7 @@ class ServedGateway:
     app: GatewayApp
     table: RoutingTable
     registry: CollectorRegistry
+    metrics_url: str  # the metrics port's base URL: GET {metrics_url}/metrics
 
     def metric(self, name: str, **labels: str) -> float:
         value = self.registry.get_sample_value(name, labels)
@@ -161,9 +183,21 @@ async def stub_replicas() -> AsyncIterator[StubFactory]:
 GatewayFactory = Callable[..., Awaitable[ServedGateway]]
 
 
+async def _serve(app: Any) -> tuple[uvicorn.Server, asyncio.Task[None], int]:
+    config = uvicorn.Config(
+        app, host="127.0.0.1", port=0, lifespan="off", log_config=None, access_log=False
+    )
+    server = SignalFreeServer(config)
+    task = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for it
+        await asyncio.sleep(0.01)
+    return server, task, server.servers[0].sockets[0].getsockname()[1]
+
+
 @pytest.fixture
 async def serve_gateway() -> AsyncIterator[GatewayFactory]:
-    """Serve a GatewayApp over a real socket with uvicorn, routes set by the test."""
+    """Serve a GatewayApp over a real socket with uvicorn, routes set by the test, and its
+    metrics on a second socket, as the runner does."""
     servers: list[tuple[uvicorn.Server, asyncio.Task[None], UpstreamPool]] = []
 
     async def make(
@@ -176,6 +210,7 @@ async def serve_gateway() -> AsyncIterator[GatewayFactory]:
         budget: RetryBudget | None = None,
         on_demand: DemandHook | None = None,
         demand_throttle: DemandThrottle | None = None,
+        keys: ApiKeys | None = None,
     ) -> ServedGateway:
         registry = CollectorRegistry()
         metrics = GatewayMetrics(registry)
@@ -193,21 +228,20 @@ async def serve_gateway() -> AsyncIterator[GatewayFactory]:
             registry,
             tracer=tracer,
             demand_throttle=demand_throttle,
+            keys=keys,
             **({"on_demand": on_demand} if on_demand is not None else {}),
         )
-        config = uvicorn.Config(
-            app, host="127.0.0.1", port=0, lifespan="off", log_config=None, access_log=False
-        )
-        server = SignalFreeServer(config)
-        task = asyncio.create_task(server.serve())
-        while not server.started:  # noqa: ASYNC110 - uvicorn offers no event for it
-            await asyncio.sleep(0.01)
-        port = server.servers[0].sockets[0].getsockname()[1]
+        server, task, port = await _serve(app)
         servers.append((server, task, pool))
-        return ServedGateway(f"http://127.0.0.1:{port}", app, table, registry)
+        scrapes, scrapes_task, metrics_port = await _serve(MetricsApp(registry))
+        servers.append((scrapes, scrapes_task, pool))
+        return ServedGateway(
+            f"http://127.0.0.1:{port}", app, table, registry, f"http://127.0.0.1:{metrics_port}"
+        )
 
     yield make
     for server, task, pool in servers:
         server.should_exit = True
         await task
-        await pool.close()
+        if not pool.session.closed:
+            await pool.close()

@@ -25,6 +25,7 @@ from modelplane.gateway.discovery.kubernetes import (
     routes_from_cluster,
     slice_endpoints,
 )
+from modelplane.gateway.discovery.ownership import Owner, owner_of
 from modelplane.gateway.routing.routes import DemandTarget, ModelRoute, Routing, RoutingTable
 
 NS = "llm"
@@ -39,7 +40,10 @@ def service(
     routing: str | None = None,
     llmd: str = "chat",
     namespace: str = NS,
+    uid: str | None = None,
 ) -> dict[str, Any]:
+    """A model Service as the operator writes it: its labels, annotations and owner
+    reference to LLMDeployment `llmd` (whose uid is `uid`, or `uid-<llmd>`)."""
     annotations = {contract.ANNOTATION_SERVED_MODEL: model, contract.ANNOTATION_REVISION: "r1"}
     if weight is not None:
         annotations[contract.ANNOTATION_TRAFFIC_WEIGHT] = weight
@@ -54,13 +58,56 @@ def service(
             "labels": {
                 contract.LABEL_PART_OF: contract.PART_OF,
                 contract.LABEL_COMPONENT: contract.COMPONENT_MODEL_SERVER,
+                contract.LABEL_MANAGED_BY: contract.MANAGED_BY,
                 contract.LABEL_LLMDEPLOYMENT: llmd,
                 contract.LABEL_TRACK: track,
             },
             "annotations": annotations,
+            "ownerReferences": [
+                {
+                    "apiVersion": contract.API_VERSION,
+                    "kind": contract.KIND,
+                    "name": llmd,
+                    "uid": uid or f"uid-{llmd}",
+                    "controller": True,
+                }
+            ],
         },
         "spec": {"ports": [{"name": contract.SERVER_PORT_NAME, "port": contract.SERVER_PORT}]},
     }
+
+
+def llmdeployment(
+    name: str = "chat",
+    namespace: str = NS,
+    *,
+    uid: str | None = None,
+    created: str = "2026-01-01T00:00:00Z",
+    key_secret: str | None = None,
+) -> dict[str, Any]:
+    spec: dict[str, Any] = {"model": {"source": "hf://x"}}
+    if key_secret is not None:
+        spec["auth"] = {"apiKeySecretRef": {"name": key_secret}}
+    return {
+        "apiVersion": contract.API_VERSION,
+        "kind": contract.KIND,
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "uid": uid or f"uid-{name}",
+            "creationTimestamp": created,
+        },
+        "spec": spec,
+    }
+
+
+def owners(*objects: dict[str, Any]) -> dict[tuple[str, str], Owner]:
+    found = {}
+    for obj in objects:
+        owner = owner_of(obj)
+        assert owner is not None
+        found[owner.key] = owner
+    return found
 
 
 def endpoint_slice(
@@ -126,7 +173,11 @@ def test_services_and_slices_join_into_weighted_tracks() -> None:
         (NS, "b"): slice_endpoints(endpoint_slice("b", "chat-stable", [("10.0.0.2", True, None)])),
         (NS, "c"): slice_endpoints(endpoint_slice("c", "chat-canary", [("10.0.1.1", True, None)])),
     }
-    routes = routes_from_cluster(services, {k: v for k, v in slices.items() if v is not None})
+    routes = routes_from_cluster(
+        services,
+        {k: v for k, v in slices.items() if v is not None},
+        owners(llmdeployment("chat"), llmdeployment("embed")),
+    ).routes
     llama = routes["llama"]
     assert llama.routing is Routing.PREFIX
     assert [(t.name, t.weight, t.upstreams) for t in llama.tracks] == [
@@ -163,6 +214,7 @@ def emulator(kmock: kmock.KubernetesEmulator) -> kmock.KubernetesEmulator:
     kmock.resources[f"{contract.API_VERSION}/{contract.PLURAL}"] = kmock.ResourceInfo(
         kind=contract.KIND, namespaced=True
     )
+    kmock.resources["v1/secrets"] = kmock.ResourceInfo(kind="Secret", namespaced=True)
     return kmock
 
 
@@ -189,7 +241,13 @@ async def until(table: RoutingTable, check: Callable[[dict[str, ModelRoute]], bo
 
 async def create(api: client.ApiClient, obj: dict[str, Any]) -> None:
     """Create `obj` as the client's typed model, which serializes back to the same JSON."""
-    if obj["kind"] == "Service":
+    if obj["kind"] == contract.KIND:  # a custom object: no model in the client, the JSON
+        namespace = obj["metadata"]["namespace"]
+        await asyncio.to_thread(
+            client.CustomObjectsApi(api).create_namespaced_custom_object,
+            contract.GROUP, contract.VERSION, namespace, contract.PLURAL, obj,
+        )  # fmt: skip
+    elif obj["kind"] == "Service":
         svc = client.V1Service.model_validate(obj)
         await asyncio.to_thread(client.CoreV1Api(api).create_namespaced_service, NS, svc)
     else:
@@ -208,6 +266,7 @@ async def test_watch_follows_services_and_endpoints_as_the_operator_changes_them
     api = api_client()
     try:
         await until(table, lambda r: r == {})  # synced, empty cluster
+        await create(api, llmdeployment("chat"))
         await create(api, service("chat-stable", "llama"))
         await until(table, lambda r: "llama" in r and not r["llama"].ready)
 

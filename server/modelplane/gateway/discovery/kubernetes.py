@@ -8,6 +8,13 @@ served; their EndpointSlices say *where*: the addresses of ready pods.
 EndpointSlices do not carry the Service's annotations, so both are watched
 and joined by the `kubernetes.io/service-name` label.
 
+LLMDeployments are watched too: a Service takes traffic only if one of them
+owns it (`discovery.ownership`: the operator's managed-by label and an owner
+reference whose uid matches), one LLMDeployment keeps each model name, and
+its `auth.apiKeySecretRef` names the key the gateway sends to its replicas
+(`discovery.model_keys`), read with `get` when the LLMDeployment appears and
+every key refresh interval after.
+
 The official client is synchronous; each watch runs in a daemon thread
 (list, then watch from the list's resourceVersion, list again after an
 error or a 410 Gone) and hands every event to the event loop, where the
@@ -32,13 +39,29 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelplane.api import contract
+from modelplane.gateway.discovery.model_keys import (
+    KeyReading,
+    SecretReader,
+    merge_readings,
+    read_secret_key,
+)
+from modelplane.gateway.discovery.ownership import (
+    NameConflict,
+    Owner,
+    SecretRef,
+    claim_model_names,
+    llmdeployment_reference,
+    owner_of,
+    untrusted_reason,
+)
 from modelplane.gateway.routing.routes import DemandTarget, ModelRoute, Routing, RoutingTable, Track
 
 log = logging.getLogger("modelplane.gateway.discovery")
 
 SERVICE_SELECTOR = (
     f"{contract.LABEL_PART_OF}={contract.PART_OF},"
-    f"{contract.LABEL_COMPONENT}={contract.COMPONENT_MODEL_SERVER}"
+    f"{contract.LABEL_COMPONENT}={contract.COMPONENT_MODEL_SERVER},"
+    f"{contract.LABEL_MANAGED_BY}={contract.MANAGED_BY}"
 )
 SERVICE_NAME_LABEL = "kubernetes.io/service-name"
 # EndpointSlices copy their Service's labels, but select only on the one
@@ -48,6 +71,8 @@ SLICE_SELECTOR = SERVICE_NAME_LABEL
 ObjectKey = tuple[str, str]  # (namespace, name)
 SERVICE = "Service"
 ENDPOINT_SLICE = "EndpointSlice"
+LLMDEPLOYMENT = contract.KIND
+KEY_REFRESH_S = 30.0  # a rotated or revoked model key takes effect within this
 
 
 @dataclass(frozen=True)
@@ -60,6 +85,8 @@ class ModelService:
     revision: str
     routing: Routing | None
     llmdeployment: str
+    managed: bool = False  # labelled as the operator's
+    owner_reference: tuple[str, str] | None = None  # (name, uid) of its LLMDeployment
 
 
 def model_service(obj: Mapping[str, Any]) -> ModelService | None:
@@ -87,6 +114,8 @@ def model_service(obj: Mapping[str, Any]) -> ModelService | None:
         revision=annotations.get(contract.ANNOTATION_REVISION, ""),
         routing=routing,
         llmdeployment=labels.get(contract.LABEL_LLMDEPLOYMENT, ""),
+        managed=labels.get(contract.LABEL_MANAGED_BY) == contract.MANAGED_BY,
+        owner_reference=llmdeployment_reference(meta),
     )
 
 
@@ -114,21 +143,50 @@ def slice_endpoints(obj: Mapping[str, Any]) -> tuple[ObjectKey, tuple[str, ...]]
     return (meta.get("namespace") or "default", service), tuple(sorted(set(urls)))
 
 
+@dataclass(frozen=True)
+class ClusterRoutes:
+    """What the watched objects add up to: the routes, and what was refused and why."""
+
+    routes: dict[str, ModelRoute]
+    conflicts: list[NameConflict]
+    untrusted: dict[ObjectKey, str]  # model Services that take no traffic: why not
+
+
 def routes_from_cluster(
     services: Mapping[ObjectKey, ModelService],
     slices: Mapping[ObjectKey, tuple[ObjectKey, tuple[str, ...]]],
+    owners: Mapping[ObjectKey, Owner],
+    keys: Mapping[SecretRef, KeyReading] | None = None,
     default_routing: Routing = Routing.LEAST_LOAD,
-) -> dict[str, ModelRoute]:
-    """Join Services and EndpointSlices into one route per served model name."""
+) -> ClusterRoutes:
+    """Join the Services the operator owns and their EndpointSlices into one route per
+    served model name, each served by one LLMDeployment (`ownership`), with its key."""
+    keys = keys or {}
     ready: dict[ObjectKey, set[str]] = {}
     for service_key, urls in slices.values():
         ready.setdefault(service_key, set()).update(urls)
+    untrusted: dict[ObjectKey, str] = {}
+    claims: dict[str, set[Owner]] = {}
+    trusted: list[tuple[ModelService, Owner]] = []
+    for key, service in services.items():
+        reason = untrusted_reason(
+            service.namespace, service.managed, service.owner_reference, owners
+        )
+        if reason is not None:
+            untrusted[key] = reason
+            continue
+        assert service.owner_reference is not None  # trusted: it has one
+        owner = owners[(service.namespace, service.owner_reference[0])]
+        claims.setdefault(service.model, set()).add(owner)
+        trusted.append((service, owner))
+    winners, conflicts = claim_model_names(claims)
     by_model: dict[str, list[ModelService]] = {}
-    for service in services.values():
-        by_model.setdefault(service.model, []).append(service)
+    for service, owner in trusted:
+        if winners[service.model] == owner:
+            by_model.setdefault(service.model, []).append(service)
     routes: dict[str, ModelRoute] = {}
     for model, members in sorted(by_model.items()):
-        members.sort(key=lambda s: (s.track != contract.TRACK_STABLE, s.namespace, s.name))
+        members.sort(key=lambda s: (s.track != contract.TRACK_STABLE, s.name))
         routing = next((s.routing for s in members if s.routing is not None), default_routing)
         tracks = tuple(
             Track(
@@ -139,13 +197,29 @@ def routes_from_cluster(
             )
             for s in members
         )
-        demand = tuple(
-            dict.fromkeys(
-                DemandTarget(s.namespace, s.llmdeployment) for s in members if s.llmdeployment
-            )
+        owner = winners[model]
+        upstream_key, problem = _upstream_key(owner, keys)
+        routes[model] = ModelRoute(
+            name=model,
+            tracks=tracks,
+            routing=routing,
+            demand=(DemandTarget(owner.namespace, owner.name),),
+            upstream_key=upstream_key,
+            upstream_key_problem=problem,
         )
-        routes[model] = ModelRoute(name=model, tracks=tracks, routing=routing, demand=demand)
-    return routes
+    return ClusterRoutes(routes, conflicts, untrusted)
+
+
+def _upstream_key(
+    owner: Owner, keys: Mapping[SecretRef, KeyReading]
+) -> tuple[str | None, str | None]:
+    """(the key to send the owner's replicas, why there is none when one is needed)."""
+    if owner.key_ref is None:
+        return None, None
+    reading = keys.get(owner.key_ref)
+    if reading is None:
+        return None, f"Secret {owner.key_ref.namespace}/{owner.key_ref.name} not read yet"
+    return reading.key, None if reading.key is not None else reading.problem
 
 
 class WatchError(RuntimeError):
@@ -176,6 +250,9 @@ class KubernetesDiscovery:
         default_routing: Routing = Routing.LEAST_LOAD,
         watch_timeout_s: int = 300,
         retry_delay_s: float = 2.0,
+        key_refresh_s: float = KEY_REFRESH_S,
+        on_conflicts: Callable[[Mapping[str, int]], None] = lambda refused: None,
+        read_key: SecretReader = read_secret_key,
     ) -> None:
         self.table = table
         self.api_client = api_client
@@ -183,8 +260,20 @@ class KubernetesDiscovery:
         self.default_routing = default_routing
         self.watch_timeout_s = watch_timeout_s
         self.retry_delay_s = retry_delay_s
+        self.key_refresh_s = key_refresh_s
+        self.on_conflicts = on_conflicts  # LLMDeployments refused, per model name
+        self.read_key = read_key
         self._services: dict[ObjectKey, ModelService] = {}
         self._slices: dict[ObjectKey, tuple[ObjectKey, tuple[str, ...]]] = {}
+        self._owners: dict[ObjectKey, Owner] = {}
+        self._keys: dict[SecretRef, KeyReading] = {}
+        # The Secrets the owners name; replaced whole on the loop, read by the refresh thread.
+        self._wanted: frozenset[SecretRef] = frozenset()
+        self._reported: tuple[dict[ObjectKey, str], list[NameConflict], dict[str, str]] = (
+            {},
+            [],
+            {},
+        )
         self._listed: set[str] = set()
         self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -192,10 +281,24 @@ class KubernetesDiscovery:
 
     # ---- event-loop side -------------------------------------------------
 
+    def _store(self, kind: str) -> dict[ObjectKey, Any]:
+        if kind == SERVICE:
+            return self._services
+        return self._slices if kind == ENDPOINT_SLICE else self._owners
+
+    def _on_keys(self, fresh: dict[SecretRef, KeyReading]) -> None:
+        merged = merge_readings(self._keys, fresh)
+        # Readings of Secrets no LLMDeployment names any more go (a fresh one is for an
+        # LLMDeployment whose event comes right after).
+        merged = {r: k for r, k in merged.items() if r in self._wanted or r in fresh}
+        if merged != self._keys:
+            self._keys = merged
+            self._publish()
+
     def _on_list(self, stream: str, items: list[dict[str, Any]]) -> None:
         """A fresh full listing replaces everything that stream said before."""
         kind, _, namespace = stream.partition("/")
-        store: dict[ObjectKey, Any] = self._services if kind == SERVICE else self._slices
+        store = self._store(kind)
         for key in [k for k in store if not namespace or k[0] == namespace]:
             del store[key]
         for item in items:
@@ -206,8 +309,7 @@ class KubernetesDiscovery:
     def _on_event(self, stream: str, event_type: str, obj: dict[str, Any]) -> None:
         kind = stream.partition("/")[0]
         if event_type == "DELETED":
-            store: dict[ObjectKey, Any] = self._services if kind == SERVICE else self._slices
-            store.pop(_key(obj), None)
+            self._store(kind).pop(_key(obj), None)
         elif event_type in ("ADDED", "MODIFIED"):
             self._upsert(kind, obj)
         else:
@@ -222,6 +324,12 @@ class KubernetesDiscovery:
                 self._services.pop(key, None)
             else:
                 self._services[key] = service
+        elif kind == LLMDEPLOYMENT:
+            owner = owner_of(obj)
+            if owner is None:
+                self._owners.pop(key, None)
+            else:
+                self._owners[key] = owner
         else:
             endpoints = slice_endpoints(obj)
             if endpoints is None:
@@ -230,16 +338,55 @@ class KubernetesDiscovery:
                 self._slices[key] = endpoints
 
     def _publish(self) -> None:
+        self._wanted = frozenset(o.key_ref for o in self._owners.values() if o.key_ref)
         streams = self._stream_names()
         if not set(streams) <= self._listed:
             return  # not every stream has delivered its first list yet
-        routes = routes_from_cluster(self._services, self._slices, self.default_routing)
-        if routes != self.table.routes or not self.table.synced:
-            self.table.replace(routes)
+        found = routes_from_cluster(
+            self._services, self._slices, self._owners, self._keys, self.default_routing
+        )
+        self._report(found)
+        if found.routes != self.table.routes or not self.table.synced:
+            self.table.replace(found.routes)
+
+    def _report(self, found: ClusterRoutes) -> None:
+        """Log what is refused when it changes, and count the name conflicts."""
+        problems = {
+            name: route.upstream_key_problem
+            for name, route in found.routes.items()
+            if route.upstream_key_problem is not None
+        }
+        untrusted, conflicts, known_problems = self._reported
+        for (namespace, name), reason in sorted(found.untrusted.items()):
+            if untrusted.get((namespace, name)) != reason:
+                log.warning(
+                    "Service %s/%s takes no traffic: %s", namespace, name, reason,
+                    extra={"namespace": namespace, "service": name, "reason": reason},
+                )  # fmt: skip
+        if found.conflicts != conflicts:
+            for conflict in found.conflicts:
+                log.warning(
+                    "model name %r is served by %s (created first); refused: %s",
+                    conflict.model, conflict.winner, ", ".join(map(str, conflict.refused)),
+                    extra={
+                        "model": conflict.model,
+                        "llmdeployment": str(conflict.winner),
+                        "refused": [str(o) for o in conflict.refused],
+                    },
+                )  # fmt: skip
+            self.on_conflicts({c.model: len(c.refused) for c in found.conflicts})
+        for model, problem in sorted(problems.items()):
+            if known_problems.get(model) != problem:
+                log.error(
+                    "no API key for the replicas of %s: %s", model, problem,
+                    extra={"model": model, "reason": problem},
+                )  # fmt: skip
+        self._reported = (found.untrusted, found.conflicts, problems)
 
     def _stream_names(self) -> list[str]:
         spaces = self.namespaces or ("",)
-        return [f"{kind}/{ns}" for kind in (SERVICE, ENDPOINT_SLICE) for ns in spaces]
+        kinds = (SERVICE, ENDPOINT_SLICE, LLMDEPLOYMENT)
+        return [f"{kind}/{ns}" for kind in kinds for ns in spaces]
 
     async def run(self) -> None:
         """Start the watch threads and wait forever (cancel to stop)."""
@@ -250,6 +397,7 @@ class KubernetesDiscovery:
             )
             for stream in self._stream_names()
         ]
+        threads.append(threading.Thread(target=self._refresh_keys, name="model-keys", daemon=True))
         for thread in threads:
             thread.start()
         try:
@@ -271,21 +419,42 @@ class KubernetesDiscovery:
         with contextlib.suppress(RuntimeError):  # the loop closed while shutting down
             self._loop.call_soon_threadsafe(callback, *args)
 
+    def _read_keys(self, api: Any, refs: Iterable[SecretRef]) -> None:
+        """Read each Secret's key and hand the readings to the loop."""
+        fresh = {ref: self.read_key(api, ref) for ref in sorted(set(refs), key=_ref_order)}
+        if fresh:
+            self._post(self._on_keys, fresh)
+
+    def _keys_for(self, api: Any, objects: Iterable[Mapping[str, Any]]) -> None:
+        """Before an LLMDeployment reaches the loop, its key: a model never routes
+        without the key its replicas require, not even for the moment in between."""
+        refs = [o.key_ref for obj in objects if (o := owner_of(obj)) and o.key_ref]
+        self._read_keys(api, [r for r in refs if r not in self._wanted])
+
+    def _refresh_keys(self) -> None:
+        api = self.api_client()
+        while not self._stop.wait(self.key_refresh_s):
+            self._read_keys(api, self._wanted)
+
     def _watch_forever(self, stream: str) -> None:
         kind, _, namespace = stream.partition("/")
-        list_fn = _list_function(self.api_client(), kind, namespace)
+        api = self.api_client()
+        list_fn = _list_function(api, kind, namespace)
         args = (namespace,) if namespace else ()
-        selector = SERVICE_SELECTOR if kind == SERVICE else SLICE_SELECTOR
+        selector = {SERVICE: SERVICE_SELECTOR, ENDPOINT_SLICE: SLICE_SELECTOR}.get(kind)
         while not self._stop.is_set():
             try:
                 raw = list_fn(*args, label_selector=selector, _preload_content=False)
                 listing = json.loads(raw.data)
-                self._post(self._on_list, stream, listing.get("items") or [])
+                items = listing.get("items") or []
+                if kind == LLMDEPLOYMENT:
+                    self._keys_for(api, items)
+                self._post(self._on_list, stream, items)
                 version = (listing.get("metadata") or {}).get("resourceVersion")
                 # Watch from the listing; after a normal end (the server's
                 # timeout) go on from the last version seen, without a relist.
                 while not self._stop.is_set():
-                    version = self._watch_once(stream, list_fn, args, selector, version)
+                    version = self._watch_once(stream, api, list_fn, args, selector, version)
             except Exception as err:  # any failure, 410 Gone included: list again
                 if self._stop.is_set():
                     return
@@ -298,9 +467,10 @@ class KubernetesDiscovery:
     def _watch_once(
         self,
         stream: str,
+        api: Any,
         list_fn: Callable[..., Any],
         args: tuple[str, ...],
-        selector: str,
+        selector: str | None,
         version: str | None,
     ) -> str | None:
         from kubernetes.watch.watch import iter_resp_lines
@@ -323,6 +493,8 @@ class KubernetesDiscovery:
                 if event.get("type") == "ERROR":
                     raise WatchError(f"{obj.get('code')}: {obj.get('message')}")
                 version = (obj.get("metadata") or {}).get("resourceVersion") or version
+                if stream.startswith(LLMDEPLOYMENT) and event.get("type") in ("ADDED", "MODIFIED"):
+                    self._keys_for(api, [obj])
                 self._post(self._on_event, stream, event.get("type", ""), obj)
         finally:
             self._responses.pop(stream, None)
@@ -333,6 +505,14 @@ class KubernetesDiscovery:
 def _list_function(api: Any, kind: str, namespace: str) -> Callable[..., Any]:
     from kubernetes import client
 
+    if kind == LLMDEPLOYMENT:
+        custom = client.CustomObjectsApi(api)
+        group, version, plural = contract.GROUP, contract.VERSION, contract.PLURAL
+        if namespace:
+            return lambda ns, **kw: custom.list_namespaced_custom_object(
+                group, version, ns, plural, **kw
+            )
+        return lambda **kw: custom.list_cluster_custom_object(group, version, plural, **kw)
     if kind == SERVICE:
         core = client.CoreV1Api(api)
         return core.list_namespaced_service if namespace else core.list_service_for_all_namespaces
@@ -345,3 +525,7 @@ def _list_function(api: Any, kind: str, namespace: str) -> Callable[..., Any]:
 def _key(obj: Mapping[str, Any]) -> ObjectKey:
     meta = obj.get("metadata") or {}
     return meta.get("namespace") or "default", meta.get("name", "")
+
+
+def _ref_order(ref: SecretRef) -> tuple[str, str, str]:
+    return (ref.namespace, ref.name, ref.key)
