@@ -24,7 +24,7 @@ export MODELPLANE_MODELS_DIR := $(MODELS_DIR)
 .PHONY: help venv model run test test-fast lint bench-server bench-autoscale clean tools helm prometheus
 .PHONY: chromium bench-tools bench-gateway bench-prefix
 .PHONY: crd bench-operator
-.PHONY: chart-crds chart-schema manifests e2e
+.PHONY: chart-crds chart-schema manifests e2e fuzz
 
 help:
 	@echo "make run           serve the local model on CPU behind the gateway at http://$(HOST):$(PORT)/v1"
@@ -44,6 +44,7 @@ help:
 	@echo "make e2e           end-to-end tests on a real cluster (kind + KUBECONFIG; skipped without one)"
 	@echo "make bench-operator  the operator with 30 and 300 LLMDeployments on the Kubernetes emulator,"
 	@echo "                   and with 30 beside 5,000 unrelated Pods and ConfigMaps (RSS within 10%)"
+	@echo "make fuzz          fuzz the server's and the gateway's OpenAI routes (real CPU engine, ~4 min)"
 
 venv: $(STAMP)
 
@@ -111,6 +112,17 @@ bench-prefix: $(STAMP)
 
 bench-operator: $(STAMP)
 	$(BIN)/python -m bench.operator_scale
+
+# schemathesis cases from vLLM's request models against `modelplane serve` (real CPU
+# engine) and the gateway in front of it, for FUZZ_SECONDS after the model loads. The
+# last line is `cases=<n> server_5xx=<n> gateway_5xx=<n> crashes=<n>`; FUZZ_SEED repeats
+# a run. CI runs a short one (tests/integration/test_fuzz_openai.py).
+FUZZ_SECONDS ?= 180
+FUZZ_SEED ?= $(shell date +%s)
+fuzz: $(STAMP)
+	@$(BIN)/modelplane model build >/dev/null
+	@$(BIN)/python -m tests.fuzz.campaign --model "$$($(BIN)/modelplane model build --quiet)" \
+		--seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED)
 
 # The CRD is generated from modelplane.api.llmdeployment; a test fails when it is stale.
 crd: $(STAMP)
