@@ -45,7 +45,12 @@ from modelplane.operator.autoscaler.controller import Autoscaler, metrics_source
 from modelplane.operator.canary.analysis import CanaryAnalysis
 from modelplane.operator.canary.store import CanaryMeasurements
 from modelplane.operator.config import config_from_environment
-from modelplane.operator.kube.client import KubeApi, bearer_credentials, load_client_configuration
+from modelplane.operator.kube.client import (
+    KubeApi,
+    apply_api_timeouts,
+    bearer_credentials,
+    load_client_configuration,
+)
 from modelplane.operator.kube.peering import POD_ID_ENV, ActivityGate, activity_gate
 from modelplane.operator.kube.resources import (
     CONFIG_MAPS,
@@ -150,6 +155,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
     # Re-establish watches regularly so a silently dropped connection cannot go unnoticed.
     settings.watching.server_timeout = 300
     settings.watching.client_timeout = 330
+    apply_api_timeouts(settings)
     # Only the operator's own children and model pods, selected by the API server, in pages.
     scope_watches(
         settings,

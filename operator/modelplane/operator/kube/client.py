@@ -30,6 +30,10 @@ USER_AGENT: Final = f"{contract.MANAGED_BY}/0.1.0"
 APPLY: Final = "application/apply-patch+yaml"
 MERGE_PATCH: Final = "application/merge-patch+json"
 EVENT_MESSAGE_LIMIT: Final = 1024
+# (connect, read) seconds for every call: an API server that accepts a connection and then
+# says nothing must not hold a reconcile, the autoscaler or a status write for ever. The
+# slowest call the operator makes (a server-side apply of a Deployment) takes well under 1 s.
+REQUEST_TIMEOUT: Final = (5.0, 30.0)
 
 
 def build_event(
@@ -97,6 +101,15 @@ def bearer_credentials(configuration: Any) -> tuple[str | None, str | None]:
     return (scheme, token) if token else (None, scheme)
 
 
+def apply_api_timeouts(settings: Any) -> None:
+    """The same bounds on kopf's own calls (kopf.OperatorSettings): its patches and
+    events, and the connection of its watches (their length is the watch timeout)."""
+    connect, read = REQUEST_TIMEOUT
+    settings.networking.connect_timeout = connect
+    settings.networking.request_timeout = read
+    settings.watching.connect_timeout = connect
+
+
 class KubeError(Exception):
     def __init__(self, status: int, message: str) -> None:
         super().__init__(f"HTTP {status}: {message}")
@@ -104,8 +117,9 @@ class KubeError(Exception):
 
 
 class KubeApi:
-    def __init__(self, api_client: Any) -> None:
+    def __init__(self, api_client: Any, *, timeout: tuple[float, float] = REQUEST_TIMEOUT) -> None:
         self._client = api_client
+        self._timeout = timeout
 
     @classmethod
     def from_environment(cls) -> KubeApi:
@@ -135,7 +149,14 @@ class KubeApi:
             body=body,
             auth_settings=["BearerToken"],
         )
-        response = self._client.call_api(method, url, header_params=headers, body=body)
+        try:
+            response = self._client.call_api(
+                method, url, header_params=headers, body=body, _request_timeout=self._timeout
+            )
+        except Exception as err:  # urllib3's timeouts and connection errors
+            if isinstance(err, KubeError):
+                raise
+            raise KubeError(0, f"{method} {path}: {err.__class__.__name__}: {err}") from err
         data = response.read()
         if response.status >= 400:
             try:

@@ -73,6 +73,10 @@ SERVICE = "Service"
 ENDPOINT_SLICE = "EndpointSlice"
 LLMDEPLOYMENT = contract.KIND
 KEY_REFRESH_S = 30.0  # a rotated or revoked model key takes effect within this
+# (connect, read) seconds of a list: an API server that stops answering mid-list must not
+# stall discovery; the stream logs the failure and lists again. A watch's read bound is its
+# own timeout plus a margin.
+LIST_TIMEOUT = (5.0, 60.0)
 
 
 @dataclass(frozen=True)
@@ -253,8 +257,10 @@ class KubernetesDiscovery:
         key_refresh_s: float = KEY_REFRESH_S,
         on_conflicts: Callable[[Mapping[str, int]], None] = lambda refused: None,
         read_key: SecretReader = read_secret_key,
+        list_timeout: tuple[float, float] = LIST_TIMEOUT,
     ) -> None:
         self.table = table
+        self.list_timeout = list_timeout
         self.api_client = api_client
         self.namespaces = tuple(namespaces)
         self.default_routing = default_routing
@@ -444,7 +450,12 @@ class KubernetesDiscovery:
         selector = {SERVICE: SERVICE_SELECTOR, ENDPOINT_SLICE: SLICE_SELECTOR}.get(kind)
         while not self._stop.is_set():
             try:
-                raw = list_fn(*args, label_selector=selector, _preload_content=False)
+                raw = list_fn(
+                    *args,
+                    label_selector=selector,
+                    _preload_content=False,
+                    _request_timeout=self.list_timeout,
+                )
                 listing = json.loads(raw.data)
                 items = listing.get("items") or []
                 if kind == LLMDEPLOYMENT:
@@ -482,7 +493,7 @@ class KubernetesDiscovery:
             resource_version=version,
             allow_watch_bookmarks=True,
             timeout_seconds=self.watch_timeout_s,
-            _request_timeout=(10, self.watch_timeout_s + 30),
+            _request_timeout=(self.list_timeout[0], self.watch_timeout_s + 30),
             _preload_content=False,
         )
         self._responses[stream] = response
