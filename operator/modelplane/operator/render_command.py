@@ -2,7 +2,8 @@
 
 For GitOps and debugging: the same parsing, fit check and builders as the
 operator, with no cluster. A spec the operator would mark Failed is refused
-with the same one-line reasons, and exit code 2.
+with the same one-line reasons (every problem of the file at once, an unknown
+field with the closest known one), and exit code 2.
 """
 
 from __future__ import annotations
@@ -51,28 +52,40 @@ def _block_dumper() -> Any:
 
 
 class RenderError(Exception):
-    """A one-line reason nothing was rendered."""
+    """Why nothing was rendered: one line per problem, every problem of the file."""
+
+    def __init__(self, problems: list[str]) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
 
 
 def render(
     documents: list[Any], config: Any, *, namespace: str, service_monitor_api: bool
 ) -> list[dict[str, Any]]:
+    """The children of every LLMDeployment in `documents`; RenderError with every problem
+    of every one of them (not just the first) when any is not servable."""
     from modelplane.api import contract
     from modelplane.operator.builders import BuildOptions, build_children
     from modelplane.operator.reconcile.parsing import parse_spec
     from modelplane.operator.reconcile.replicas import deployment_replicas
 
     objects: list[dict[str, Any]] = []
-    for doc in documents:
+    problems: list[str] = []
+    found = 0
+    for number, doc in enumerate(documents, start=1):
         if not isinstance(doc, dict) or doc.get("kind") != contract.KIND:
             continue
+        found += 1
         meta = doc.get("metadata") or {}
-        name = str(meta.get("name", ""))
+        name = str(meta.get("name", "")) if isinstance(meta, dict) else ""
         if not name:
-            raise RenderError("an LLMDeployment has no metadata.name")
-        parsed = parse_spec(name, doc.get("spec"), config)
+            problems.append(f"document {number}: the {contract.KIND} has no metadata.name")
+        parsed = parse_spec(name or "unnamed", doc.get("spec"), config)
         if parsed.spec is None or parsed.problems:
-            raise RenderError(f"{name}: " + "; ".join(parsed.problems))
+            problems += [f"{name or f'document {number}'}: {p}" for p in parsed.problems]
+            continue
+        if problems:
+            continue  # only checking the rest: nothing is rendered
         options = BuildOptions(
             replicas=deployment_replicas(parsed.spec),
             service_monitor_api=service_monitor_api,
@@ -80,8 +93,10 @@ def render(
         objects += build_children(
             name, meta.get("namespace") or namespace, parsed.spec, config, options
         )
-    if not objects:
-        raise RenderError(f"no {contract.KIND} found")
+    if problems:
+        raise RenderError(problems)
+    if not found:
+        raise RenderError([f"no {contract.KIND} found"])
     return objects
 
 
@@ -100,8 +115,18 @@ def run(args: argparse.Namespace) -> int:
             namespace=args.namespace,
             service_monitor_api=args.service_monitor,
         )
-    except (ConfigError, RenderError) as err:
+    except ConfigError as err:
         print(f"modelplane render: {err}", file=sys.stderr)
+        return 2
+    except RenderError as err:
+        for problem in err.problems:
+            print(f"modelplane render: {problem}", file=sys.stderr)
+        if len(err.problems) > 1:
+            print(
+                f"modelplane render: {len(err.problems)} problems in {args.filename}; "
+                "nothing rendered",
+                file=sys.stderr,
+            )
         return 2
     except OSError as err:
         print(f"modelplane render: cannot read {args.filename}: {err.strerror}", file=sys.stderr)
