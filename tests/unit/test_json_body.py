@@ -15,8 +15,9 @@ from modelplane.http.json_body import MAX_DEPTH, BodyProblem, parse_json_body
         (b'{"model": "\\udc00"}', "lone UTF-16 surrogate"),
         (b'{"\\ud800": 1}', "lone UTF-16 surrogate"),
         (b'{"model": "caf\xe9"}', "not valid UTF-8 (at byte 14)"),
-        (b'{"model": ', "not valid JSON: Expecting value at line 1 column 11"),
-        (b"", "not valid JSON"),
+        (b'{"model": ', "not valid JSON at line 1 column 11: expecting value"),
+        (b"", "the request body is empty"),
+        (b" \n", "the request body is empty"),
     ],
 )
 def test_hostile_bodies_become_one_sentence(body: bytes, says: str) -> None:

@@ -53,7 +53,7 @@ from modelplane.gateway.routing.routes import ModelRoute, Routing, RoutingTable
 from modelplane.http.asgi import Receive, Scope, Send, header
 from modelplane.http.auth import presented_key
 from modelplane.http.errors import send_error, send_json
-from modelplane.http.json_body import BodyProblem, parse_json_body
+from modelplane.http.json_body import BodyProblem, json_kind, not_an_object, parse_json_body
 from modelplane.http.key_store import ApiKeys
 from modelplane.http.request_body import (
     BodyBudget,
@@ -415,11 +415,13 @@ def _summarize(path: str, body: bytes, routes: Mapping[str, ModelRoute]) -> _Sum
     payload = parse_json_body(body)
     if isinstance(payload, BodyProblem):
         return _Rejected(payload.message)
-    if not isinstance(payload, dict):
-        return _Rejected("the request body is not a JSON object")
+    if (problem := not_an_object(payload)) is not None:
+        return _Rejected(problem.message)
     model = payload.get("model")
-    if not isinstance(model, str) or not model:
-        return _Rejected("the request has no 'model'", param="model")
+    if model is None or model == "":
+        return _Rejected("model is required", param="model")
+    if not isinstance(model, str):
+        return _Rejected(f"model must be a string (got {json_kind(model)})", param="model")
     route = routes.get(model)
     prefix_routed = route is not None and route.routing is Routing.PREFIX
     return _Summary(

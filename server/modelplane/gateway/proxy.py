@@ -36,7 +36,7 @@ from modelplane.gateway.routing.balancing import DEFAULT_LOAD_FACTOR, pick_upstr
 from modelplane.gateway.routing.resilience import OutlierDetector, RetryBudget
 from modelplane.gateway.routing.routes import ModelRoute, Track
 from modelplane.http.asgi import Send
-from modelplane.http.errors import error_body, send_error
+from modelplane.http.errors import error_body, rewrite_error_body, send_error
 from modelplane.http.request_body import BufferedBody
 
 log = logging.getLogger("modelplane.gateway")
@@ -61,6 +61,7 @@ HOP_BY_HOP = frozenset(
 _RESPONSE_DROP = HOP_BY_HOP - {b"content-length"}
 _SSE = b"text/event-stream"
 _SSE_END = b"data: [DONE]\n\n"  # the last event of an OpenAI stream
+_MAX_ERROR_BODY_BYTES = 1 << 20  # read of a replica's error body, to rewrite it
 
 # Errors before the first byte that mean "this replica did not take the
 # request": safe to send it elsewhere. A read timeout is not one of them
@@ -335,6 +336,35 @@ class UpstreamPool:
         self.metrics.retries.labels(model).inc()
         return True
 
+    async def _send_error_response(
+        self,
+        response: aiohttp.ClientResponse,
+        headers: list[tuple[bytes, bytes]],
+        send: Send,
+        outcome: Outcome,
+        tally: TokenTally | None,
+    ) -> None:
+        """A replica's error in the one envelope (`http.errors.rewrite_error_body`): its
+        message and `param` kept, `type` and `code` from the status, whatever server the
+        replica runs. Error bodies are small; one past the limit is cut, not held."""
+        try:
+            body = await response.content.read(_MAX_ERROR_BODY_BYTES)
+        except (TimeoutError, aiohttp.ClientError):
+            body = b""
+        finally:
+            response.release()
+        if tally is not None:
+            tally.feed(body)
+        rewritten = rewrite_error_body(response.status, body)
+        kept = [(k, v) for k, v in headers if k not in (b"content-type", b"content-length")]
+        kept += [
+            (b"content-type", b"application/json"),
+            (b"content-length", b"%d" % len(rewritten)),
+        ]
+        await send({"type": "http.response.start", "status": response.status, "headers": kept})
+        outcome.first_byte_at = time.perf_counter()
+        await send({"type": "http.response.body", "body": rewritten})
+
     async def _stream(
         self,
         model: str,
@@ -347,6 +377,9 @@ class UpstreamPool:
             (k.lower(), v) for k, v in response.raw_headers if k.lower() not in _RESPONSE_DROP
         ]
         sse = any(k == b"content-type" and v.startswith(_SSE) for k, v in headers)
+        if response.status >= 400 and not sse:
+            await self._send_error_response(response, headers, send, outcome, tally)
+            return
         try:
             await send(
                 {"type": "http.response.start", "status": response.status, "headers": headers}

@@ -67,6 +67,30 @@ def _has_lone_surrogate(value: Any) -> bool:
     return False
 
 
+def json_kind(value: Any) -> str:
+    """What a client sent, as JSON names it: a short scalar's value, else its kind."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool | int | float):
+        shown = json.dumps(value)
+        return shown if len(shown) <= 40 else "a number"
+    if isinstance(value, str):
+        shown = json.dumps(value)
+        return shown if len(shown) <= 40 else "a string"
+    if isinstance(value, list | tuple):
+        return "an array"
+    if isinstance(value, dict):
+        return "an object"
+    return type(value).__name__
+
+
+def not_an_object(payload: Any) -> BodyProblem | None:
+    """The problem of a request body that parsed, but not into a JSON object."""
+    if isinstance(payload, dict):
+        return None
+    return BodyProblem(f"the request body must be a JSON object (got {json_kind(payload)})")
+
+
 def parse_json_body(body: bytes, *, max_depth: int = MAX_DEPTH) -> Any | BodyProblem:
     """The parsed body, or what is wrong with it in one sentence.
 
@@ -78,11 +102,14 @@ def parse_json_body(body: bytes, *, max_depth: int = MAX_DEPTH) -> Any | BodyPro
     except UnicodeDecodeError as err:
         return BodyProblem(f"the request body is not valid UTF-8 (at byte {err.start})")
     too_deep = BodyProblem(f"the request body nests JSON deeper than {max_depth} levels")
+    if not text.strip():
+        return BodyProblem("the request body is empty; send a JSON object")
     try:
         payload = json.loads(text)
     except json.JSONDecodeError as err:
+        what = err.msg[:1].lower() + err.msg[1:]
         return BodyProblem(
-            f"the request body is not valid JSON: {err.msg} at line {err.lineno} column {err.colno}"
+            f"the request body is not valid JSON at line {err.lineno} column {err.colno}: {what}"
         )
     except RecursionError:  # deeper than the parser itself goes
         return too_deep

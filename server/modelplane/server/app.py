@@ -23,14 +23,15 @@ import json
 import logging
 import time
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from modelplane.http.asgi import ASGIApp, Message, Receive, Scope, Send, header
-from modelplane.http.errors import send_error, send_json
-from modelplane.http.json_body import BodyProblem, parse_json_body
+from modelplane.http.errors import rewrite_error_body, rewrite_error_event, send_error, send_json
+from modelplane.http.json_body import BodyProblem, not_an_object, parse_json_body
 from modelplane.http.key_store import ApiKeys
 from modelplane.http.request_body import (
     BodyTimeoutError,
@@ -54,6 +55,19 @@ MODELS_PATH = "/v1/models"
 ENGINE_PATHS = frozenset(
     {MODELS_PATH, CHAT_PATH, COMPLETIONS_PATH, EMBEDDINGS_PATH, "/tokenize", "/detokenize"}
 )
+# The OpenAI inference paths: what `/ready` says a loaded model serves (the gateway
+# learns it there, and its chat page offers only models that serve chat).
+INFERENCE_PATHS = (CHAT_PATH, COMPLETIONS_PATH, EMBEDDINGS_PATH)
+# The engine names the request's input `input_tokens` when it is too long for the
+# context; the client knows it by the field it wrote.
+_INPUT_PARAM = {
+    CHAT_PATH: {"input_tokens": "messages"},
+    COMPLETIONS_PATH: {"input_tokens": "prompt"},
+    EMBEDDINGS_PATH: {"input_tokens": "input"},
+}
+# An engine error body held to be rewritten into the envelope; a larger one (never
+# seen: vLLM bounds its messages) goes out as it is.
+_MAX_REWRITTEN_ERROR_BYTES = 1 << 20
 PROBE_PATHS = frozenset({"/health", "/ready", "/metrics"})
 
 
@@ -162,8 +176,10 @@ class ModelServerApp:
             status = 200 if await self.engine.healthy() else 503
         else:
             status = 200  # alive and loading; startup probes watch /ready
-        body = json.dumps({"status": lc.phase.value, "detail": lc.detail}).encode()
-        await send_json(send, status, body)
+        state: dict[str, object] = {"status": lc.phase.value, "detail": lc.detail}
+        if self.engine is not None:
+            state["endpoints"] = [p for p in INFERENCE_PATHS if p in self.engine.paths]
+        await send_json(send, status, json.dumps(state).encode())
 
     async def _engine_request(
         self, scope: Scope, receive: Receive, send: Send, exchange: _Exchange
@@ -201,9 +217,17 @@ class ModelServerApp:
         if lc.phase is Phase.FAILED or engine is None:
             await send_error(send, 503, f"the engine is not available: {lc.detail}")
             return
+        if scope["path"] in INFERENCE_PATHS and scope["method"] != "POST":
+            await send_error(send, 405, f"use POST for {scope['path']}")
+            return
         if scope["path"] not in engine.paths:
+            serves = " and ".join(p for p in INFERENCE_PATHS if p in engine.paths) or "nothing"
             await send_error(
-                send, 404, f"model {settings.served_model_name!r} does not serve {scope['path']}"
+                send,
+                404,
+                f"model {settings.served_model_name!r} does not serve {scope['path']}; "
+                f"it serves {serves}",
+                param="model",
             )
             return
         try:
@@ -236,7 +260,11 @@ class ModelServerApp:
         if problem is not None:
             await send_error(send, 400, problem)
             return
-        await engine.asgi(scope, _replaying(body, receive), send)
+        await engine.asgi(
+            scope,
+            _replaying(body, receive),
+            _in_the_envelope(send, _INPUT_PARAM.get(scope["path"])),
+        )
 
     def _record(self, model: str, endpoint: str, ex: _Exchange) -> None:
         m = self.metrics
@@ -303,6 +331,60 @@ def _observe(send: Send, ex: _Exchange) -> Send:
     return wrapped
 
 
+def _in_the_envelope(send: Send, params: Mapping[str, str] | None = None) -> Send:
+    """The engine's errors in the one envelope (`http.errors`): an error response is held
+    until its body is complete and rewritten, an error event in a stream is rewritten on
+    its way; everything else passes untouched."""
+    held: list[Message] = []  # the error response's start, then its body chunks
+    size = 0
+    streaming = False
+
+    async def wrapped(message: Message) -> None:
+        nonlocal size, streaming
+        kind = message["type"]
+        if kind == "http.response.start":
+            if int(message["status"]) >= 400:
+                held.append(message)
+                return
+            streaming = any(
+                k.lower() == b"content-type" and v.startswith(b"text/event-stream")
+                for k, v in message.get("headers", ())
+            )
+        elif kind == "http.response.body" and held:
+            held.append(message)
+            size += len(message.get("body", b""))
+            if message.get("more_body", False) and size <= _MAX_REWRITTEN_ERROR_BYTES:
+                return
+            start, chunks = held[0], held[1:]
+            held.clear()
+            if message.get("more_body", False):  # too large to hold: as it came
+                for part in (start, *chunks):
+                    await send(part)
+                return
+            status = int(start["status"])
+            body = rewrite_error_body(status, b"".join(c.get("body", b"") for c in chunks), params)
+            headers = [
+                (k, v)
+                for k, v in start.get("headers", ())
+                if k.lower() not in (b"content-type", b"content-length")
+            ]
+            headers += [
+                (b"content-type", b"application/json"),
+                (b"content-length", b"%d" % len(body)),
+            ]
+            await send({**start, "headers": headers})
+            await send({"type": "http.response.body", "body": body})
+            return
+        elif kind == "http.response.body" and streaming:
+            chunk = message.get("body", b"")
+            rewritten = rewrite_error_event(chunk, params)
+            if rewritten is not chunk:
+                message = {**message, "body": rewritten}
+        await send(message)
+
+    return wrapped
+
+
 def _json_problem(body: bytes, allowed_media_hosts: frozenset[str] = frozenset()) -> str | None:
     """What is wrong with the body's JSON, if anything, a media URL the engine may not
     fetch included. The parsed value is dropped on return: the engine parses the body
@@ -313,6 +395,8 @@ def _json_problem(body: bytes, allowed_media_hosts: frozenset[str] = frozenset()
     parsed = parse_json_body(body)
     if isinstance(parsed, BodyProblem):
         return parsed.message
+    if (problem := not_an_object(parsed)) is not None:
+        return problem.message
     return media_url_problem(parsed, allowed_media_hosts)
 
 

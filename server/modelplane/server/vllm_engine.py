@@ -20,12 +20,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import httpx
 
 from modelplane.api.engine import ModelFacts
 from modelplane.http.asgi import ASGIApp
+from modelplane.http.errors import error_body
 from modelplane.server.app import (
     CHAT_PATH,
     COMPLETIONS_PATH,
@@ -33,10 +35,19 @@ from modelplane.server.app import (
     MODELS_PATH,
 )
 from modelplane.server.options import ServeOptions
+from modelplane.server.request_errors import describe_validation_errors
 
 log = logging.getLogger("modelplane.server.engine")
 
 _ALWAYS = frozenset({MODELS_PATH, "/tokenize", "/detokenize"})
+
+# How long the engine's processes get to exit on shutdown before vLLM kills them. vLLM's
+# own 5 s (for the EngineCore, and for its workers inside that) is shorter than a normal
+# exit takes on a small CPU machine: each process spends seconds in Python's final
+# garbage collection, more with two engines stopping on two cores, and a kill prints
+# "force killing remaining process EngineCore" and can leave an EngineDeadError behind.
+ENGINE_SHUTDOWN_TIMEOUT_S = 30.0
+WORKER_SHUTDOWN_TIMEOUT_S = 20
 
 
 def vllm_cli_args(options: ServeOptions) -> list[str]:
@@ -126,10 +137,41 @@ class VllmEngine:
             raise RuntimeError(f"warm-up request failed: {response.status_code} {response.text}")
 
 
+def install_error_handlers(app: Any) -> None:
+    """Make the engine app's own errors readable and keep its error handlers working.
+
+    A request its models refuse is answered with sentences
+    (`request_errors.describe_validation_errors`) instead of pydantic's repr.
+    vLLM's handler for a dead or failed engine reads `app.state.server` (the
+    uvicorn server of vLLM's own launcher, which we do not run) to ask it to
+    exit; without one the handler itself fails and the client is told
+    "'State' object has no attribute 'server'". A stand-in takes the request
+    harmlessly: `/health` reports the dead engine and the kubelet restarts the pod.
+    """
+    from fastapi.exceptions import RequestValidationError
+    from starlette.requests import Request
+    from starlette.responses import Response
+
+    async def refused(request: Request, exc: Exception) -> Response:
+        assert isinstance(exc, RequestValidationError)
+        message, param = describe_validation_errors(exc.errors())
+        return Response(
+            error_body(400, message, param=param), status_code=400, media_type="application/json"
+        )
+
+    app.add_exception_handler(RequestValidationError, refused)
+    # vLLM's build_app already built the middleware stack, which holds its own copy of
+    # the handlers: built again, it holds this one.
+    app.middleware_stack = app.build_middleware_stack()
+    if not hasattr(app.state, "server"):
+        app.state.server = SimpleNamespace(should_exit=False)
+
+
 @asynccontextmanager
 async def open_vllm_engine(options: ServeOptions) -> AsyncIterator[VllmEngine]:
     """Create the engine (in a worker thread: it blocks for the whole load) and vLLM's app."""
     os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
+    os.environ.setdefault("VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS", str(WORKER_SHUTDOWN_TIMEOUT_S))
     # A media host on engine.allowedMediaDomains must not redirect the engine elsewhere.
     os.environ["VLLM_MEDIA_URL_ALLOW_REDIRECTS"] = "0"
     from vllm.engine.arg_utils import AsyncEngineArgs
@@ -160,7 +202,8 @@ async def open_vllm_engine(options: ServeOptions) -> AsyncIterator[VllmEngine]:
         tasks = tuple(await client.get_supported_tasks())
         app = build_app(args, tasks, client.model_config)
         await init_app_state(client, app.state, args, tasks)
+        install_error_handlers(app)
         async with app.router.lifespan_context(app):
             yield VllmEngine(app=app, client=client, tasks=tasks)
     finally:
-        await asyncio.to_thread(client.shutdown)
+        await asyncio.to_thread(client.shutdown, ENGINE_SHUTDOWN_TIMEOUT_S)

@@ -95,15 +95,25 @@ async def test_request_body_over_the_limit_is_413(
     assert r.status_code == 413 and not a.seen
 
 
-async def test_the_replicas_errors_pass_through_unchanged(
+async def test_the_replicas_errors_reach_the_client_in_the_one_envelope(
     stub_replicas: StubFactory, serve_gateway: GatewayFactory
 ) -> None:
+    """Whatever server a replica runs, its error keeps its message and param and gets the
+    gateway's type and code for its status."""
     (a,) = await stub_replicas(1)
     gw = await serve_gateway({"m": route("m", a.url)})
     async with httpx.AsyncClient(base_url=gw.url) as client:
         r = await client.post(CHAT, json=chat(max_tokens=-1))
     assert r.status_code == 400
-    assert r.json() == {"error": {"message": "max_tokens must be positive", "param": "max_tokens"}}
+    assert r.json() == {
+        "error": {
+            "message": "max_tokens must be positive",
+            "type": "invalid_request_error",
+            "param": "max_tokens",
+            "code": 400,
+        }
+    }
+    assert r.headers["content-length"] == str(len(r.content))
 
 
 async def test_a_stream_arrives_event_by_event_not_buffered(
@@ -439,7 +449,7 @@ async def test_hostile_model_names_and_bodies_get_400s_and_never_reach_the_metri
         (surrogate, "lone UTF-16 surrogate"),
         (deep, "nests JSON deeper than 64 levels"),
         (latin1, "not valid UTF-8 (at byte 12)"),
-        (broken, "not valid JSON: Expecting value at line 2 column 15"),
+        (broken, "not valid JSON at line 2 column 15: expecting value"),
     ):
         assert response.status_code == 400, response.text
         error = response.json()["error"]
