@@ -1,7 +1,9 @@
 """The real model server: vLLM (CPU build) serving SmolLM2-135M-Instruct.
 
 One server process with API keys on is started for the module and driven
-with the official `openai` client, the way users talk to it. Its key file is
+with the official `openai` client, the way users talk to it; a gateway in
+front of it (its own keys, the same limits) shows that every error class
+reaches a client in the same envelope through either front door. Its key file is
 a Secret volume as the kubelet lays it out, so a test can rotate a key the
 way a cluster does; its head and body deadlines are short (2 s), so tests of
 half-sent requests see them pass quickly.
@@ -13,14 +15,16 @@ import json
 import time
 from collections.abc import Iterator
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 import openai
 import pytest
-from openai.types.chat import ChatCompletionFunctionToolParam
+from openai.types.chat import ChatCompletion, ChatCompletionFunctionToolParam
 
 from tests.conftest import ServerProcess
+from tests.integration.gateway.conftest import GatewayProcess
 from tests.support.raw_http import open_connection, trickle_until_answered, wait_closed
 from tests.support.secret_volume import SecretVolume
 
@@ -195,52 +199,11 @@ def test_probes_and_metrics_need_no_key(server: ServerProcess) -> None:
         assert httpx.get(f"{server.url}{path}").status_code == 200
 
 
-def test_unknown_model_is_404(client: openai.OpenAI) -> None:
-    with pytest.raises(openai.NotFoundError) as exc:
-        client.chat.completions.create(
-            model="gpt-9", messages=[{"role": "user", "content": "hi"}], max_tokens=2
-        )
-    assert error_of(exc.value)["param"] == "model"
-
-
 def test_max_tokens_out_of_range_is_400_with_param(client: openai.OpenAI) -> None:
     for bad in (100_000, -1):
         with pytest.raises(openai.BadRequestError) as exc:
             client.completions.create(model=MODEL, prompt="hi", max_tokens=bad)
         assert error_of(exc.value)["param"] == "max_tokens"
-
-
-def test_prompt_longer_than_context_is_400_with_param(client: openai.OpenAI) -> None:
-    with pytest.raises(openai.BadRequestError) as exc:
-        client.completions.create(model=MODEL, prompt="hello " * 3000, max_tokens=4)
-    error = error_of(exc.value)
-    assert error["param"]
-    assert "context" in str(error["message"])
-
-
-def test_malformed_json_is_400(server: ServerProcess) -> None:
-    r = httpx.post(
-        f"{server.url}/v1/chat/completions",
-        content=b'{"model": ',
-        headers={"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"},
-    )
-    assert r.status_code == 400
-    assert r.json()["error"]["code"] == 400
-
-
-def test_oversized_body_is_413(server: ServerProcess) -> None:
-    r = httpx.post(
-        f"{server.url}/v1/completions",
-        json={"model": MODEL, "prompt": "x" * 70_000},
-        headers={"Authorization": f"Bearer {KEY}"},
-    )
-    assert r.status_code == 413
-    assert r.json()["error"]["code"] == 413
-
-
-def test_embeddings_not_served_by_a_chat_model(client: openai.OpenAI) -> None:
-    with pytest.raises(openai.NotFoundError):
-        client.embeddings.create(model=MODEL, input="hello")
 
 
 def test_no_input_yields_a_500_or_a_traceback(server: ServerProcess) -> None:
@@ -397,3 +360,233 @@ def test_a_key_removed_from_the_mounted_secret_is_refused_without_a_restart(
             pytest.fail(f"the server still takes the old key after 60 s:\n{server.log_tail()}")
         time.sleep(0.2)
     assert status(KEY) == 200  # the key the file kept stays valid throughout
+
+
+# --- every error class, through both front doors, as the official client sees it ------
+
+GATEWAY_KEY = "sk-gateway"
+HI: list[dict[str, str]] = [{"role": "user", "content": "hi"}]
+JSON_TYPE = {"Content-Type": "application/json"}
+
+
+@pytest.fixture(scope="module")
+def gateway(
+    server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[GatewayProcess]:
+    """A gateway in front of the server, with its own key, the same size and deadline."""
+    tmp = tmp_path_factory.mktemp("gateway")
+    (tmp / "upstream.key").write_text(f"{KEY}\n")
+    (tmp / "gateway.keys").write_text(f"{GATEWAY_KEY}\n")
+    config = tmp / "models.yaml"
+    config.write_text(
+        f"models:\n  {MODEL}:\n    upstreams: [{server.url}]\n"
+        "    upstreamApiKeyFile: upstream.key\n"
+    )
+    gateway = GatewayProcess.with_args(
+        tmp, "gateway", "--config", str(config), "--api-key-file", str(tmp / "gateway.keys"),
+        "--max-request-bytes", "65536", "--body-timeout", str(DEADLINE_S),
+    ).start()  # fmt: skip
+    try:
+        yield gateway.wait_synced()
+    finally:
+        gateway.stop()
+
+
+@dataclass(frozen=True)
+class Door:
+    """A front door (the server, or the gateway in front of it) and its key."""
+
+    name: str
+    url: str
+    key: str
+
+    def client(self, key: str | None = None) -> openai.OpenAI:
+        return openai.OpenAI(base_url=f"{self.url}/v1", api_key=key or self.key, max_retries=0)
+
+
+@pytest.fixture(params=["server", "gateway"])
+def door(request: pytest.FixtureRequest, server: ServerProcess) -> Door:
+    if request.param == "server":
+        return Door("server", server.url, KEY)
+    gateway: GatewayProcess = request.getfixturevalue("gateway")
+    return Door("gateway", gateway.url, GATEWAY_KEY)
+
+
+def refusal(exc: openai.APIStatusError) -> dict[str, object]:
+    """The error as the client library parsed it: the envelope's fields, `code` the status
+    (which the library hands over as a string, as OpenAI's codes are)."""
+    assert isinstance(exc.body, dict) and set(exc.body) == {"message", "type", "param", "code"}
+    assert exc.body["code"] == exc.status_code and exc.code == str(exc.status_code)
+    assert (exc.type, exc.param) == (exc.body["type"], exc.body["param"])
+    return exc.body
+
+
+def test_broken_json_names_line_and_column(door: Door) -> None:
+    with pytest.raises(openai.BadRequestError) as exc:
+        door.client().post(
+            "/chat/completions",
+            cast_to=ChatCompletion,
+            content=b'{"model": "smollm2", "messages": [}',
+            options={"headers": JSON_TYPE},
+        )
+    assert refusal(exc.value) == {
+        "message": "the request body is not valid JSON at line 1 column 35: expecting value",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": 400,
+    }
+
+
+def test_a_missing_field_is_named(door: Door) -> None:
+    with pytest.raises(openai.BadRequestError) as exc:
+        door.client().post("/chat/completions", cast_to=ChatCompletion, body={"model": MODEL})
+    assert refusal(exc.value) == {
+        "message": "messages is required",
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": 400,
+    }
+
+
+def test_a_field_of_the_wrong_type_says_what_it_must_be(door: Door) -> None:
+    with pytest.raises(openai.BadRequestError) as exc:
+        door.client().chat.completions.create(model=MODEL, messages="hi")  # type: ignore[arg-type]
+    assert refusal(exc.value) == {
+        "message": 'messages must be an array (got "hi")',
+        "type": "invalid_request_error",
+        "param": "messages",
+        "code": 400,
+    }
+
+
+def test_an_unknown_model_is_not_found_and_the_served_one_named(door: Door) -> None:
+    with pytest.raises(openai.NotFoundError) as exc:
+        door.client().chat.completions.create(model="gpt-9", messages=HI, max_tokens=2)  # type: ignore[arg-type]
+    error = refusal(exc.value)
+    assert (error["type"], error["param"], error["code"]) == ("not_found_error", "model", 404)
+    assert (
+        error["message"]
+        == {
+            "server": "The model `gpt-9` does not exist. Valid aliases: smollm2.",
+            "gateway": "the model 'gpt-9' does not exist; available: smollm2",
+        }[door.name]
+    )
+
+
+def test_a_prompt_longer_than_the_context_names_the_field_it_came_in(door: Door) -> None:
+    with pytest.raises(openai.BadRequestError) as exc:
+        door.client().chat.completions.create(
+            model=MODEL, messages=[{"role": "user", "content": "hello " * 3000}], max_tokens=4
+        )
+    error = refusal(exc.value)
+    assert (error["type"], error["param"]) == ("invalid_request_error", "messages")
+    assert str(error["message"]).startswith("This model's maximum context length is 2048 tokens.")
+    assert "(parameter=" not in str(error["message"])
+
+
+def test_a_route_the_model_does_not_serve_says_which_it_does(door: Door) -> None:
+    with pytest.raises(openai.NotFoundError) as exc:
+        door.client().embeddings.create(model=MODEL, input="hello")
+    assert refusal(exc.value) == {
+        "message": "model 'smollm2' does not serve /v1/embeddings; "
+        "it serves /v1/chat/completions and /v1/completions",
+        "type": "not_found_error",
+        "param": "model",
+        "code": 404,
+    }
+
+
+def test_a_wrong_key_is_an_authentication_error(door: Door) -> None:
+    with pytest.raises(openai.AuthenticationError) as exc:
+        door.client("sk-wrong").chat.completions.create(model=MODEL, messages=HI)  # type: ignore[arg-type]
+    assert refusal(exc.value) == {
+        "message": "missing or invalid API key; send 'Authorization: Bearer <key>'",
+        "type": "authentication_error",
+        "param": None,
+        "code": 401,
+    }
+    assert exc.value.response.headers["www-authenticate"] == "Bearer"
+
+
+def test_a_body_over_the_limit_is_413(door: Door) -> None:
+    with pytest.raises(openai.APIStatusError) as exc:
+        door.client().completions.create(model=MODEL, prompt="x" * 70_000, max_tokens=2)
+    assert refusal(exc.value) == {
+        "message": "request body exceeds the limit of 65536 bytes",
+        "type": "invalid_request_error",
+        "param": None,
+        "code": 413,
+    }
+
+
+def test_a_body_that_stalls_past_the_deadline_is_408(door: Door) -> None:
+    def stalled() -> Iterator[bytes]:
+        yield b'{"model": "smollm2", "messages": ['
+        time.sleep(DEADLINE_S + 1.5)
+        yield b"]}"
+
+    with pytest.raises(openai.APIStatusError) as exc:
+        door.client().post(
+            "/chat/completions",
+            cast_to=ChatCompletion,
+            content=stalled(),
+            options={"headers": JSON_TYPE},
+        )
+    assert refusal(exc.value) == {
+        "message": f"the request body did not arrive within {DEADLINE_S:g}s",
+        "type": "timeout_error",
+        "param": None,
+        "code": 408,
+    }
+
+
+def test_a_key_over_its_rate_is_429(server: ServerProcess, tmp_path: Path) -> None:
+    """The gateway's limit (the server has none): two requests a minute, the third refused."""
+    gateway = GatewayProcess.static(
+        tmp_path, "rate", [server.url], "--requests-per-minute", "2"
+    ).start()
+    try:
+        client = Door("gateway", gateway.wait_synced().url, "none").client()
+        for _ in range(2):  # answered without the engine: the model does not exist
+            with pytest.raises(openai.NotFoundError):
+                client.chat.completions.create(model="gpt-9", messages=HI)  # type: ignore[arg-type]
+        with pytest.raises(openai.RateLimitError) as exc:
+            client.chat.completions.create(model="gpt-9", messages=HI)  # type: ignore[arg-type]
+    finally:
+        gateway.stop()
+    error = refusal(exc.value)
+    assert (error["type"], error["param"], error["code"]) == ("rate_limit_error", None, 429)
+    assert error["message"] == ("rate limit reached: requests per minute for this client address")
+    assert 1 <= int(exc.value.response.headers["retry-after"]) <= 60
+
+
+def test_a_full_gateway_is_503_with_retry_after(server: ServerProcess, tmp_path: Path) -> None:
+    """One request in flight at most: a body still arriving holds the place, the next
+    request is refused at once."""
+    gateway = GatewayProcess.static(tmp_path, "busy", [server.url], "--max-in-flight", "1").start()
+    try:
+        client = Door("gateway", gateway.wait_synced().url, "none").client()
+        with open_connection(gateway.url) as held:
+            held.sendall(
+                b"POST /v1/chat/completions HTTP/1.1\r\nHost: gw\r\n"
+                b"Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"
+            )
+            deadline = time.monotonic() + 30
+            while True:  # until the held request has its place (a cheap 404 before that)
+                try:
+                    client.chat.completions.create(model="gpt-9", messages=HI)  # type: ignore[arg-type]
+                except openai.NotFoundError:
+                    assert time.monotonic() < deadline, "the held request never took its place"
+                    time.sleep(0.05)
+                except openai.InternalServerError as err:
+                    exc = err
+                    break
+    finally:
+        gateway.stop()
+    assert refusal(exc) == {
+        "message": "the gateway has 1 requests in flight, its limit; retry shortly",
+        "type": "service_unavailable",
+        "param": None,
+        "code": 503,
+    }
+    assert exc.response.headers["retry-after"] == "1"
