@@ -127,6 +127,15 @@ async def test_probes_and_metrics_are_open(client: httpx.AsyncClient) -> None:
         assert (await client.get(path)).status_code == 200
 
 
+async def test_ready_lists_the_paths_the_loaded_model_serves(client: httpx.AsyncClient) -> None:
+    """What static discovery reads, so the gateway (and its chat page) knows a chat model
+    from an embedding model; nothing is listed while the model loads."""
+    ready = (await client.get("/ready")).json()
+    assert ready["endpoints"] == [CHAT_PATH, COMPLETIONS_PATH]
+    front, _, _ = make_front(ready=False)
+    assert "endpoints" not in (await call(front, "GET", "/ready")).json()
+
+
 async def test_unknown_path_is_404_envelope(client: httpx.AsyncClient) -> None:
     r = await client.post("/v1/fine_tuning/jobs")
     assert r.status_code == 404

@@ -184,10 +184,8 @@ class GatewayApp:
         if not self._authorized(scope)[0]:
             await _unauthorized(send)
             return
-        data = [
-            {"id": name, "object": "model", "created": self._started, "owned_by": "modelplane"}
-            for name in sorted(self.table.routes)
-        ]
+        routes = self.table.routes
+        data = [_model_entry(routes[name], self._started) for name in sorted(routes)]
         await send_json(send, 200, json.dumps({"object": "list", "data": data}).encode())
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -403,6 +401,22 @@ class GatewayApp:
             if histogram is None:
                 histogram = self._latency[model] = self.metrics.added_latency.labels(model)
             histogram.observe(max(0.0, added))
+
+
+def _model_entry(route: ModelRoute, created: int) -> dict[str, object]:
+    """A model as `/v1/models` lists it: OpenAI's fields, and two of ours for clients that
+    choose a model (the chat page): whether a replica is ready now (when none is, a request
+    is held while one starts) and, once a replica has said, the paths the model serves."""
+    entry: dict[str, object] = {
+        "id": route.name,
+        "object": "model",
+        "created": created,
+        "owned_by": "modelplane",
+        "ready": route.ready,
+    }
+    if route.endpoints is not None:
+        entry["endpoints"] = sorted(route.endpoints)
+    return entry
 
 
 def _summarize(path: str, body: bytes, routes: Mapping[str, ModelRoute]) -> _Summary | _Rejected:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -81,6 +82,24 @@ async def test_unknown_model_is_404_listing_what_exists_and_bad_requests_are_400
     assert no_model.status_code == 400 and no_model.json()["error"]["param"] == "model"
     assert not_json.status_code == 400 and wrong_verb.status_code == 405
     assert [m["id"] for m in models.json()["data"]] == ["m", "n"]
+
+
+async def test_models_say_which_are_ready_and_what_each_serves(
+    stub_replicas: StubFactory, serve_gateway: GatewayFactory
+) -> None:
+    (a,) = await stub_replicas(1)
+    chat = replace(route("chat", a.url), endpoints=frozenset({CHAT, "/v1/completions"}))
+    embed = replace(route("embed", a.url), endpoints=frozenset({"/v1/embeddings"}))
+    cold = ModelRoute("cold", (Track("stable", 100, ()),))
+    gw = await serve_gateway({"embed": embed, "chat": chat, "cold": cold})
+    async with httpx.AsyncClient(base_url=gw.url) as client:
+        models = (await client.get("/v1/models")).json()["data"]
+    assert [(m["id"], m["ready"], m.get("endpoints")) for m in models] == [
+        ("chat", True, [CHAT, "/v1/completions"]),
+        ("cold", False, None),  # no replica has said yet
+        ("embed", True, ["/v1/embeddings"]),
+    ]
+    assert {m["object"] for m in models} == {"model"}
 
 
 async def test_request_body_over_the_limit_is_413(

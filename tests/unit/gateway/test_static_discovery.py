@@ -30,6 +30,7 @@ from modelplane.gateway.routing.routes import Routing, RoutingTable
 class Replica:
     def __init__(self) -> None:
         self.ready = True
+        self.endpoints: list[str] | None = None  # listed in /ready's answer, as the server does
         self.runner: web.AppRunner | None = None
         self.url = ""
 
@@ -45,6 +46,8 @@ class Replica:
         return self
 
     async def _ready(self, _: web.Request) -> web.Response:
+        if self.ready and self.endpoints is not None:
+            return web.json_response({"status": "ready", "endpoints": self.endpoints})
         return web.Response(status=200 if self.ready else 503)
 
     async def stop(self) -> None:
@@ -149,6 +152,36 @@ async def test_discovery_follows_readiness_and_file_changes(
         os.utime(path, (2, 2))
         await discovery.poll_once(session)  # a broken edit keeps the last good routes
         assert sorted(table.routes) == ["m", "n"]
+
+
+async def test_routes_carry_the_paths_the_replicas_say_they_serve(
+    tmp_path: Path, replicas: list[Replica]
+) -> None:
+    """What a replica's /ready lists is its model's endpoints: unknown until one says,
+    kept while the replica is down (it serves the same model when back)."""
+    chat, embed = replicas
+    chat.endpoints = ["/v1/chat/completions", "/v1/completions"]
+    embed.ready = False
+    path = write(
+        tmp_path / "g.yaml",
+        f"models:\n  smollm2:\n    upstreams: [{chat.url}]\n"
+        f"  minilm:\n    upstreams: [{embed.url}]\n",
+    )
+    table = RoutingTable()
+    discovery = StaticDiscovery(table, path=path)
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
+        await discovery.poll_once(session)
+        assert table.routes["smollm2"].endpoints == {"/v1/chat/completions", "/v1/completions"}
+        assert table.routes["minilm"].endpoints is None  # loading: it has not said yet
+
+        embed.ready, embed.endpoints = True, ["/v1/embeddings", "not a path"]
+        await discovery.poll_once(session)
+        assert table.routes["minilm"].endpoints == {"/v1/embeddings"}
+
+        embed.ready = False  # stopped: still an embedding model
+        await discovery.poll_once(session)
+        assert not table.routes["minilm"].ready
+        assert table.routes["minilm"].endpoints == {"/v1/embeddings"}
 
 
 async def test_a_held_request_wakes_when_a_replica_turns_ready(

@@ -10,6 +10,9 @@ A model whose servers require an API key names a file holding it
 (`upstreamApiKeyFile`, relative to this file's folder; its first key line
 is sent as `Authorization: Bearer`). The client's own key is never sent.
 The key file is re-read when it changes (a mounted Secret updates in place).
+A replica running `modelplane serve` lists in its `/ready` answer the OpenAI
+paths its model serves; the routes carry them (`/v1/models` shows them, and
+the chat page offers only models that serve chat).
 
     models:
       smollm2:
@@ -26,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import logging
 from collections.abc import Iterable, Mapping
 from pathlib import Path
@@ -116,18 +120,23 @@ def routes_from_static(
     config: StaticConfig,
     ready: Iterable[str],
     keys: Mapping[str, str] | None = None,
+    endpoints: Mapping[str, frozenset[str]] | None = None,
 ) -> dict[str, ModelRoute]:
     """The routing table for this file, keeping only the replicas seen ready.
 
     `keys`: each model's upstream key; a model whose file names a key file
     but has no key here gets a 503 for its requests (its replicas would refuse them).
+    `endpoints`: the paths each replica (by URL) said it serves, kept while it is not
+    ready (a replica stopped or scaled down serves the same model when it is back).
     """
     ready_set = set(ready)
     keys = keys or {}
+    endpoints = endpoints or {}
     return {
         name: ModelRoute(
             name=name,
             routing=model.routing,
+            endpoints=_model_endpoints(model, endpoints),
             upstream_key=keys.get(name),
             upstream_key_problem=(
                 f"no key read from {model.upstream_api_key_file}"
@@ -146,6 +155,31 @@ def routes_from_static(
         )
         for name, model in config.models.items()
     }
+
+
+def _model_endpoints(
+    model: StaticModel, endpoints: Mapping[str, frozenset[str]]
+) -> frozenset[str] | None:
+    """What the model's replicas said they serve, together; None if none has said."""
+    said = [
+        endpoints[_base(u)]
+        for track in model.all_tracks().values()
+        for u in track.upstreams
+        if _base(u) in endpoints
+    ]
+    return frozenset().union(*said) if said else None
+
+
+def ready_endpoints(body: bytes) -> frozenset[str] | None:
+    """The paths a replica's `/ready` answer lists (`modelplane serve` lists them once
+    loaded); None for an answer without them (another server, or an older one)."""
+    try:
+        listed = json.loads(body).get("endpoints")
+    except (ValueError, AttributeError):
+        return None
+    if not isinstance(listed, list) or not all(isinstance(p, str) for p in listed):
+        return None
+    return frozenset(p for p in listed if p.startswith("/v1/") and len(p) < 64)
 
 
 class StaticDiscovery:
@@ -172,6 +206,8 @@ class StaticDiscovery:
         self.probe_timeout_s = probe_timeout_s
         self._mtime = self._file_mtime()
         self._ready: frozenset[str] | None = None
+        self._endpoints: dict[str, frozenset[str]] = {}  # by replica URL, as its /ready said
+        self._said: dict[str, frozenset[str]] = {}  # those of the file's replicas, published
         self._keys = read_model_keys(config)  # at start, an unreadable key is a config error
         self._key_stamps = self._key_file_stamps()
 
@@ -229,9 +265,14 @@ class StaticDiscovery:
     async def _probe(self, session: aiohttp.ClientSession, upstream: str) -> bool:
         try:
             async with session.get(f"{upstream}/ready") as response:
-                return response.status == 200
+                if response.status != 200:
+                    return False
+                served = ready_endpoints(await response.content.read(4096))
         except (aiohttp.ClientError, TimeoutError):
             return False
+        if served is not None:
+            self._endpoints[upstream] = served
+        return True
 
     async def poll_once(self, session: aiohttp.ClientSession) -> None:
         changed = self._reload_if_changed()
@@ -239,12 +280,16 @@ class StaticDiscovery:
         upstreams = sorted(self.config.upstreams())
         results = await asyncio.gather(*(self._probe(session, u) for u in upstreams))
         ready = frozenset(u for u, ok in zip(upstreams, results, strict=True) if ok)
+        # Only the file's replicas: one removed from it is forgotten.
+        said = self._endpoints = {u: e for u, e in self._endpoints.items() if u in upstreams}
+        changed = changed or said != self._said
+        self._said = dict(said)
         if changed or ready != self._ready or not self.table.synced:
             for upstream in sorted(ready.symmetric_difference(self._ready or frozenset())):
                 state = "ready" if upstream in ready else "not ready"
                 log.info("replica %s is %s", upstream, state, extra={"upstream": upstream})
             self._ready = ready
-            self.table.replace(routes_from_static(self.config, ready, self._keys))
+            self.table.replace(routes_from_static(self.config, ready, self._keys, said))
 
     async def run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.probe_timeout_s)

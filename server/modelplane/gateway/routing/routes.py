@@ -52,6 +52,10 @@ class ModelRoute:
     # Why the model's key could not be read (the replicas would refuse a request
     # without it): its requests get a 503 until discovery reads the key.
     upstream_key_problem: str | None = None
+    # The OpenAI paths the model serves (/v1/chat/completions, /v1/embeddings, ...), as
+    # its replicas' `/ready` said; None until one has said (the chat page offers a model
+    # it knows nothing of, and only chat models among those it knows).
+    endpoints: frozenset[str] | None = None
 
     @property
     def ready(self) -> bool:
