@@ -2,9 +2,13 @@
 
 Each line you type is a user turn; the answer streams in as it is
 generated, followed by its token count, speed and time to first token.
-`/reset` starts a new conversation, `/exit` (or Ctrl-D) quits. When stdin
-is not a terminal, every line is a turn and only the answers are printed,
-so the command also works in pipes and scripts.
+`/reset` starts a new conversation, `/exit` (or Ctrl-D) quits, `/help` lists
+the commands; each says what it did. When stdin is not a terminal, every
+line is a turn and only the answers go to stdout (statistics and
+confirmations go to stderr), so the command also works in pipes and scripts.
+
+By default it talks to the address `make run` serves: http://$HOST:$PORT,
+from the same HOST and PORT variables (127.0.0.1 and 8000 when unset).
 """
 
 from __future__ import annotations
@@ -12,14 +16,27 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 
-DEFAULT_URL = "http://127.0.0.1:8000"
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8000
 KEY_ENV = "MODELPLANE_API_KEY"
+COMMANDS = "/reset starts over, /exit quits, /help lists the commands"
+
+
+def default_url(environ: Mapping[str, str]) -> str:
+    """Where `make run` (HOST=... PORT=... make run) serves, from the same variables."""
+    host = environ.get("HOST") or DEFAULT_HOST
+    if host in ("0.0.0.0", "::"):
+        host = DEFAULT_HOST  # `make run` listens everywhere; this machine is one of them
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"http://{host}:{environ.get('PORT') or DEFAULT_PORT}"
 
 
 def register(subparsers: Any) -> None:
@@ -30,7 +47,9 @@ def register(subparsers: Any) -> None:
         "and press Enter; /reset starts over, /exit or Ctrl-D quits.",
     )
     parser.add_argument(
-        "--url", default=DEFAULT_URL, help=f"Gateway or server base URL ({DEFAULT_URL})."
+        "--url",
+        help="Gateway or server base URL (default: where `make run` serves, "
+        f"http://$HOST:$PORT, else http://{DEFAULT_HOST}:{DEFAULT_PORT}).",
     )
     parser.add_argument("--model", help="Model name (default: the only one served, if one).")
     parser.add_argument("--api-key", help=f"API key (default: ${KEY_ENV}).")
@@ -83,8 +102,9 @@ class ChatSession:
 
         key = args.api_key or os.environ.get(KEY_ENV)
         headers = {"Authorization": f"Bearer {key}"} if key else {}
+        self.base = api_base(args.url or default_url(os.environ))
         self.client = httpx.Client(
-            base_url=api_base(args.url), headers=headers, timeout=httpx.Timeout(600, connect=10)
+            base_url=self.base, headers=headers, timeout=httpx.Timeout(600, connect=10)
         )
         self.args = args
         self.out = out
@@ -156,6 +176,21 @@ class ChatSession:
         return Answer(text_out, tokens or len(pieces), first, time.perf_counter() - started)
 
 
+def describe_http_error(err: Exception, base: str) -> str:
+    """A transport failure as a sentence that names the address tried."""
+    import httpx
+
+    reason = re.sub(r"^\[Errno -?\d+\] ", "", str(err)) or type(err).__name__
+    if isinstance(err, httpx.ConnectError):
+        return (
+            f"cannot connect to {base} ({reason}); is `make run` or a gateway serving there? "
+            "Pass --url, or set HOST and PORT as for `make run`."
+        )
+    if isinstance(err, httpx.TimeoutException):
+        return f"{base} did not answer in time ({reason or 'timed out'})"
+    return f"{base}: {reason}"
+
+
 def run(args: argparse.Namespace) -> int:
     import httpx
 
@@ -163,11 +198,16 @@ def run(args: argparse.Namespace) -> int:
     session = ChatSession(args, sys.stdout)
     try:
         model = session.pick_model()
-    except (ChatError, httpx.HTTPError) as err:
-        print(f"modelplane chat: {err}", file=sys.stderr)
+    except ChatError as err:
+        print(f"modelplane chat: {session.base}: {err}", file=sys.stderr)
         return 1
+    except httpx.HTTPError as err:
+        print(f"modelplane chat: {describe_http_error(err, session.base)}", file=sys.stderr)
+        return 1
+    # Confirmations go where the statistics go: stderr, so a pipe's stdout holds answers only.
+    notes = sys.stderr
     if interactive:
-        print(f"Chatting with {model} at {api_base(args.url)}; /reset starts over, /exit quits.")
+        print(f"Chatting with {model} at {session.base}; {COMMANDS}.")
     while True:
         if interactive:
             try:
@@ -183,10 +223,19 @@ def run(args: argparse.Namespace) -> int:
         text = line.strip()
         if not text:
             continue
-        if text == "/exit":
+        command = chat_command(text)
+        if command == "/exit":
             return 0
-        if text == "/reset":
+        if command == "/reset":
             session.reset()
+            kept = " (the system prompt is kept)" if args.system else ""
+            print(f"[conversation cleared{kept}]", file=notes, flush=True)
+            continue
+        if command == "/help":
+            print(f"[{COMMANDS}]", file=notes, flush=True)
+            continue
+        if command is not None:
+            print(f"[unknown command {command}; {COMMANDS}]", file=notes, flush=True)
             continue
         if interactive:
             print(f"{model}> ", end="", flush=True)
@@ -195,10 +244,24 @@ def run(args: argparse.Namespace) -> int:
         except KeyboardInterrupt:
             print("\n[interrupted]", file=sys.stderr)
             continue
-        except (ChatError, httpx.HTTPError) as err:
+        except ChatError as err:
             print(f"\nmodelplane chat: {err}", file=sys.stderr)
+            if not interactive:
+                return 1
+            continue
+        except httpx.HTTPError as err:
+            print(f"\nmodelplane chat: {describe_http_error(err, session.base)}", file=sys.stderr)
             if not interactive:
                 return 1
             continue
         print()
         print(answer.stats(), file=sys.stderr, flush=True)
+
+
+def chat_command(text: str) -> str | None:
+    """The command a line is (`/reset`, `/exit`, `/help`, or an unknown `/word`), else None.
+
+    A line that starts with a slash but holds more than one word is a message."""
+    if not text.startswith("/") or len(text.split()) != 1:
+        return None
+    return text.lower()

@@ -17,7 +17,9 @@ def register(subparsers: Any) -> None:
         help="Run model servers and the gateway on this machine (what `make run` does).",
         description="Start one `modelplane serve` process per model replica listed in a "
         "YAML file (default: the packaged SmolLM2 test model) and the gateway in front of "
-        "them, with the chat page at /. Ctrl-C stops everything, draining requests first.",
+        "them, with the chat page at /. The terminal shows progress and errors; each "
+        "server's full output goes to a log file (--verbose shows it instead). Ctrl-C stops "
+        "everything, draining requests first.",
     )
     parser.add_argument(
         "--config",
@@ -48,6 +50,19 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--drain-timeout", type=float, default=30.0, help="Drain on stop (30 s).")
     parser.add_argument("--log-format", choices=("json", "text"), default="text")
     parser.add_argument("--access-log", action="store_true", help="Log every request.")
+    parser.add_argument(
+        "--verbose",
+        action="store_true",
+        help="Show the model servers' and the engine's own output on the terminal, and "
+        "the gateway's start and stop lines (by default the servers' output goes to a log "
+        "file per server, and only its errors reach the terminal).",
+    )
+    parser.add_argument(
+        "--log-dir",
+        type=Path,
+        help="Folder for the model servers' log files (default: a new temporary folder; "
+        "its path is printed).",
+    )
     parser.set_defaults(handler=run)
 
 
@@ -69,4 +84,4 @@ def run(args: argparse.Namespace) -> int:
         return 2
     from modelplane.local.stack import run_local_mode
 
-    return run_local_mode(options, args.config)
+    return run_local_mode(options, args.config, verbose=args.verbose, log_dir=args.log_dir)

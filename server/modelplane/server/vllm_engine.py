@@ -206,4 +206,17 @@ async def open_vllm_engine(options: ServeOptions) -> AsyncIterator[VllmEngine]:
         async with app.router.lifespan_context(app):
             yield VllmEngine(app=app, client=client, tasks=tasks)
     finally:
+        await _stop_output_handler(client)
         await asyncio.to_thread(client.shutdown, ENGINE_SHUTDOWN_TIMEOUT_S)
+
+
+async def _stop_output_handler(client: Any) -> None:
+    """Cancel the engine client's output task before the engine stops (nothing is in flight
+    after the drain). vLLM's shutdown, run in a worker thread, first closes the engine's
+    output socket, which hands that task an EngineDeadError, and cancels the task only
+    afterwards from the thread: on a busy machine the task reads the error first and logs
+    "AsyncLLM output_handler failed" with a traceback at every normal stop."""
+    handler = getattr(client, "output_handler", None)
+    if isinstance(handler, asyncio.Task) and not handler.done():
+        handler.cancel()
+        await asyncio.gather(handler, return_exceptions=True)

@@ -348,4 +348,4 @@ def test_ctrl_c_stops_the_gateway_and_its_model_servers(stack: LocalStack) -> No
         host, port = url.removeprefix("http://").split(":")
         with pytest.raises(OSError), socket.create_connection((host, int(port)), timeout=2):
             pass
-    assert "stopped" in stack.process.log()
+    assert stack.process.log().rstrip().endswith("Stopped.")
