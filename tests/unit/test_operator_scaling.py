@@ -354,7 +354,7 @@ def test_the_held_count_annotation_reads_as_a_count_or_unknown(
             False,
             AT_EPOCH,
             (1, AT_EPOCH),
-        ),  # fmt: skip
+        ),
         ("from an earlier wake-up", DemandSignal(AT_TEXT, "9"), False, AT_EPOCH + 60, None),
         ("no wake-up under way (replicas ready)", DemandSignal(AT_TEXT, "9"), False, None, None),
         ("a count without a readable time", DemandSignal("yesterday", "9"), True, None, None),
