@@ -99,6 +99,17 @@ ObjectName = Annotated[str, Field(max_length=253, pattern=OBJECT_NAME_PATTERN)]
 NodeOperator = Literal["In", "NotIn", "Exists", "DoesNotExist", "Gt", "Lt"]
 
 
+def check_requirement_values(op: str, key: str, values: tuple[str, ...]) -> None:
+    """The values a selector requirement's operator takes, as the API server checks them
+    (node selectors and label selectors alike; only node selectors have Gt and Lt)."""
+    if op in ("In", "NotIn") and not values:
+        raise ValueError(f"{op} on {key} needs at least one value")
+    if op in ("Exists", "DoesNotExist") and values:
+        raise ValueError(f"{op} on {key} takes no values")
+    if op in ("Gt", "Lt") and (len(values) != 1 or not re.fullmatch(r"-?[0-9]+", values[0])):
+        raise ValueError(f"{op} on {key} needs exactly one integer value")
+
+
 class NodeSelectorRequirement(ConfigModel):
     """One condition on a node label, as in a pod's node affinity."""
 
@@ -108,13 +119,7 @@ class NodeSelectorRequirement(ConfigModel):
 
     @model_validator(mode="after")
     def _values_fit_the_operator(self) -> NodeSelectorRequirement:
-        op, key, values = self.operator, self.key, self.values
-        if op in ("In", "NotIn") and not values:
-            raise ValueError(f"{op} on {key} needs at least one value")
-        if op in ("Exists", "DoesNotExist") and values:
-            raise ValueError(f"{op} on {key} takes no values")
-        if op in ("Gt", "Lt") and (len(values) != 1 or not re.fullmatch(r"-?[0-9]+", values[0])):
-            raise ValueError(f"{op} on {key} needs exactly one integer value")
+        check_requirement_values(self.operator, self.key, self.values)
         return self
 
     def manifest(self) -> dict[str, Any]:
@@ -440,11 +445,7 @@ class LabelSelectorRequirement(ConfigModel):
 
     @model_validator(mode="after")
     def _values_fit_the_operator(self) -> LabelSelectorRequirement:
-        op, key, values = self.operator, self.key, self.values
-        if op in ("In", "NotIn") and not values:
-            raise ValueError(f"{op} on {key} needs at least one value")
-        if op in ("Exists", "DoesNotExist") and values:
-            raise ValueError(f"{op} on {key} takes no values")
+        check_requirement_values(self.operator, self.key, self.values)
         return self
 
     def manifest(self) -> dict[str, Any]:
