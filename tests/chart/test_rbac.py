@@ -255,7 +255,10 @@ def key_secret(namespace: str) -> dict[str, Any]:
 
 def test_gateway_reads_secrets_only_by_name_and_only_the_named_ones_when_listed() -> None:
     for watch in ([], WATCHED):
-        values = {"gateway": {"enabled": True}, "operator": {"watchNamespaces": watch}}
+        values: dict[str, Any] = {
+            "gateway": {"enabled": True},
+            "operator": {"watchNamespaces": watch},
+        }
         docs = render(values)
         roles = find_all(docs, "Role" if watch else "ClusterRole", "-gateway")
         for role in roles:
@@ -288,7 +291,11 @@ async def test_every_call_of_the_gateway_is_allowed_by_the_chart(
             contract.PLURAL,
             llmdeployment(namespace),
         )
-        await asyncio.to_thread(core.create_namespaced_secret, namespace, key_secret(namespace))
+        await asyncio.to_thread(
+            core.create_namespaced_secret,
+            namespace,
+            client.V1Secret.model_validate(key_secret(namespace)),
+        )
     setup = len(emulator.requests())
     table = RoutingTable()
     discovery = KubernetesDiscovery(table, api_client, namespaces=watch, retry_delay_s=0.1)

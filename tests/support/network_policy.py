@@ -116,10 +116,10 @@ def _requirement_holds(requirement: Mapping[str, Any], labels: Mapping[str, str]
     if op in ("Exists", "DoesNotExist") and values:
         raise InvalidPolicyError(f"{op} on {key} takes no values")
     if op == "In":
-        return key in labels and labels[key] in values
+        return bool(key in labels and labels[key] in values)
     if op == "NotIn":
-        return key not in labels or labels[key] not in values
-    return (key in labels) == (op == "Exists")
+        return bool(key not in labels or labels[key] not in values)
+    return bool((key in labels) == (op == "Exists"))
 
 
 def _ingress_isolates(policy: Mapping[str, Any]) -> bool:

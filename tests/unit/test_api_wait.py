@@ -33,7 +33,7 @@ def answers(*values: bool | Exception) -> Iterator[bool]:
 
 
 def run(*values: bool | Exception) -> tuple[list[str], float]:
-    clock, said = Clock(), []
+    clock, said = Clock(), list[str]()
     found = answers(*values)
     wait_until(lambda: next(found), say=said.append, poll_seconds=3, sleep=clock.sleep, clock=clock)
     return said, clock.now

@@ -31,7 +31,7 @@ PROFILES = OperatorConfig.model_validate(
         "images": {"pullSecrets": ["registry", "shared"]},
     }
 )
-GATED = {
+GATED: dict[str, Any] = {
     "model": {
         "source": "hf://meta-llama/Llama-3.1-8B-Instruct",
         "credentialsSecretRef": {"name": "hf-token"},

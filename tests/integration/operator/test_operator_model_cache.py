@@ -16,7 +16,7 @@ from typing import Any
 from modelplane.api import contract
 from tests.integration.operator.conftest import Cluster, OperatorFactory, wait_for
 
-CACHED = {
+CACHED: dict[str, Any] = {
     "model": {
         "source": "hf://meta-llama/Llama-3.1-8B-Instruct",
         "cacheProfile": "shared",
@@ -25,7 +25,9 @@ CACHED = {
     "resources": {"gpus": 0},
     "replicas": 2,
 }
-PROFILES = {"cacheProfiles": {"shared": {"storageClassName": "efs-sc", "size": "200Gi"}}}
+PROFILES: dict[str, Any] = {
+    "cacheProfiles": {"shared": {"storageClassName": "efs-sc", "size": "200Gi"}}
+}
 
 
 def condition(cluster: Cluster, name: str, type_: str) -> dict[str, Any]:

@@ -9,6 +9,7 @@ to every model at once: the pod template changes under an unchanged spec.
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any
 
 from modelplane.api import contract
@@ -42,6 +43,10 @@ def queued(cluster: Cluster) -> set[str]:
     }
 
 
+def has_deployment(cluster: Cluster, name: str) -> bool:
+    return name in cluster.objects("deployments")
+
+
 def finish_rollout(cluster: Cluster, name: str) -> None:
     cluster.report_deployment(name, replicas=1, readyReplicas=1, updatedReplicas=1)
 
@@ -53,7 +58,7 @@ def test_an_operator_change_rolls_two_models_at_a_time_and_never_holds_a_spec_ch
         for name in MODELS:
             cluster.create_llmd(name, SMOLLM2)
         for name in MODELS:
-            wait_for(f"{name}'s Deployment", lambda n=name: n in cluster.objects("deployments"))
+            wait_for(f"{name}'s Deployment", partial(has_deployment, cluster, name))
             finish_rollout(cluster, name)
         wait_for("every model Ready", lambda: all(
             cluster.status(m).get("phase") == "Ready" for m in MODELS))  # fmt: skip

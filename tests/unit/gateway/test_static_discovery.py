@@ -171,7 +171,9 @@ async def test_routes_carry_the_paths_the_replicas_say_they_serve(
     discovery = StaticDiscovery(table, path=path)
     async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=2)) as session:
         await discovery.poll_once(session)
-        assert table.routes["smollm2"].endpoints == {"/v1/chat/completions", "/v1/completions"}
+        assert table.routes["smollm2"].endpoints == frozenset(
+            {"/v1/chat/completions", "/v1/completions"}
+        )
         assert table.routes["minilm"].endpoints is None  # loading: it has not said yet
 
         embed.ready, embed.endpoints = True, ["/v1/embeddings", "not a path"]
