@@ -110,15 +110,15 @@ def check_requirement_values(op: str, key: str, values: tuple[str, ...]) -> None
         raise ValueError(f"{op} on {key} needs exactly one integer value")
 
 
-class NodeSelectorRequirement(ConfigModel):
-    """One condition on a node label, as in a pod's node affinity."""
+class _Requirement(ConfigModel):
+    """A condition on one label: its key, an operator (the subclass's), and values."""
 
     key: LabelKey
-    operator: NodeOperator
+    operator: str
     values: tuple[LabelValue, ...] = ()
 
     @model_validator(mode="after")
-    def _values_fit_the_operator(self) -> NodeSelectorRequirement:
+    def _values_fit_the_operator(self) -> _Requirement:
         check_requirement_values(self.operator, self.key, self.values)
         return self
 
@@ -127,6 +127,12 @@ class NodeSelectorRequirement(ConfigModel):
         if self.values:
             out["values"] = list(self.values)
         return out
+
+
+class NodeSelectorRequirement(_Requirement):
+    """One condition on a node label, as in a pod's node affinity."""
+
+    operator: NodeOperator
 
 
 class NodeSelectorTerm(ConfigModel):
@@ -436,23 +442,10 @@ NAMESPACE_NAME_PATTERN: Final = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 LabelSelectorOperator = Literal["In", "NotIn", "Exists", "DoesNotExist"]
 
 
-class LabelSelectorRequirement(ConfigModel):
+class LabelSelectorRequirement(_Requirement):
     """One condition on a label, as in a NetworkPolicy's pod or namespace selector."""
 
-    key: LabelKey
     operator: LabelSelectorOperator
-    values: tuple[LabelValue, ...] = ()
-
-    @model_validator(mode="after")
-    def _values_fit_the_operator(self) -> LabelSelectorRequirement:
-        check_requirement_values(self.operator, self.key, self.values)
-        return self
-
-    def manifest(self) -> dict[str, Any]:
-        out: dict[str, Any] = {"key": self.key, "operator": self.operator}
-        if self.values:
-            out["values"] = list(self.values)
-        return out
 
 
 class LabelSelector(ConfigModel):
