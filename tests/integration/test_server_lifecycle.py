@@ -69,6 +69,11 @@ def test_embeddings_from_a_real_embedding_model(tmp_path: Path) -> None:
         server.stop()
 
 
+# Long enough to outlast SIGTERM, the readiness poll and the late request on a busy CI
+# machine (300 once ended while the late request was being answered), within --max-model-len.
+STREAM_TOKENS = 900
+
+
 def test_sigterm_turns_readiness_off_and_serves_in_flight_and_arriving_requests(
     smollm2_dir: Path, tmp_path: Path
 ) -> None:
@@ -87,7 +92,7 @@ def test_sigterm_turns_readiness_off_and_serves_in_flight_and_arriving_requests(
         first_event = threading.Event()
 
         def stream() -> None:
-            body = {"model": "smollm2", "prompt": "Once upon a time", "max_tokens": 300,
+            body = {"model": "smollm2", "prompt": "Once upon a time", "max_tokens": STREAM_TOKENS,
                     "ignore_eos": True, "stream": True}  # fmt: skip
             with httpx.stream("POST", f"{server.url}/v1/completions", json=body, timeout=120) as r:
                 for line in r.iter_lines():
@@ -107,7 +112,9 @@ def test_sigterm_turns_readiness_off_and_serves_in_flight_and_arriving_requests(
         metrics = httpx.get(f"{server.url}/metrics").text
         assert "modelplane_draining 1.0" in metrics
 
-        # A client calling the Service directly, routed here before the endpoint went away.
+        # A client calling the Service directly, routed here before the endpoint went away,
+        # while the stream is still in flight (it may end while this one is answered).
+        assert not [e for e in events if e == "data: [DONE]"], "the stream ended too soon to tell"
         late = httpx.post(
             f"{server.url}/v1/completions",
             json={"model": "smollm2", "prompt": "The capital of France is", "max_tokens": 8},
@@ -116,12 +123,11 @@ def test_sigterm_turns_readiness_off_and_serves_in_flight_and_arriving_requests(
         assert late.status_code == 200, late.text
         assert late.json()["choices"][0]["text"]
         assert late.headers["connection"] == "close"
-        assert not [e for e in events if e == "data: [DONE]"], "the stream ended too soon to tell"
 
         reader.join(120)
         assert events[-1] == "data: [DONE]"
         tokens = [e for e in events[:-1] if '"text"' in e and "error" not in e]
-        assert len(tokens) == 300, f"stream cut short: {len(tokens)} chunks"
+        assert len(tokens) == STREAM_TOKENS, f"stream cut short: {len(tokens)} chunks"
         assert server.wait_exit(120) == 0
     finally:
         server.stop()

@@ -141,18 +141,24 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 
 
 def wait(driver: Any, condition: Any, timeout_s: float = 60) -> Any:
+    """Poll `condition`; an element the page replaced between two reads is read again."""
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, timeout_s, poll_frequency=0.05).until(condition)
+    return WebDriverWait(
+        driver, timeout_s, poll_frequency=0.05,
+        ignored_exceptions=(StaleElementReferenceException,),
+    ).until(condition)  # fmt: skip
 
 
 def offered(driver: Any) -> list[tuple[str, str]]:
-    """The picker's options as (label, value)."""
-    from selenium.webdriver.common.by import By
-    from selenium.webdriver.support.ui import Select
-
-    select = Select(driver.find_element(By.ID, "model"))
-    return [(o.text, str(o.get_attribute("value"))) for o in select.options]
+    """The picker's options as (label, value), read in one script: the page rebuilds the
+    options when the model list changes, so reading them one by one can meet a removed one."""
+    pairs = driver.execute_script(
+        "return Array.from(document.getElementById('model').options)"
+        ".map(o => [o.text.trim(), o.value]);"
+    )
+    return [(str(label), str(value)) for label, value in pairs]
 
 
 def selected(driver: Any) -> str:
@@ -164,8 +170,15 @@ def selected(driver: Any) -> str:
 def text_of(driver: Any, css: str) -> str:
     from selenium.webdriver.common.by import By
 
-    found = driver.find_elements(By.CSS_SELECTOR, css)
-    return str(found[0].text) if found else ""
+    from selenium.common.exceptions import StaleElementReferenceException
+
+    for _ in range(20):  # the page may replace the element between finding and reading it
+        found = driver.find_elements(By.CSS_SELECTOR, css)
+        try:
+            return str(found[0].text) if found else ""
+        except StaleElementReferenceException:
+            continue
+    raise AssertionError(f"{css} kept being replaced while read")
 
 
 def ask(driver: Any, question: str) -> None:
