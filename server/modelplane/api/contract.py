@@ -51,6 +51,11 @@ ANNOTATION_TRAFFIC_WEIGHT: Final = f"{GROUP}/traffic-weight"
 ANNOTATION_REVISION: Final = f"{GROUP}/revision"  # the model revision this track serves
 # Which balancing strategy the gateway uses for this model ("least-load" or "prefix").
 ANNOTATION_ROUTING: Final = f"{GROUP}/routing"
+# The LoRA adapters configured for this model (spec.adapters[].name), comma-separated,
+# e.g. "sql-lora,chat-lora"; absent or empty when there are none. The gateway routes a
+# request whose `model` is one of them to this model's replicas that hold it (each
+# replica's /ready lists the adapters it has loaded).
+ANNOTATION_ADAPTERS: Final = f"{GROUP}/adapters"
 
 # On the Deployment's pod template: hash of the rendered template, to detect drift.
 ANNOTATION_TEMPLATE_HASH: Final = f"{GROUP}/template-hash"
@@ -83,6 +88,10 @@ JOB_GATEWAY: Final = "modelplane-gateway"
 # Ports.
 SERVER_PORT: Final = 8000  # modelplane serve, in pods and locally
 SERVER_PORT_NAME: Final = "http"
+# The model server's admin API (LoRA adapters' load and unload): the operator alone may
+# reach it (the model's NetworkPolicy), with the model's API key when it has one.
+SERVER_ADMIN_PORT: Final = 8001
+SERVER_ADMIN_PORT_NAME: Final = "admin"
 OPERATOR_METRICS_PORT: Final = 8080
 GATEWAY_PORT: Final = 8080
 # The gateway's Prometheus /metrics, on a port of its own: the series name replicas by
