@@ -1,0 +1,247 @@
+"""Tenants: the file's validation, weighted fair queuing and budget periods (pure logic)."""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from modelplane.gateway.config_files import ConfigError
+from modelplane.gateway.tenants.budgets import (
+    Budgets,
+    MemoryBudgetStore,
+    period_bounds,
+    period_key,
+)
+from modelplane.gateway.tenants.config import Period, parse_tenants, read_tenants
+from modelplane.gateway.tenants.fair_queue import FairQueue, QueueFullError
+
+FULL = """
+tenants:
+  team-a:
+    keys: [sk-team-a-0001, sk-team-a-0002]
+    weight: 2
+    requestsPerMinute: 600
+    tokensPerMinute: 200000
+    maxConcurrent: 32
+    budget: {tokens: 50000000, period: month}
+    models: [llama-8b]
+  team-b:
+    keyFile: team-b.keys
+"""
+
+
+def test_a_full_file_is_read_with_keys_from_a_key_file(tmp_path: Path) -> None:
+    (tmp_path / "team-b.keys").write_text("# team b\nsk-team-b-0001\n\nsk-team-b-0002\n")
+    (tmp_path / "tenants.yaml").write_text(FULL)
+    tenants = read_tenants(tmp_path / "tenants.yaml")
+    a = tenants.for_key("sk-team-a-0002")
+    assert a is not None and a.name == "team-a"
+    assert (a.weight, a.requests_per_minute, a.tokens_per_minute, a.max_concurrent) == (
+        2, 600, 200000, 32,
+    )  # fmt: skip
+    assert (a.budget_tokens, a.budget_period) == (50_000_000, Period.MONTH)
+    assert a.may_use("llama-8b") and not a.may_use("other")
+    b = tenants.for_key("sk-team-b-0002")
+    assert b is not None and b.name == "team-b" and b.weight == 1 and b.may_use("anything")
+    assert tenants.for_key("sk-unknown-0001") is None
+    assert tenants.key_count == 4
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("tenants:\n  team-a: {keys: [sk-team-a-0001], weight: 0}\n", "tenants.team-a.weight"),
+        ("tenants:\n  team-a: {keys: [sk-team-a-0001], budget: {tokens: 5, period: year}}\n",
+         "tenants.team-a.budget.period"),
+        ("tenants:\n  team-a: {keys: [sk-team-a-0001], requestsPerMinut: 5}\n",
+         "tenants.team-a.requestsPerMinut"),
+        ("tenants:\n  team-a: {weight: 2}\n", "give either 'keys'"),
+        ("tenants:\n  team-a: {keys: [short]}\n", "keys[0] is not a usable key"),
+        ("tenants:\n  Team A: {keys: [sk-team-a-0001]}\n", "tenant name 'Team A'"),
+        ("tenants: {}\n", "tenants"),
+        ("tenants:\n  team-a: {keys: [sk-team-a-0001], models: []}\n", "tenants.team-a.models"),
+        ("- not a mapping\n", "file"),
+        ("tenants: [\n", "not valid YAML"),
+    ],
+)  # fmt: skip
+def test_a_bad_file_is_refused_naming_the_tenant_and_field(
+    tmp_path: Path, text: str, expected: str
+) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_tenants(text, tmp_path)
+    assert expected in str(err.value)
+
+
+def test_every_problem_is_reported_at_once_and_a_shared_key_names_both_tenants(
+    tmp_path: Path,
+) -> None:
+    text = (
+        "tenants:\n"
+        "  team-a: {keys: [sk-shared-0001], weight: -1}\n"
+        "  team-b: {keys: [sk-shared-0001], tokensPerMinute: 0}\n"
+    )
+    with pytest.raises(ConfigError) as err:
+        parse_tenants(text, tmp_path)
+    assert "tenants.team-a.weight" in str(err.value)
+    assert "tenants.team-b.tokensPerMinute" in str(err.value)
+    shared = "tenants:\n  team-a: {keys: [sk-shared-0001]}\n  team-b: {keys: [sk-shared-0001]}\n"
+    with pytest.raises(ConfigError) as err:
+        parse_tenants(shared, tmp_path)
+    message = str(err.value)
+    assert "team-b" in message and "team-a" in message and "sk-shared" not in message
+
+
+def test_key_file_problems_name_the_tenant(tmp_path: Path) -> None:
+    text = "tenants:\n  team-b: {keyFile: missing.keys}\n"
+    with pytest.raises(ConfigError, match=r"tenants\.team-b\.keyFile: cannot read"):
+        parse_tenants(text, tmp_path)
+    (tmp_path / "empty.keys").write_text("# nothing\n")
+    with pytest.raises(ConfigError, match=r"tenants\.team-b\.keyFile: .* holds no key"):
+        parse_tenants("tenants:\n  team-b: {keyFile: empty.keys}\n", tmp_path)
+    (tmp_path / "binary.keys").write_bytes(b"\xff\xfe\x00")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        parse_tenants("tenants:\n  team-b: {keyFile: binary.keys}\n", tmp_path)
+
+
+def test_huge_and_hostile_files_are_refused(tmp_path: Path) -> None:
+    huge = tmp_path / "huge.yaml"
+    huge.write_bytes(b"#" * (5 * 1024 * 1024))
+    with pytest.raises(ConfigError, match="larger than 4 MiB"):
+        read_tenants(huge)
+    not_utf8 = tmp_path / "bad.yaml"
+    not_utf8.write_bytes(b"tenants:\n  team-a: {keys: [\xff\xfe]}\n")
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        read_tenants(not_utf8)
+    with pytest.raises(ConfigError, match="cannot read"):
+        read_tenants(tmp_path / "absent.yaml")
+
+
+# ---- fair queuing -----------------------------------------------------------------------
+
+
+async def _served_order(queue: FairQueue, arrivals: list[tuple[str, float]]) -> list[str]:
+    """Queue `arrivals` behind a full queue, then free one slot at a time: who is served."""
+    served: asyncio.Queue[str] = asyncio.Queue()
+
+    async def one(tenant: str, weight: float) -> None:
+        await queue.acquire(tenant, weight)
+        served.put_nowait(tenant)
+
+    tasks = []
+    for tenant, weight in arrivals:
+        tasks.append(asyncio.create_task(one(tenant, weight)))
+        await asyncio.sleep(0)  # arrive in this order
+    order: list[str] = []
+    for _ in arrivals:
+        queue.release()
+        order.append(await asyncio.wait_for(served.get(), 5))
+    await asyncio.gather(*tasks)
+    return order
+
+
+def test_waiting_requests_are_served_by_weight_and_fifo_within_a_tenant() -> None:
+    async def scenario() -> list[str]:
+        queue = FairQueue(capacity=1)
+        await queue.acquire("busy", 1)  # the one slot is taken
+        heavy = [("heavy", 2.0)] * 12
+        light = [("light", 1.0)] * 6
+        return await _served_order(queue, heavy + light)
+
+    order = asyncio.run(scenario())
+    first_nine = order[:9]
+    # While both wait, heavy (weight 2) gets two turns for each of light's.
+    assert first_nine.count("heavy") == 6 and first_nine.count("light") == 3
+    assert order.count("heavy") == 12 and order.count("light") == 6
+
+
+def test_a_flooding_tenant_does_not_delay_a_newcomer_behind_its_backlog() -> None:
+    async def scenario() -> list[str]:
+        queue = FairQueue(capacity=1)
+        await queue.acquire("flood", 1)
+        return await _served_order(queue, [("flood", 1.0)] * 20 + [("light", 1.0)])
+
+    order = asyncio.run(scenario())
+    assert order.index("light") <= 1  # served next or one after, not 21st
+
+
+def test_a_tenant_may_not_queue_more_than_its_bound() -> None:
+    async def scenario() -> None:
+        queue = FairQueue(capacity=1, max_waiting_per_tenant=2)
+        await queue.acquire("a", 1)
+        waiting = [asyncio.create_task(queue.acquire("a", 1)) for _ in range(2)]
+        await asyncio.sleep(0)
+        with pytest.raises(QueueFullError):
+            await queue.acquire("a", 1)
+        other = asyncio.create_task(queue.acquire("b", 1))  # another tenant still may
+        await asyncio.sleep(0)
+        assert queue.waiting == 3
+        for _ in range(3):
+            queue.release()
+        await asyncio.gather(*waiting, other)
+        assert queue.waiting == 0
+
+    asyncio.run(scenario())
+
+
+def test_a_client_that_leaves_while_waiting_frees_its_place_and_more_capacity_serves_at_once() -> (
+    None
+):
+    async def scenario() -> None:
+        queue = FairQueue(capacity=1)
+        await queue.acquire("a", 1)
+        leaving = asyncio.create_task(queue.acquire("a", 1))
+        staying = asyncio.create_task(queue.acquire("b", 1))
+        await asyncio.sleep(0)
+        leaving.cancel()
+        await asyncio.gather(leaving, return_exceptions=True)
+        assert queue.waiting_for("a") == 0 and queue.waiting == 1
+        queue.set_capacity(2)  # a replica became ready
+        assert await asyncio.wait_for(staying, 1) >= 0.0
+        assert queue.running == 2
+
+    asyncio.run(scenario())
+
+
+# ---- budgets ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("period", "start", "end", "key"),
+    [
+        (Period.DAY, datetime(2026, 12, 6, tzinfo=UTC), datetime(2026, 12, 7, tzinfo=UTC),
+         "2026-12-06"),
+        (Period.WEEK, datetime(2026, 11, 30, tzinfo=UTC), datetime(2026, 12, 7, tzinfo=UTC),
+         "2026-W49"),
+        (Period.MONTH, datetime(2026, 12, 1, tzinfo=UTC), datetime(2027, 1, 1, tzinfo=UTC),
+         "2026-12"),
+    ],
+)  # fmt: skip
+def test_periods_are_calendar_periods_in_utc(
+    period: Period, start: datetime, end: datetime, key: str
+) -> None:
+    now = datetime(2026, 12, 6, 15, 30, tzinfo=UTC)
+    assert period_bounds(now, period) == (start, end)
+    assert period_key(now, period) == key
+
+
+def test_a_budget_is_spent_within_its_period_and_renews_with_the_next() -> None:
+    text = "tenants:\n  team-a: {keys: [sk-team-a-0001], budget: {tokens: 100, period: day}}\n"
+    team = parse_tenants(text, Path(".")).by_name["team-a"]
+    now = [datetime(2026, 12, 6, 23, 59, 30, tzinfo=UTC)]
+    budgets = Budgets(MemoryBudgetStore(), clock=lambda: now[0])
+
+    async def scenario() -> None:
+        state = await budgets.state(team)
+        assert state is not None and not state.exhausted and state.remaining == 100
+        await budgets.charge(team, 60)
+        charged = await budgets.charge(team, 45)
+        assert charged is not None and charged.exhausted and charged.remaining == 0
+        assert charged.resets_in_s == 30
+        now[0] = datetime(2026, 12, 7, 0, 0, 1, tzinfo=UTC)
+        renewed = await budgets.state(team)
+        assert renewed is not None and renewed.spent == 0 and not renewed.exhausted
+
+    asyncio.run(scenario())
