@@ -9,13 +9,14 @@ from pathlib import Path
 import pytest
 
 from modelplane.gateway.config_files import ConfigError
+from modelplane.gateway.tenants.admission import TenantLimits, TenantRefusal
 from modelplane.gateway.tenants.budgets import (
     Budgets,
     MemoryBudgetStore,
     period_bounds,
     period_key,
 )
-from modelplane.gateway.tenants.config import Period, parse_tenants, read_tenants
+from modelplane.gateway.tenants.config import Period, Tenant, parse_tenants, read_tenants
 from modelplane.gateway.tenants.fair_queue import FairQueue, QueueFullError
 
 FULL = """
@@ -245,3 +246,59 @@ def test_a_budget_is_spent_within_its_period_and_renews_with_the_next() -> None:
         assert renewed is not None and renewed.spent == 0 and not renewed.exhausted
 
     asyncio.run(scenario())
+
+
+# ---- a tenant's limits together -----------------------------------------------------------
+
+
+def _limits(text: str) -> tuple[TenantLimits, dict[str, Tenant], list[float]]:
+    now = [0.0]
+    limits = TenantLimits(
+        Budgets(MemoryBudgetStore(), clock=lambda: datetime(2026, 12, 6, 12, tzinfo=UTC)),
+        clock=lambda: now[0],
+    )
+    return limits, dict(parse_tenants(text, Path(".")).by_name), now
+
+
+def test_the_allow_list_answers_like_an_unknown_model() -> None:
+    limits, team, _ = _limits("tenants:\n  a: {keys: [sk-a-000001], models: [llama-8b]}\n")
+    refusal = asyncio.run(limits.admit(team["a"], "secret-model"))
+    assert refusal is not None and (refusal.status, refusal.code) == (404, "model_not_found")
+    assert asyncio.run(limits.admit(team["a"], "llama-8b")) is None
+
+
+def test_rate_and_concurrency_limits_say_when_to_retry() -> None:
+    text = "tenants:\n  a: {keys: [sk-a-000001], requestsPerMinute: 2, maxConcurrent: 3}\n"
+    limits, team, now = _limits(text)
+    a = team["a"]
+    assert asyncio.run(limits.admit(a, "m")) is None
+    assert asyncio.run(limits.admit(a, "m")) is None
+    refusal = asyncio.run(limits.admit(a, "m"))
+    assert refusal is not None and (refusal.status, refusal.code) == (429, "rate_limit_exceeded")
+    assert refusal.retry_after_s == 30 and refusal.reason == "requests_per_minute"
+    now[0] = 60.0
+    assert asyncio.run(limits.admit(a, "m")) is None  # three running now
+    refusal = asyncio.run(limits.admit(a, "m"))
+    assert refusal is not None and refusal.reason == "max_concurrent" and refusal.retry_after_s
+    limits.finished(a)
+    assert limits.running("a") == 2
+
+
+def test_a_spent_budget_answers_insufficient_quota_until_the_period_ends() -> None:
+    text = "tenants:\n  a: {keys: [sk-a-000001], budget: {tokens: 100, period: day}}\n"
+    limits, team, _ = _limits(text)
+    a = team["a"]
+
+    async def scenario() -> TenantRefusal | None:
+        assert await limits.admit(a, "m") is None
+        await limits.settle(a, reserved=50, used=120)
+        limits.finished(a)
+        return await limits.admit(a, "m")
+
+    refusal = asyncio.run(scenario())
+    assert refusal is not None
+    assert (refusal.status, refusal.type, refusal.code) == (
+        429, "insufficient_quota", "insufficient_quota",
+    )  # fmt: skip
+    assert refusal.retry_after_s == 12 * 3600  # noon: the day renews at midnight UTC
+    assert "120 used" in refusal.message and "budget of 100 tokens this day" in refusal.message
