@@ -11,7 +11,9 @@ networking.k8s.io/v1's ingress rules.
 
 The operator reads every replica's /metrics itself (no prometheusUrl by
 default): if the policy shut it out, the autoscaler would never scale and a
-canary would never pass a step.
+canary would never pass a step. With LoRA adapters the model server also
+listens on its admin port (adapters' load and unload): the operator alone
+may reach it, not the gateway, not the model's namespace, not Prometheus.
 """
 
 from __future__ import annotations
@@ -52,14 +54,19 @@ def loaded_config(docs: list[dict[str, Any]], tmp_path: Path) -> OperatorConfig:
 class Install:
     """The chart's objects and one model's, and the pods that would run."""
 
-    def __init__(self, values: dict[str, Any] | None, tmp_path: Path) -> None:
+    def __init__(
+        self,
+        values: dict[str, Any] | None,
+        tmp_path: Path,
+        sample: list[dict[str, Any]] | None = None,
+    ) -> None:
         docs = chart_objects(values)
         with_gateway = chart_objects({**(values or {}), "gateway": {"enabled": True}})
         # Turning the gateway on must not change the policy the operator writes.
         assert operator_config(with_gateway) == operator_config(docs)
         self.config = loaded_config(docs, tmp_path)
         model_objects = render_llmdeployments(
-            list(yaml.safe_load_all(SAMPLE.read_text())),
+            sample or list(yaml.safe_load_all(SAMPLE.read_text())),
             self.config,
             namespace=MODELS,
             service_monitor_api=False,
@@ -159,3 +166,51 @@ def test_the_control_plane_namespace_is_the_chart_s_to_set() -> None:
         result = helm("template", RELEASE, str(CHART), "--namespace", RELEASE_NAMESPACE, "-f", path)
     assert result.returncode != 0
     assert "controlPlaneNamespace is set by the chart" in result.stderr
+
+
+# --- the admin port (LoRA adapters) -----------------------------------------
+
+
+@pytest.fixture(scope="module")
+def lora_install(tmp_path_factory: pytest.TempPathFactory) -> Install:
+    """The sample model with one LoRA adapter: its pods listen on the admin port too."""
+    (sample,) = yaml.safe_load_all(SAMPLE.read_text())
+    sample["spec"]["adapters"] = [{"name": "sql", "source": "hf://example/smollm2-sql-lora"}]
+    return Install(None, tmp_path_factory.mktemp("lora"), [sample])
+
+
+def admin_port(install: Install) -> int:
+    (port,) = [p.port for p in install.model.ports if p.name == contract.SERVER_ADMIN_PORT_NAME]
+    return port
+
+
+def test_the_operator_reaches_the_admin_port(lora_install: Install) -> None:
+    verdict = lora_install.cluster.ingress(
+        lora_install.operator, lora_install.model, admin_port(lora_install)
+    )
+    assert verdict, verdict.reason
+
+
+def test_the_gateway_reaches_the_api_but_not_the_admin_port(lora_install: Install) -> None:
+    assert lora_install.reaches(lora_install.gateway)
+    verdict = lora_install.cluster.ingress(
+        lora_install.gateway, lora_install.model, admin_port(lora_install)
+    )
+    assert not verdict, verdict.reason
+
+
+def test_no_one_else_reaches_the_admin_port(lora_install: Install) -> None:
+    others = [
+        Pod(MODELS, {"app": "my-client"}),  # admitted to the API port
+        Pod("monitoring", {"app.kubernetes.io/name": "prometheus"}),  # admitted to /metrics
+        replace(lora_install.operator, namespace=ELSEWHERE),  # copied labels
+    ]
+    port = admin_port(lora_install)
+    for source in others:
+        verdict = lora_install.cluster.ingress(source, lora_install.model, port)
+        assert not verdict, f"{source}: {verdict.reason}"
+
+
+def test_a_model_without_adapters_has_no_admin_port(default_install: Install) -> None:
+    names = {p.name for p in default_install.model.ports}
+    assert names == {contract.SERVER_PORT_NAME}

@@ -18,7 +18,12 @@ from typing import Any, Final
 import yaml
 
 from modelplane.api import contract
-from modelplane.api.llmdeployment import NAME_RULE, LLMDeploymentSpec, LLMDeploymentStatus
+from modelplane.api.llmdeployment import (
+    ADAPTER_NAME_RULE,
+    NAME_RULE,
+    LLMDeploymentSpec,
+    LLMDeploymentStatus,
+)
 
 CRD_NAME: Final = f"{contract.PLURAL}.{contract.GROUP}"
 HEADER: Final = (
@@ -114,6 +119,10 @@ def status_schema() -> dict[str, Any]:
     # One condition per type, merged by type (the Kubernetes convention).
     conditions["x-kubernetes-list-type"] = "map"
     conditions["x-kubernetes-list-map-keys"] = ["type"]
+    # One entry per adapter, merged by name.
+    adapters = schema["properties"]["adapters"]
+    adapters["x-kubernetes-list-type"] = "map"
+    adapters["x-kubernetes-list-map-keys"] = ["name"]
     return schema
 
 
@@ -157,7 +166,7 @@ def build_crd() -> dict[str, Any]:
                             "description": "A large language model served over the OpenAI API "
                             "by Modelplane on Kubernetes.",
                             "required": ["spec"],
-                            "x-kubernetes-validations": [NAME_RULE],
+                            "x-kubernetes-validations": [NAME_RULE, ADAPTER_NAME_RULE],
                             "properties": {
                                 "apiVersion": {
                                     "type": "string",

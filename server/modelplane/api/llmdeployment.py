@@ -375,6 +375,61 @@ class RolloutSpec(ResourceModel):
         return self
 
 
+# An adapter's name is an OpenAI `model` name and a path segment of the server's admin
+# API: letters, digits, '.', '_' and '-', starting and ending with a letter or digit.
+ADAPTER_NAME_PATTERN: Final = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$"
+MAX_ADAPTER_NAME_LENGTH: Final = 128
+MAX_ADAPTERS: Final = 64
+
+
+class AdapterSpec(ResourceModel):
+    """A LoRA adapter served beside the base model, under a `model` name of its own."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_cel(
+            _rule(
+                f"self.source.matches('{SOURCE_PATTERN}')",
+                "adapters[].source must start with hf://, pvc://, s3:// or file://",
+            )
+        )
+    )
+
+    name: Annotated[
+        str,
+        Field(min_length=1, max_length=MAX_ADAPTER_NAME_LENGTH, pattern=ADAPTER_NAME_PATTERN),
+    ] = Field(
+        description="The OpenAI `model` name clients use for this adapter; unique among the "
+        "adapters and different from the base model's served name."
+    )
+    source: Annotated[str, Field(min_length=1, max_length=1024)] = Field(
+        description="Where the adapter's weights come from, like model.source: hf://ORG/NAME, "
+        "pvc://CLAIM/PATH (the model's own claim, which the replicas mount), s3://BUCKET/PATH "
+        "or file:///PATH (inside the image)."
+    )
+    revision: Annotated[str, Field(min_length=1, max_length=255)] = Field(
+        "main",
+        description="Adapter version: a branch, tag or commit for hf:// sources, a version "
+        "label otherwise. Changing it reloads the adapter on every replica (no restart).",
+    )
+
+    @field_validator("source")
+    @classmethod
+    def _source_has_a_known_scheme(cls, value: str) -> str:
+        if not re.match(SOURCE_PATTERN, value):
+            raise ValueError(
+                f"adapters[].source must start with hf://, pvc://, s3:// or file:// (got {value!r})"
+            )
+        return value
+
+    @property
+    def scheme(self) -> SourceScheme:
+        return SourceScheme(self.source.split("://", 1)[0])
+
+    @property
+    def location(self) -> str:
+        return self.source.split("://", 1)[1]
+
+
 class SecretKeyRef(ResourceModel):
     """A key of a Secret in the LLMDeployment's namespace."""
 
@@ -455,6 +510,32 @@ class LLMDeploymentSpec(ResourceModel):
         description="Secrets for pulling the server image from a private registry, added to "
         "the operator's images.pullSecrets.",
     )
+    adapters: Annotated[list[AdapterSpec], Field(max_length=MAX_ADAPTERS)] = Field(
+        default_factory=list,
+        description="LoRA adapters served beside the base model, each under its own `model` "
+        "name. The operator loads and unloads them on the running replicas: adding, removing "
+        "or changing one restarts no pod (only the first adapter of a model does, to turn LoRA "
+        "on, and removing the last one, to turn it off, unless engine LoRA settings keep it on).",
+        json_schema_extra={
+            "x-kubernetes-list-type": "map",
+            "x-kubernetes-list-map-keys": ["name"],
+            **_cel(
+                _rule(
+                    "self.all(a, self.exists_one(b, b.name == a.name))",
+                    "adapters[].name must be unique",
+                )
+            ),
+        },
+    )
+
+    @field_validator("adapters")
+    @classmethod
+    def _adapter_names_are_unique(cls, adapters: list[AdapterSpec]) -> list[AdapterSpec]:
+        names = [a.name for a in adapters]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"adapters[].name must be unique (repeated: {', '.join(repeated)})")
+        return adapters
 
     @model_validator(mode="after")
     def _tensor_parallel_divides_gpus(self) -> LLMDeploymentSpec:
@@ -488,6 +569,23 @@ def name_problem(name: str) -> str | None:
     """Why `name` cannot name an LLMDeployment (the rule NAME_RULE enforces), or None."""
     if len(name) > MAX_NAME_LENGTH or not re.match(DNS_LABEL_PATTERN, name):
         return NAME_RULE["message"]
+    return None
+
+
+ADAPTER_NAME_RULE: Final = _rule(
+    "!has(self.spec.adapters) || self.spec.adapters.all(a, a.name != "
+    "(has(self.spec.model.servedName) ? self.spec.model.servedName : self.metadata.name))",
+    "adapters[].name must differ from the base model's served name (model.servedName, "
+    "else metadata.name)",
+)
+
+
+def adapter_name_problem(name: str, spec: LLMDeploymentSpec) -> str | None:
+    """Why an adapter's name clashes with the base model's (the rule ADAPTER_NAME_RULE
+    enforces), or None."""
+    served = served_model_name(name, spec)
+    if any(adapter.name == served for adapter in spec.adapters):
+        return f"{ADAPTER_NAME_RULE['message']}: {served!r} is both"
     return None
 
 
@@ -570,6 +668,24 @@ class CanaryStatus(StatusModel):
     message: str | None = Field(None, description="What happened last, for people.")
 
 
+class AdapterState(StrEnum):
+    LOADED = "Loaded"  # on every serving replica
+    LOADING = "Loading"  # on some replicas, or none yet, and none failed
+    FAILED = "Failed"  # a replica refused or failed the load
+    PENDING = "Pending"  # no serving replica to load it on
+
+
+class AdapterStatus(StatusModel):
+    """Where one adapter of spec.adapters stands on the serving replicas."""
+
+    name: str = Field(description="The adapter's name (spec.adapters[].name).")
+    revision: str | None = Field(None, description="The revision it is loaded at.")
+    state: AdapterState = Field(description="Loaded, Loading, Failed or Pending.")
+    loaded_replicas: int = Field(0, description="Serving replicas that hold it.")
+    replicas: int = Field(0, description="Serving replicas it should be on.")
+    message: str = Field("", description="e.g. 'Loaded on 2/3 replicas', or the error.")
+
+
 class LLMDeploymentStatus(StatusModel):
     """What the operator observed, written from the children's actual state."""
 
@@ -605,4 +721,9 @@ class LLMDeploymentStatus(StatusModel):
     scale_reason: str | None = Field(None, description="Why the autoscaler chose desiredReplicas.")
     canary: CanaryStatus | None = Field(
         None, description="The canary rollout in progress, or the last one aborted."
+    )
+    adapters: list[AdapterStatus] | None = Field(
+        None,
+        description="Each LoRA adapter of spec.adapters: on how many serving replicas it is "
+        "loaded, or why not.",
     )

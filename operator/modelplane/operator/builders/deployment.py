@@ -17,6 +17,7 @@ from typing import Any, Final
 
 from modelplane.api import contract
 from modelplane.api.llmdeployment import LLMDeploymentSpec
+from modelplane.operator.builders.adapters import engine_settings, serves_lora
 from modelplane.operator.builders.credentials import pod_identity
 from modelplane.operator.builders.hashing import stable_hash
 from modelplane.operator.builders.model_cache import CacheLayout, cache_layout
@@ -43,8 +44,11 @@ def server_args(spec: LLMDeploymentSpec, location: ModelLocation) -> list[str]:
         "--host", "0.0.0.0",
         "--port", str(contract.SERVER_PORT),
     ]  # fmt: skip
-    args += spec.engine.engine_config().serve_flags()
+    args += engine_settings(spec).serve_flags()
     args += [f"--engine-arg={arg}" for arg in location.engine_args]
+    if serves_lora(spec):
+        # The admin API the operator loads adapters through (builders/adapters.py).
+        args += ["--admin-port", str(contract.SERVER_ADMIN_PORT)]
     if spec.auth.api_key_secret_ref is not None:
         args += ["--api-key-file", f"{KEYS_DIR}/{KEYS_FILE}"]
     return args
@@ -62,6 +66,25 @@ def _resources(spec: LLMDeploymentSpec, placement: Placement) -> dict[str, Any]:
         # Extended resources must be requested and limited alike.
         requests[gpu] = limits[gpu] = str(spec.resources.gpus)
     return {"requests": requests, "limits": limits}
+
+
+def _ports(spec: LLMDeploymentSpec) -> list[dict[str, Any]]:
+    ports = [
+        {
+            "name": contract.SERVER_PORT_NAME,
+            "containerPort": contract.SERVER_PORT,
+            "protocol": "TCP",
+        }
+    ]
+    if serves_lora(spec):
+        ports.append(
+            {
+                "name": contract.SERVER_ADMIN_PORT_NAME,
+                "containerPort": contract.SERVER_ADMIN_PORT,
+                "protocol": "TCP",
+            }
+        )
+    return ports
 
 
 def _pre_stop(config: OperatorConfig) -> dict[str, Any]:
@@ -134,13 +157,7 @@ def build_pod_template(
         "imagePullPolicy": config.images.pull_policy,
         "command": ["modelplane", "serve"],
         "args": server_args(spec, location),
-        "ports": [
-            {
-                "name": contract.SERVER_PORT_NAME,
-                "containerPort": contract.SERVER_PORT,
-                "protocol": "TCP",
-            }
-        ],
+        "ports": _ports(spec),
         "resources": _resources(spec, placement),
         "env": cache.env,
         "startupProbe": _probe(

@@ -12,6 +12,8 @@ both by their labels and only in the control-plane namespace (the chart's
 release namespace), since anyone who can create a pod elsewhere can copy
 labels; then from the peers the config lists (by default the model's own
 namespace and the monitoring namespace, where Prometheus scrapes from).
+The admin port (LoRA adapters' load and unload) admits the operator alone:
+not the gateway, not the configured peers.
 With `networkPolicy.egress.enabled` the same policy also limits where the
 model server may connect (`egress.allowTo`).
 """
@@ -52,20 +54,21 @@ def build_pod_disruption_budget(
     }
 
 
+def _component_peer(namespace: str, component: str) -> dict[str, Any]:
+    return {
+        "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: namespace}},
+        "podSelector": {
+            "matchLabels": {
+                contract.LABEL_COMPONENT: component,
+                contract.LABEL_PART_OF: contract.PART_OF,
+            }
+        },
+    }
+
+
 def control_plane_peers(namespace: str) -> list[dict[str, Any]]:
     """The operator's and the gateway's pods, in `namespace` only."""
-    return [
-        {
-            "namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: namespace}},
-            "podSelector": {
-                "matchLabels": {
-                    contract.LABEL_COMPONENT: component,
-                    contract.LABEL_PART_OF: contract.PART_OF,
-                }
-            },
-        }
-        for component in CONTROL_PLANE_COMPONENTS
-    ]
+    return [_component_peer(namespace, component) for component in CONTROL_PLANE_COMPONENTS]
 
 
 def network_policy_peers(settings: NetworkPolicySettings) -> list[dict[str, Any]]:
@@ -88,7 +91,17 @@ def build_network_policy(name: str, namespace: str, config: OperatorConfig) -> d
                 {
                     "from": network_policy_peers(config.network_policy),
                     "ports": [{"protocol": "TCP", "port": contract.SERVER_PORT}],
-                }
+                },
+                {
+                    # The admin API (adapters' load and unload): the operator alone.
+                    "from": [
+                        _component_peer(
+                            config.network_policy.control_plane_namespace,
+                            contract.COMPONENT_OPERATOR,
+                        )
+                    ],
+                    "ports": [{"protocol": "TCP", "port": contract.SERVER_ADMIN_PORT}],
+                },
             ],
         },
     }

@@ -2,7 +2,7 @@
 
 The annotations are the gateway's contract (modelplane.api.contract): the
 served model name, this track's share of traffic, the revision it serves,
-and the balancing strategy.
+the balancing strategy, and the names of the model's LoRA adapters.
 """
 
 from __future__ import annotations
@@ -12,6 +12,13 @@ from typing import Any
 from modelplane.api import contract
 from modelplane.api.llmdeployment import LLMDeploymentSpec, routing_strategy, served_model_name
 from modelplane.operator.builders.naming import child_labels, pod_selector, service_name
+
+
+def _adapters_annotation(spec: LLMDeploymentSpec) -> dict[str, str]:
+    """The adapters' names, which the gateway routes to this model's replicas."""
+    if not spec.adapters:
+        return {}
+    return {contract.ANNOTATION_ADAPTERS: ",".join(a.name for a in spec.adapters)}
 
 
 def build_service(
@@ -37,6 +44,7 @@ def build_service(
                 contract.ANNOTATION_TRAFFIC_WEIGHT: str(traffic_weight),
                 contract.ANNOTATION_REVISION: revision or spec.model.revision,
                 contract.ANNOTATION_ROUTING: routing_strategy(spec),
+                **_adapters_annotation(spec),
             },
         },
         "spec": {

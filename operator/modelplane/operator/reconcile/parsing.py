@@ -23,7 +23,7 @@ from typing import Any, Final, get_args
 from pydantic import BaseModel, ValidationError
 from pydantic_core import ErrorDetails
 
-from modelplane.api.llmdeployment import LLMDeploymentSpec, name_problem
+from modelplane.api.llmdeployment import LLMDeploymentSpec, adapter_name_problem, name_problem
 from modelplane.operator.config import OperatorConfig
 from modelplane.operator.reconcile.fit import fit_problems
 
@@ -207,5 +207,9 @@ def parse_spec(name: str, raw: Mapping[str, Any] | None, config: OperatorConfig)
         spec = LLMDeploymentSpec.model_validate(raw or {})
     except ValidationError as err:
         return ParsedSpec(None, tuple(invalid_spec_problems(name, raw, config, err)), INVALID_SPEC)
+    if (clash := adapter_name_problem(name, spec)) is not None:
+        # The CRD's rule on the whole object (it needs metadata.name); checked here for
+        # where no CRD validates (an older CRD, `modelplane render`).
+        return ParsedSpec(spec, (f"spec.{clash}",), INVALID_SPEC)
     problems = fit_problems(name, spec, config)
     return ParsedSpec(spec, tuple(problems), DOES_NOT_FIT if problems else "")

@@ -12,7 +12,9 @@ each Deployment carries the hash of the LLMDeployment spec that produced its
 template (`modelplane.io/model-spec-hash`). `spec.replicas` is left out of
 it: the autoscaler writes it through the scale subresource, which bumps the
 resource's generation, so a generation would mark every autoscaled model as
-changed by its owner. A template that differs under the same spec hash is
+changed by its owner. `spec.adapters` is left out too, but for whether there are
+any: the operator loads adapters into running replicas, so adding one must not
+touch the Deployment. A template that differs under the same spec hash is
 the operator's doing; a Deployment without the annotation (written by an
 operator before this one) counts as the operator's too, since an operator
 upgrade is exactly when that happens.
@@ -44,8 +46,13 @@ class TemplateChange(StrEnum):
 
 
 def model_spec_hash(raw_spec: Mapping[str, Any]) -> str:
-    """Hash of the LLMDeployment's spec as stored, less `replicas` (the autoscaler's)."""
-    return stable_hash({key: value for key, value in raw_spec.items() if key != "replicas"})
+    """Hash of the LLMDeployment's spec as stored, less `replicas` (the autoscaler's) and
+    less the adapters, which are loaded into running replicas: only whether there are any
+    counts (it turns LoRA on in the template, builders/adapters.py)."""
+    content = {k: v for k, v in raw_spec.items() if k not in ("replicas", "adapters")}
+    if raw_spec.get("adapters"):
+        content["adapters"] = True
+    return stable_hash(content)
 
 
 def template_change(
