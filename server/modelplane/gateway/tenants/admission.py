@@ -16,14 +16,13 @@ like a model that does not exist, so a key cannot probe which models others use)
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass
 from typing import Final
 
-from modelplane.gateway.admission.limits import KeyRateLimiter
 from modelplane.gateway.tenants.budgets import Budgets, BudgetState
 from modelplane.gateway.tenants.config import Tenant
+from modelplane.gateway.tenants.stores import LimitStore
 
 CONCURRENCY_RETRY_AFTER_S: Final = 1
 
@@ -38,7 +37,8 @@ class TenantRefusal:
     retry_after_s: int | None = None
 
 
-def _rate_refusal(tenant: Tenant, reason: str, retry_after_s: int) -> TenantRefusal:
+def _rate_refusal(tenant: Tenant, reason: str, wait_s: float) -> TenantRefusal:
+    retry_after_s = max(1, math.ceil(wait_s))
     return TenantRefusal(
         429,
         "requests" if reason == "requests per minute" else "tokens",
@@ -64,31 +64,15 @@ def budget_refusal(tenant: Tenant, state: BudgetState) -> TenantRefusal:
 
 @dataclass
 class TenantLimits:
+    """A tenant's limits, counted in `store` (this process, or Redis for all replicas)."""
+
+    store: LimitStore
     budgets: Budgets
-    clock: Callable[[], float] = time.monotonic
-    _limiters: dict[str, tuple[Tenant, KeyRateLimiter]] = field(default_factory=dict)
-    _running: dict[str, int] = field(default_factory=dict)
 
-    def _limiter(self, tenant: Tenant) -> KeyRateLimiter:
-        held = self._limiters.get(tenant.name)
-        same = held is not None and (
-            held[0].requests_per_minute,
-            held[0].tokens_per_minute,
-        ) == (tenant.requests_per_minute, tenant.tokens_per_minute)
-        if held is None or not same:
-            # New, or its limits changed on reload: buckets start full at the new size.
-            limiter = KeyRateLimiter(
-                tenant.requests_per_minute, tenant.tokens_per_minute, clock=self.clock
-            )
-            self._limiters[tenant.name] = (tenant, limiter)
-            return limiter
-        return held[1]
+    async def admit(self, tenant: Tenant, model: str, ticket: str) -> TenantRefusal | None:
+        """Before the body: None when the request may go on (then `finished` must follow).
 
-    def running(self, tenant: str) -> int:
-        return self._running.get(tenant, 0)
-
-    async def admit(self, tenant: Tenant, model: str) -> TenantRefusal | None:
-        """Before the body: None when the request may go on (then `finished` must follow)."""
+        `ticket` names the request's concurrency slot (unique per request)."""
         if not tenant.may_use(model):
             return TenantRefusal(
                 404,
@@ -100,7 +84,9 @@ class TenantLimits:
         state = await self.budgets.state(tenant)
         if state is not None and state.exhausted:
             return budget_refusal(tenant, state)
-        if tenant.max_concurrent is not None and self.running(tenant.name) >= tenant.max_concurrent:
+        if tenant.max_concurrent is not None and not await self.store.enter(
+            tenant.name, tenant.max_concurrent, ticket
+        ):
             return TenantRefusal(
                 429,
                 "requests",
@@ -110,26 +96,27 @@ class TenantLimits:
                 "max_concurrent",
                 CONCURRENCY_RETRY_AFTER_S,
             )
-        decision = self._limiter(tenant).admit(tenant.name)
-        if not decision.allowed:
-            return _rate_refusal(tenant, decision.reason, decision.retry_after_s)
-        self._running[tenant.name] = self.running(tenant.name) + 1
+        # After the slot, so a request refused for concurrency spends none of the minute.
+        if tenant.requests_per_minute is not None:
+            wait = await self.store.take_request(tenant.name, tenant.requests_per_minute)
+            if wait is not None:
+                await self.finished(tenant, ticket)
+                return _rate_refusal(tenant, "requests per minute", wait)
         return None
 
-    def reserve_tokens(self, tenant: Tenant, tokens: int) -> TenantRefusal | None:
-        decision = self._limiter(tenant).reserve_tokens(tenant.name, tokens)
-        if decision.allowed:
+    async def reserve_tokens(self, tenant: Tenant, tokens: int) -> TenantRefusal | None:
+        """Once the request's size is known: its estimate and `max_tokens` are reserved."""
+        if tenant.tokens_per_minute is None:
             return None
-        return _rate_refusal(tenant, decision.reason, decision.retry_after_s)
+        wait = await self.store.reserve_tokens(tenant.name, tenant.tokens_per_minute, tokens)
+        return None if wait is None else _rate_refusal(tenant, "tokens per minute", wait)
 
     async def settle(self, tenant: Tenant, reserved: int, used: int) -> BudgetState | None:
         """The response's `usage` is known: correct the reservation and charge the budget."""
-        self._limiter(tenant).settle_tokens(tenant.name, reserved, used)
+        if tenant.tokens_per_minute is not None and reserved != used:
+            await self.store.adjust_tokens(tenant.name, tenant.tokens_per_minute, reserved - used)
         return await self.budgets.charge(tenant, used)
 
-    def finished(self, tenant: Tenant) -> None:
-        left = self.running(tenant.name) - 1
-        if left > 0:
-            self._running[tenant.name] = left
-        else:
-            self._running.pop(tenant.name, None)
+    async def finished(self, tenant: Tenant, ticket: str) -> None:
+        if tenant.max_concurrent is not None:
+            await self.store.leave(tenant.name, ticket)

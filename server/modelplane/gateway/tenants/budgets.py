@@ -16,7 +16,7 @@ restarted one count into the same one.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -58,31 +58,13 @@ def period_key(now: datetime, period: Period) -> str:
 
 
 class BudgetStore(Protocol):
-    """Where spent tokens are counted: this process, or a store shared by all replicas."""
+    """Where spent tokens are counted (`tenants.stores`: this process, or Redis)."""
 
     async def spent(self, tenant: str, key: str) -> int: ...
 
     async def add(self, tenant: str, key: str, tokens: int, ttl_s: int) -> int:
         """Count `tokens` more; the new total."""
         ...
-
-
-@dataclass
-class MemoryBudgetStore:
-    """The default for one gateway replica: counts live as long as the process."""
-
-    _spent: dict[tuple[str, str], int] = field(default_factory=dict)
-
-    async def spent(self, tenant: str, key: str) -> int:
-        return self._spent.get((tenant, key), 0)
-
-    async def add(self, tenant: str, key: str, tokens: int, ttl_s: int) -> int:
-        # Only the current period of each tenant is kept: an older one is never read again.
-        for old in [k for k in self._spent if k[0] == tenant and k[1] != key]:
-            del self._spent[old]
-        total = self._spent.get((tenant, key), 0) + max(0, tokens)
-        self._spent[(tenant, key)] = total
-        return total
 
 
 @dataclass(frozen=True)
