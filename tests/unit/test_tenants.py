@@ -15,7 +15,14 @@ from modelplane.gateway.tenants.budgets import (
     period_bounds,
     period_key,
 )
-from modelplane.gateway.tenants.config import Period, Tenant, parse_tenants, read_tenants
+from modelplane.gateway.tenants.config import (
+    Period,
+    Tenant,
+    Tenants,
+    TenantsFileWatch,
+    parse_tenants,
+    read_tenants,
+)
 from modelplane.gateway.tenants.fair_queue import FairQueue, QueueFullError
 from modelplane.gateway.tenants.stores import MemoryLimitStore
 
@@ -325,3 +332,40 @@ def test_a_spent_budget_answers_insufficient_quota_until_the_period_ends() -> No
     )  # fmt: skip
     assert refusal.retry_after_s == 12 * 3600  # noon: the day renews at midnight UTC
     assert "120 used" in refusal.message and "budget of 100 tokens this day" in refusal.message
+
+
+def test_a_bad_reload_keeps_the_tenants_read_before_and_says_why(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = tmp_path / "tenants.yaml"
+    path.write_text("tenants:\n  team-a: {keys: [sk-team-a-0001]}\n")
+    changes: list[Tenants] = []
+    watch = TenantsFileWatch(path, on_change=changes.append)
+    assert not watch.reload()  # unchanged
+    path.write_text("tenants:\n  team-a: {keys: [sk-team-a-0001], weight: -3}\n")
+    assert not watch.reload()
+    assert watch.problem is not None and "tenants.team-a.weight" in watch.problem
+    assert "keeping the tenants read before" in caplog.text
+    assert watch.tenants.for_key("sk-team-a-0001") is not None
+    path.write_text("tenants:\n  team-b: {keys: [sk-team-b-0001]}\n")
+    assert watch.reload() and watch.problem is None
+    assert watch.tenants.for_key("sk-team-a-0001") is None
+    assert [list(t.by_name) for t in changes] == [["team-b"]]
+
+
+def test_a_changed_key_file_is_a_change(tmp_path: Path) -> None:
+    (tmp_path / "b.keys").write_text("sk-team-b-0001\n")
+    path = tmp_path / "tenants.yaml"
+    path.write_text("tenants:\n  team-b: {keyFile: b.keys}\n")
+    watch = TenantsFileWatch(path)
+    (tmp_path / "b.keys").write_text("sk-team-b-0002\n")  # a key rotated in the Secret
+    assert watch.reload()
+    assert watch.tenants.for_key("sk-team-b-0002") is not None
+    assert watch.tenants.for_key("sk-team-b-0001") is None
+
+
+def test_a_bad_file_at_start_stops_the_gateway(tmp_path: Path) -> None:
+    path = tmp_path / "tenants.yaml"
+    path.write_text("tenants:\n  team-a: {}\n")
+    with pytest.raises(ConfigError, match=r"tenants\.team-a"):
+        TenantsFileWatch(path)

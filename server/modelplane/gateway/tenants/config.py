@@ -19,9 +19,11 @@ number is bounded.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -31,6 +33,8 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from modelplane.gateway.config_files import ConfigError, validation_problems
+
+log = logging.getLogger("modelplane.gateway.tenants")
 
 MAX_TENANTS: Final = 1000
 MAX_KEYS_PER_TENANT: Final = 1000
@@ -220,3 +224,42 @@ def single_key_tenants(keys: tuple[str, ...]) -> Tenants:
         by_name[name] = Tenant(name=name)
         owners[key_digest(key)] = name
     return Tenants(by_name=by_name, _by_key_digest=owners)
+
+
+class TenantsFileWatch:
+    """The tenants file, read at start (a bad file stops the gateway) and again every few
+    seconds (a mounted Secret changes in place; http.key_store says why polling). A reload
+    that finds a problem keeps the tenants read before and says so; `problem` holds it
+    until a good file replaces it."""
+
+    def __init__(self, path: Path, on_change: Callable[[Tenants], None] | None = None) -> None:
+        self.path = path
+        self.tenants = read_tenants(path)
+        self.problem: str | None = None
+        self.on_change = on_change
+
+    def reload(self) -> bool:
+        """Read the file again; True when the tenants changed."""
+        try:
+            tenants = read_tenants(self.path)
+        except ConfigError as err:
+            if str(err) != self.problem:
+                log.warning("tenants file not reloaded, keeping the tenants read before: %s", err)
+            self.problem = str(err)
+            return False
+        self.problem = None
+        if tenants.digest == self.tenants.digest:
+            return False
+        self.tenants = tenants
+        log.info(
+            "tenants reloaded",
+            extra={"path": str(self.path), "tenants": len(tenants.by_name)},
+        )
+        if self.on_change is not None:
+            self.on_change(tenants)
+        return True
+
+    async def watch(self, interval_s: float) -> None:
+        while True:
+            await asyncio.sleep(interval_s)
+            self.reload()
