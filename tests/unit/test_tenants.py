@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 
 from modelplane.gateway.config_files import ConfigError
 from modelplane.gateway.tenants.admission import TenantLimits, TenantRefusal
@@ -24,6 +25,7 @@ from modelplane.gateway.tenants.config import (
     read_tenants,
 )
 from modelplane.gateway.tenants.fair_queue import FairQueue, QueueFullError
+from modelplane.gateway.tenants.metrics import TenantMetrics
 from modelplane.gateway.tenants.stores import MemoryLimitStore
 
 FULL = """
@@ -369,3 +371,21 @@ def test_a_bad_file_at_start_stops_the_gateway(tmp_path: Path) -> None:
     path.write_text("tenants:\n  team-a: {}\n")
     with pytest.raises(ConfigError, match=r"tenants\.team-a"):
         TenantsFileWatch(path)
+
+
+def test_a_tenant_removed_from_the_file_leaves_no_series() -> None:
+    registry = CollectorRegistry()
+    metrics = TenantMetrics(registry)
+    metrics.admitted("team-a", "m")
+    metrics.used("team-a", "m", prompt=5, completion=7)
+    metrics.refused("team-b", "budget")
+    metrics.budget("team-b", "month", 100, 100)
+    metrics.queued("m", "team-b", 0.2)
+    text = generate_latest(registry).decode()
+    assert (
+        'modelplane_gateway_tenant_tokens_total{kind="completion",model="m",tenant="team-a"} 7.0'
+        in text
+    )
+    metrics.keep_only(["team-a"])
+    text = generate_latest(registry).decode()
+    assert 'tenant="team-b"' not in text and 'tenant="team-a"' in text
