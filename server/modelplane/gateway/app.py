@@ -7,10 +7,12 @@ by the runner), per-key request rate limits, the in-flight caps overall and
 per key, the body's size limit, deadline and memory budget, the lookup of the
 request's `model` (404 listing what exists), the per-model in-flight cap, the
 tokens-per-minute reservation, holding (capped) while the model has no ready
-replica, and then hands the request to the proxy. Of the parsed body only a
-small summary is kept, and the body itself is released once a replica has
-answered (`http.request_body.BufferedBody`). It answers `/v1/models` (every discovered model),
-`/health`, `/ready` (discovery has synced), and serves the chat page at `/`.
+replica, and then hands the request to the proxy. A `model` that names a LoRA
+adapter goes to its base model's replicas that have it loaded, and is held while
+none has. Of the parsed body only a small summary is kept, and the body itself is
+released once a replica has answered (`http.request_body.BufferedBody`). It
+answers `/v1/models` (every discovered model and adapter), `/health`, `/ready`
+(discovery has synced), and serves the chat page at `/`.
 `/metrics` is not here: it names replicas by address, and is served on the
 gateway's metrics port (`metrics.MetricsApp`).
 
@@ -26,7 +28,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Callable, Coroutine, Mapping
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any
@@ -47,6 +49,7 @@ from modelplane.gateway.credentials import CLIENT_CREDENTIAL_HEADERS, repeated_c
 from modelplane.gateway.disconnect import CancelOnDisconnect
 from modelplane.gateway.metrics import GatewayMetrics
 from modelplane.gateway.proxy import HOP_BY_HOP, Outcome, UpstreamPool
+from modelplane.gateway.routing.adapters import adapter_key
 from modelplane.gateway.routing.affinity import affinity_key
 from modelplane.gateway.routing.balancing import stable_hash
 from modelplane.gateway.routing.routes import ModelRoute, Routing, RoutingTable
@@ -184,8 +187,12 @@ class GatewayApp:
         if not self._authorized(scope)[0]:
             await _unauthorized(send)
             return
-        routes = self.table.routes
+        routes, adapters = self.table.routes, self.table.adapters.models
         data = [_model_entry(routes[name], self._started) for name in sorted(routes)]
+        data += [
+            _adapter_entry(routes[model], adapter, self._started)
+            for adapter, model in sorted(adapters.items())
+        ]
         await send_json(send, 200, json.dumps({"object": "list", "data": data}).encode())
 
     async def _forward(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -262,15 +269,15 @@ class GatewayApp:
         body: BufferedBody,
     ) -> None:
         # The parsed payload ends in there.
-        summary = _summarize(scope["path"], body.data, self.table.routes)
+        summary = _summarize(scope["path"], body.data, self.table.route_for)
         if isinstance(summary, _Rejected):
             await send_error(send, 400, summary.message, param=summary.param)
             self._count("", 400, "none")
             return
-        model = summary.model
-        route = self.table.routes.get(model)
-        if route is None:
-            known = ", ".join(sorted(self.table.routes)) or "none"
+        resolved = self.table.resolve(summary.model)
+        if resolved is None:
+            model = summary.model
+            known = ", ".join(sorted([*self.table.routes, *self.table.adapters.models])) or "none"
             await send_error(
                 send, 404, f"the model {model!r} does not exist; available: {known}", param="model"
             )
@@ -278,12 +285,16 @@ class GatewayApp:
             # add a series each, unbounded in count and length.
             self._count(UNKNOWN_MODEL, 404, "none")
             return
+        route, adapter = resolved
+        model = route.name  # an adapter's requests count against its base model's caps
         refusal = self.gate.enter_model(model)
         if refusal is not None:
-            await self._refuse(send, refusal, model)
+            await self._refuse(send, refusal, model, adapter=adapter)
             return
         try:
-            await self._serve(scope, receive, send, identity, arrived, route, summary, body)
+            await self._serve(
+                scope, receive, send, identity, arrived, route, adapter, summary, body
+            )
         finally:
             self.gate.leave_model(model)
 
@@ -295,6 +306,7 @@ class GatewayApp:
         identity: str,
         arrived: float,
         route: ModelRoute,
+        adapter: str | None,
         summary: _Summary,
         body: BufferedBody,
     ) -> None:
@@ -303,8 +315,9 @@ class GatewayApp:
         if self.limiter.counts_tokens:
             decision = self.limiter.reserve_tokens(identity, summary.tokens)
             if not decision.allowed:
-                await self._rate_limited(send, decision, model)
+                await self._rate_limited(send, decision, model, adapter=adapter)
                 return
+        if self.limiter.counts_tokens or adapter is not None:  # adapters' tokens are counted
             tally = TokenTally(body.size, streaming=summary.streaming)
         request_id = _request_id(scope)
         outcome = Outcome()
@@ -312,29 +325,31 @@ class GatewayApp:
         try:
             async with CancelOnDisconnect(receive) as watch:
                 send = watch.wrap(send)
-                if not route.ready:
+                if not route.ready_for(adapter):
                     refusal = self.gate.hold(model)
                     if refusal is not None:
-                        await self._refuse(send, refusal, model)
+                        await self._refuse(send, refusal, model, adapter=adapter)
                         return
                     held_started = time.perf_counter()
                     try:
-                        ready_route = await self._hold(route)
+                        ready_route = await self._hold(route, adapter)
                     finally:
                         self.gate.release(model)
                     held_s = time.perf_counter() - held_started
                     if ready_route is None:
                         await send_error(
-                            send,
-                            503,
-                            f"no replica of model {model!r} became ready within "
-                            f"{self.settings.hold_timeout_s:g}s; it may be scaling up from zero",
-                            retry_after=5,
+                            send, 503, self._hold_timeout_message(model, adapter), retry_after=5
                         )
-                        self._count(model, 503, "none")
+                        self._count(model, 503, "none", adapter)
                         return
                     route = ready_route
                 key_hash = _prefix_hash(route, summary.affinity)
+                if adapter is not None:
+                    # Only its holders; by the conversation when the model is prefix-routed,
+                    # else by the adapter's name.
+                    if key_hash is None:
+                        key_hash = stable_hash(adapter_key(adapter))
+                    route = route.for_adapter(adapter)
                 with self.tracer.span(scope, request_id) as span:
                     headers = _upstream_headers(scope, request_id, self._tracing)
                     await self.pool.forward(
@@ -342,17 +357,21 @@ class GatewayApp:
                     )
                     span.finish(outcome.status)
         finally:
-            if tally is not None:
+            if tally is not None and self.limiter.counts_tokens:
                 # Settled even when cancelled; nothing is charged for what no replica answered.
                 outcome.tokens = tally.total() if outcome.first_byte_at is not None else 0
                 self.limiter.settle_tokens(identity, summary.tokens, outcome.tokens)
         if watch.client_gone:
             outcome.status = 499  # client closed the request (nginx's convention)
         self._record(model, outcome, arrived, held_s)
+        if adapter is not None:
+            self._record_adapter(model, adapter, outcome, tally)
         if self.settings.access_log or outcome.status >= 500 or outcome.attempts > 1:
             _log_access(scope, model, outcome, arrived, request_id)
 
-    async def _rate_limited(self, send: Send, decision: Decision, model: str) -> None:
+    async def _rate_limited(
+        self, send: Send, decision: Decision, model: str, *, adapter: str | None = None
+    ) -> None:
         self.metrics.rate_limited.labels(decision.reason).inc()
         who = "this API key" if self.keys.required else "this client address"
         await send_error(
@@ -361,21 +380,41 @@ class GatewayApp:
             f"rate limit reached: {decision.reason} for {who}",
             retry_after=decision.retry_after_s,
         )
-        self._count(model, 429, "none")
+        self._count(model, 429, "none", adapter)
 
     async def _refuse(
-        self, send: Send, refusal: Refusal, model: str, *, close: bool = False
+        self,
+        send: Send,
+        refusal: Refusal,
+        model: str,
+        *,
+        close: bool = False,
+        adapter: str | None = None,
     ) -> None:
         self.metrics.overload_refusals.labels(refusal.limit).inc()
         await send_error(
             send, refusal.status, refusal.message, retry_after=refusal.retry_after_s, close=close
         )
-        self._count(model, refusal.status, "none")
+        self._count(model, refusal.status, "none", adapter)
 
-    async def _hold(self, route: ModelRoute) -> ModelRoute | None:
+    def _hold_timeout_message(self, model: str, adapter: str | None) -> str:
+        within = f"{self.settings.hold_timeout_s:g}s"
+        if adapter is not None:
+            return (
+                f"no replica of model {model!r} had the adapter {adapter!r} loaded within "
+                f"{within}; it may be loading, or the model scaling up from zero"
+            )
+        return (
+            f"no replica of model {model!r} became ready within {within}; "
+            "it may be scaling up from zero"
+        )
+
+    async def _hold(self, route: ModelRoute, adapter: str | None = None) -> ModelRoute | None:
+        """Wait for a ready replica (with `adapter` loaded, if given); scale-from-zero demand
+        is signalled only while the model has no ready replica at all."""
         model = route.name
         holding = self._holding[model] = self._holding.get(model, 0) + 1
-        if route.demand and self.demand_throttle.should_signal(model):
+        if route.demand and not route.ready and self.demand_throttle.should_signal(model):
             self.metrics.demand_signals.labels(model).inc()
             task = asyncio.create_task(self.on_demand(route, holding), name=f"demand-{model}")
             self._background.add(task)
@@ -384,14 +423,25 @@ class GatewayApp:
         gauge.inc()
         started = time.perf_counter()
         try:
-            return await self.table.wait_until_ready(model, self.settings.hold_timeout_s)
+            return await self.table.wait_until_ready(model, self.settings.hold_timeout_s, adapter)
         finally:
             self._holding[model] -= 1
             gauge.dec()
             self.metrics.hold_duration.labels(model).observe(time.perf_counter() - started)
 
-    def _count(self, model: str, status: int, upstream: str) -> None:
+    def _count(self, model: str, status: int, upstream: str, adapter: str | None = None) -> None:
         self.metrics.request_counter(model, str(status), upstream).inc()
+        if adapter is not None:
+            self.metrics.adapter_requests.labels(model, adapter, str(status)).inc()
+
+    def _record_adapter(
+        self, model: str, adapter: str, outcome: Outcome, tally: TokenTally | None
+    ) -> None:
+        self.metrics.adapter_requests.labels(model, adapter, str(outcome.status or 499)).inc()
+        if tally is not None and 200 <= outcome.status < 300:
+            prompt, completion = tally.split()
+            self.metrics.adapter_tokens.labels(model, adapter, "prompt").inc(prompt)
+            self.metrics.adapter_tokens.labels(model, adapter, "completion").inc(completion)
 
     def _record(self, model: str, outcome: Outcome, arrived: float, held_s: float) -> None:
         self._count(model, outcome.status or 499, outcome.upstream)
@@ -412,6 +462,8 @@ def _model_entry(route: ModelRoute, created: int) -> dict[str, object]:
         "object": "model",
         "created": created,
         "owned_by": "modelplane",
+        "root": route.name,
+        "parent": None,
         "ready": route.ready,
     }
     if route.endpoints is not None:
@@ -419,7 +471,22 @@ def _model_entry(route: ModelRoute, created: int) -> dict[str, object]:
     return entry
 
 
-def _summarize(path: str, body: bytes, routes: Mapping[str, ModelRoute]) -> _Summary | _Rejected:
+def _adapter_entry(route: ModelRoute, adapter: str, created: int) -> dict[str, object]:
+    """A LoRA adapter as `/v1/models` lists it: its base model as `parent` and `root` (as
+    OpenAI lists a fine-tune; vLLM puts the adapter's path in `root`, which clients of the
+    gateway have no use for), ready when a replica has it loaded, the base model's paths."""
+    return {
+        **_model_entry(route, created),
+        "id": adapter,
+        "root": route.name,
+        "parent": route.name,
+        "ready": route.ready_for(adapter),
+    }
+
+
+def _summarize(
+    path: str, body: bytes, route_for: Callable[[str], ModelRoute | None]
+) -> _Summary | _Rejected:
     """Parse the body and keep only what the gateway needs of it.
 
     The parsed payload takes several times the body's memory; it exists only
@@ -436,7 +503,7 @@ def _summarize(path: str, body: bytes, routes: Mapping[str, ModelRoute]) -> _Sum
         return _Rejected("model is required", param="model")
     if not isinstance(model, str):
         return _Rejected(f"model must be a string (got {json_kind(model)})", param="model")
-    route = routes.get(model)
+    route = route_for(model)  # an adapter's: its base model's
     prefix_routed = route is not None and route.routing is Routing.PREFIX
     return _Summary(
         model=model,

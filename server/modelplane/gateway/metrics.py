@@ -116,6 +116,36 @@ class GatewayMetrics:
             ("model",),
             registry=registry,
         )
+        # LoRA adapters: `adapter` is only ever a configured adapter's name (a request's
+        # `model` that discovery did not list as an adapter is never a label value).
+        self.adapter_requests = Counter(
+            "modelplane_gateway_adapter_requests",
+            "Requests for a LoRA adapter answered, by base model, adapter and HTTP status "
+            "code (these requests are in modelplane_gateway_requests_total too, by base model).",
+            ("model", "adapter", "code"),
+            registry=registry,
+        )
+        self.adapter_tokens = Counter(
+            "modelplane_gateway_adapter_tokens",
+            "Tokens of successful requests for a LoRA adapter, by base model, adapter and "
+            "kind (prompt or completion): the response's usage, else the gateway's estimate.",
+            ("model", "adapter", "kind"),
+            registry=registry,
+        )
+        self.adapter_replicas = Gauge(
+            "modelplane_gateway_adapter_replicas",
+            "Ready replicas that have the LoRA adapter loaded, per base model and adapter "
+            "(0: its requests are held).",
+            ("model", "adapter"),
+            registry=registry,
+        )
+        self.adapter_name_conflicts = Gauge(
+            "modelplane_gateway_adapter_name_conflicts",
+            "Models whose adapter of this name is refused: a model has that name, or a model "
+            "first by name configures it too.",
+            ("adapter",),
+            registry=registry,
+        )
         # Children with an `upstream` label, by upstream, so a gone replica's go with it.
         self._requests: dict[tuple[str, str, str], Any] = {}
         self._in_flight: dict[tuple[str, str], Any] = {}

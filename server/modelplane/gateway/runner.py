@@ -23,6 +23,7 @@ from typing import Any
 import uvicorn
 from prometheus_client import REGISTRY, CollectorRegistry
 
+from modelplane.gateway.adapter_reports import adapter_reports
 from modelplane.gateway.admission.concurrency import ConcurrencyCaps
 from modelplane.gateway.admission.demand import DemandThrottle
 from modelplane.gateway.admission.limits import KeyRateLimiter
@@ -85,6 +86,7 @@ def build_gateway(
     )
     pool.budget = RetryBudget(ratio=options.retry_budget)
     table.listeners.append(_ready_replicas_gauge(metrics))
+    table.listeners.append(adapter_reports(table, metrics))
     table.listeners.append(_series_from_zero(metrics))
     table.listeners.append(lambda routes: pool.outliers.forget(_all_upstreams(routes)))
     # A replica that left discovery takes its series with it (pod IPs churn).

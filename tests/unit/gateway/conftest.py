@@ -43,6 +43,7 @@ class StubReplica:
     # fail (500 with an error body) | silent (answers nothing until `release`)
     mode: str = "ok"
     redirect_to: str = ""
+    adapters: list[str] = field(default_factory=list)  # LoRA adapters its /ready lists
     seen: list[dict[str, Any]] = field(default_factory=list)
     client_left: asyncio.Event = field(default_factory=asyncio.Event)
     release: asyncio.Event = field(default_factory=asyncio.Event)  # lets a gated stream go on
@@ -67,6 +68,8 @@ class StubReplica:
             self.runner = None
 
     async def _ready(self, _: web.Request) -> web.Response:
+        if self.adapters:
+            return web.json_response({"status": "ready", "adapters": self.adapters})
         return web.Response(status=503 if self.mode == "draining" else 200)
 
     async def _complete(self, request: web.Request) -> web.StreamResponse:

@@ -125,6 +125,23 @@ class TokenTally:
         found = self._usage.found
         return _total(found) if found is not None else None
 
+    def split(self) -> tuple[int, int]:
+        """(prompt, completion) tokens: the response's `usage` (Chat Completions' or the
+        Responses API's names) when it has both, else the estimate `total` makes."""
+        self._usage.finish()
+        found = self._usage.found or {}
+        prompt: object = found.get("prompt_tokens", found.get("input_tokens"))
+        completion: object = found.get("completion_tokens", found.get("output_tokens", 0))
+        if (
+            isinstance(prompt, int)
+            and isinstance(completion, int)
+            and not isinstance(prompt, bool)
+            and not isinstance(completion, bool)
+            and min(prompt, completion) >= 0
+        ):
+            return prompt, completion
+        return self._request_bytes // BYTES_PER_PROMPT_TOKEN, max(0, self._events - 1)
+
     def total(self) -> int:
         usage = self.usage()
         if usage is not None:

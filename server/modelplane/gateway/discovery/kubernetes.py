@@ -25,6 +25,11 @@ A model whose Services exist but have no ready endpoint is scaled to zero
 LLMDeployment's demand Lease (`discovery.demand_leases`), which the
 autoscaler watches. Each route names the LLMDeployments behind it
 (`ModelRoute.demand`) for that.
+
+A model's LoRA adapters are named by its Services' `modelplane.io/adapters`
+annotation; which replica has which loaded comes from the replicas' own
+`/ready` answers (`discovery.adapter_probe`), polled only for models with
+adapters.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelplane.api import contract
+from modelplane.gateway.discovery.adapter_probe import INTERVAL_S, AdapterProbe, Loaded
 from modelplane.gateway.discovery.model_keys import (
     KeyReading,
     SecretReader,
@@ -54,6 +60,7 @@ from modelplane.gateway.discovery.ownership import (
     owner_of,
     untrusted_reason,
 )
+from modelplane.gateway.routing.adapters import annotation_adapter_names
 from modelplane.gateway.routing.routes import DemandTarget, ModelRoute, Routing, RoutingTable, Track
 
 log = logging.getLogger("modelplane.gateway.discovery")
@@ -91,6 +98,8 @@ class ModelService:
     llmdeployment: str
     managed: bool = False  # labelled as the operator's
     owner_reference: tuple[str, str] | None = None  # (name, uid) of its LLMDeployment
+    adapters: frozenset[str] = frozenset()  # LoRA adapters configured for the model
+    adapter_problems: tuple[str, ...] = ()  # names in the annotation that were left out
 
 
 def model_service(obj: Mapping[str, Any]) -> ModelService | None:
@@ -109,6 +118,7 @@ def model_service(obj: Mapping[str, Any]) -> ModelService | None:
         weight = default_weight
     routing_value = annotations.get(contract.ANNOTATION_ROUTING)
     routing = Routing(routing_value) if routing_value in set(Routing) else None
+    adapters = annotation_adapter_names(annotations.get(contract.ANNOTATION_ADAPTERS))
     return ModelService(
         namespace=meta.get("namespace") or "default",
         name=meta["name"],
@@ -120,6 +130,8 @@ def model_service(obj: Mapping[str, Any]) -> ModelService | None:
         llmdeployment=labels.get(contract.LABEL_LLMDEPLOYMENT, ""),
         managed=labels.get(contract.LABEL_MANAGED_BY) == contract.MANAGED_BY,
         owner_reference=llmdeployment_reference(meta),
+        adapters=frozenset(adapters.names),
+        adapter_problems=adapters.problems,
     )
 
 
@@ -162,10 +174,13 @@ def routes_from_cluster(
     owners: Mapping[ObjectKey, Owner],
     keys: Mapping[SecretRef, KeyReading] | None = None,
     default_routing: Routing = Routing.LEAST_LOAD,
+    loaded: Mapping[str, frozenset[str]] | None = None,
 ) -> ClusterRoutes:
     """Join the Services the operator owns and their EndpointSlices into one route per
-    served model name, each served by one LLMDeployment (`ownership`), with its key."""
+    served model name, each served by one LLMDeployment (`ownership`), with its key.
+    `loaded`: the adapters each replica (by URL) has loaded, as its `/ready` said."""
     keys = keys or {}
+    loaded = loaded or {}
     ready: dict[ObjectKey, set[str]] = {}
     for service_key, urls in slices.values():
         ready.setdefault(service_key, set()).update(urls)
@@ -203,6 +218,8 @@ def routes_from_cluster(
         )
         owner = winners[model]
         upstream_key, problem = _upstream_key(owner, keys)
+        adapters = frozenset().union(*(s.adapters for s in members))
+        held = {u: loaded.get(u, frozenset()) & adapters for t in tracks for u in t.upstreams}
         routes[model] = ModelRoute(
             name=model,
             tracks=tracks,
@@ -210,6 +227,8 @@ def routes_from_cluster(
             demand=(DemandTarget(owner.namespace, owner.name),),
             upstream_key=upstream_key,
             upstream_key_problem=problem,
+            adapters=adapters,
+            loaded={u: names for u, names in held.items() if names},
         )
     return ClusterRoutes(routes, conflicts, untrusted)
 
@@ -258,6 +277,7 @@ class KubernetesDiscovery:
         on_conflicts: Callable[[Mapping[str, int]], None] = lambda refused: None,
         read_key: SecretReader = read_secret_key,
         list_timeout: tuple[float, float] = LIST_TIMEOUT,
+        adapter_probe_s: float = INTERVAL_S,
     ) -> None:
         self.table = table
         self.list_timeout = list_timeout
@@ -284,6 +304,8 @@ class KubernetesDiscovery:
         self._stop = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._responses: dict[str, Any] = {}  # the open watch response of each stream
+        self._loaded: Loaded = {}
+        self.adapter_probe = AdapterProbe(self._on_loaded, interval_s=adapter_probe_s)
 
     # ---- event-loop side -------------------------------------------------
 
@@ -300,6 +322,10 @@ class KubernetesDiscovery:
         if merged != self._keys:
             self._keys = merged
             self._publish()
+
+    def _on_loaded(self, loaded: Loaded) -> None:
+        self._loaded = loaded
+        self._publish()
 
     def _on_list(self, stream: str, items: list[dict[str, Any]]) -> None:
         """A fresh full listing replaces everything that stream said before."""
@@ -329,6 +355,15 @@ class KubernetesDiscovery:
             if service is None:
                 self._services.pop(key, None)
             else:
+                before = self._services.get(key)
+                if service.adapter_problems and (
+                    before is None or before.adapter_problems != service.adapter_problems
+                ):
+                    log.warning(
+                        "Service %s/%s: adapters left out: %s", *key,
+                        "; ".join(service.adapter_problems),
+                        extra={"namespace": key[0], "service": key[1]},
+                    )  # fmt: skip
                 self._services[key] = service
         elif kind == LLMDEPLOYMENT:
             owner = owner_of(obj)
@@ -349,7 +384,15 @@ class KubernetesDiscovery:
         if not set(streams) <= self._listed:
             return  # not every stream has delivered its first list yet
         found = routes_from_cluster(
-            self._services, self._slices, self._owners, self._keys, self.default_routing
+            self._services,
+            self._slices,
+            self._owners,
+            self._keys,
+            self.default_routing,
+            self._loaded,
+        )
+        self.adapter_probe.watch(
+            u for r in found.routes.values() if r.adapters for u in r.upstreams
         )
         self._report(found)
         if found.routes != self.table.routes or not self.table.synced:
@@ -406,9 +449,11 @@ class KubernetesDiscovery:
         threads.append(threading.Thread(target=self._refresh_keys, name="model-keys", daemon=True))
         for thread in threads:
             thread.start()
+        probe = asyncio.create_task(self.adapter_probe.run(), name="adapter-probe")
         try:
             await asyncio.Event().wait()
         finally:
+            probe.cancel()
             self.stop()
 
     def stop(self) -> None:

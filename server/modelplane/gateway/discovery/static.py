@@ -12,12 +12,15 @@ is sent as `Authorization: Bearer`). The client's own key is never sent.
 The key file is re-read when it changes (a mounted Secret updates in place).
 A replica running `modelplane serve` lists in its `/ready` answer the OpenAI
 paths its model serves; the routes carry them (`/v1/models` shows them, and
-the chat page offers only models that serve chat).
+the chat page offers only models that serve chat). A model's LoRA adapters are
+listed by name (`adapters`); a request naming one goes to the model's replicas
+whose `/ready` lists it as loaded, and is held while none does.
 
     models:
       smollm2:
         upstreams: [http://127.0.0.1:8001, http://127.0.0.1:8002]
         upstreamApiKeyFile: smollm2.key   # optional
+        adapters: [sql-lora]              # optional: LoRA adapters served by these replicas
       llama:
         routing: prefix              # least-load (default) | prefix | round-robin
         tracks:                      # weighted split, e.g. a canary
@@ -36,14 +39,18 @@ from pathlib import Path
 from typing import Annotated, Self
 
 import aiohttp
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from modelplane.api.contract import TRACK_STABLE
 from modelplane.gateway.config_files import ConfigError, read_yaml_model
 from modelplane.gateway.credentials import read_key_file
+from modelplane.gateway.routing.adapters import adapter_names, ready_adapters
 from modelplane.gateway.routing.routes import ModelRoute, Routing, RoutingTable, Track
 
 log = logging.getLogger("modelplane.gateway.discovery")
+
+# Of a replica's /ready answer: its list of loaded adapters may run to a few KiB.
+READY_BODY_BYTES = 64 * 1024
 
 
 class _Strict(BaseModel):
@@ -64,6 +71,15 @@ class StaticModel(_Strict):
     upstreams: list[Url] = []
     tracks: dict[str, StaticTrack] = {}
     upstream_api_key_file: Path | None = Field(None, alias="upstreamApiKeyFile")
+    adapters: list[str] = []
+
+    @field_validator("adapters")
+    @classmethod
+    def _adapter_names(cls, names: list[str]) -> list[str]:
+        checked = adapter_names(names)
+        if checked.problems:
+            raise ValueError("; ".join(checked.problems))
+        return names
 
     @model_validator(mode="after")
     def _one_form(self) -> Self:
@@ -121,6 +137,7 @@ def routes_from_static(
     ready: Iterable[str],
     keys: Mapping[str, str] | None = None,
     endpoints: Mapping[str, frozenset[str]] | None = None,
+    loaded: Mapping[str, frozenset[str]] | None = None,
 ) -> dict[str, ModelRoute]:
     """The routing table for this file, keeping only the replicas seen ready.
 
@@ -128,15 +145,19 @@ def routes_from_static(
     but has no key here gets a 503 for its requests (its replicas would refuse them).
     `endpoints`: the paths each replica (by URL) said it serves, kept while it is not
     ready (a replica stopped or scaled down serves the same model when it is back).
+    `loaded`: the adapters each replica (by URL) said it has loaded, when it was last ready.
     """
     ready_set = set(ready)
     keys = keys or {}
     endpoints = endpoints or {}
+    loaded = loaded or {}
     return {
         name: ModelRoute(
             name=name,
             routing=model.routing,
             endpoints=_model_endpoints(model, endpoints),
+            adapters=frozenset(model.adapters),
+            loaded=_model_loaded(model, ready_set, loaded),
             upstream_key=keys.get(name),
             upstream_key_problem=(
                 f"no key read from {model.upstream_api_key_file}"
@@ -168,6 +189,20 @@ def _model_endpoints(
         if _base(u) in endpoints
     ]
     return frozenset().union(*said) if said else None
+
+
+def _model_loaded(
+    model: StaticModel, ready: set[str], loaded: Mapping[str, frozenset[str]]
+) -> dict[str, frozenset[str]]:
+    """The model's adapters each of its ready replicas has loaded (those with any)."""
+    wanted = frozenset(model.adapters)
+    held = {
+        _base(u): loaded.get(_base(u), frozenset()) & wanted
+        for track in model.all_tracks().values()
+        for u in track.upstreams
+        if _base(u) in ready
+    }
+    return {u: names for u, names in held.items() if names}
 
 
 def ready_endpoints(body: bytes) -> frozenset[str] | None:
@@ -208,6 +243,8 @@ class StaticDiscovery:
         self._ready: frozenset[str] | None = None
         self._endpoints: dict[str, frozenset[str]] = {}  # by replica URL, as its /ready said
         self._said: dict[str, frozenset[str]] = {}  # those of the file's replicas, published
+        self._loaded: dict[str, frozenset[str]] = {}  # adapters, by replica URL, as /ready said
+        self._published_loaded: dict[str, frozenset[str]] = {}
         self._keys = read_model_keys(config)  # at start, an unreadable key is a config error
         self._key_stamps = self._key_file_stamps()
 
@@ -267,11 +304,17 @@ class StaticDiscovery:
             async with session.get(f"{upstream}/ready") as response:
                 if response.status != 200:
                     return False
-                served = ready_endpoints(await response.content.read(4096))
+                body = await response.content.read(READY_BODY_BYTES)
         except (aiohttp.ClientError, TimeoutError):
             return False
+        served = ready_endpoints(body)
         if served is not None:
             self._endpoints[upstream] = served
+        try:
+            state = json.loads(body)
+        except ValueError:
+            state = None
+        self._loaded[upstream] = ready_adapters(state)
         return True
 
     async def poll_once(self, session: aiohttp.ClientSession) -> None:
@@ -282,14 +325,16 @@ class StaticDiscovery:
         ready = frozenset(u for u, ok in zip(upstreams, results, strict=True) if ok)
         # Only the file's replicas: one removed from it is forgotten.
         said = self._endpoints = {u: e for u, e in self._endpoints.items() if u in upstreams}
-        changed = changed or said != self._said
+        loaded = self._loaded = {u: a for u, a in self._loaded.items() if u in upstreams}
+        changed = changed or said != self._said or loaded != self._published_loaded
         self._said = dict(said)
+        self._published_loaded = dict(loaded)
         if changed or ready != self._ready or not self.table.synced:
             for upstream in sorted(ready.symmetric_difference(self._ready or frozenset())):
                 state = "ready" if upstream in ready else "not ready"
                 log.info("replica %s is %s", upstream, state, extra={"upstream": upstream})
             self._ready = ready
-            self.table.replace(routes_from_static(self.config, ready, self._keys, said))
+            self.table.replace(routes_from_static(self.config, ready, self._keys, said, loaded))
 
     async def run(self) -> None:
         timeout = aiohttp.ClientTimeout(total=self.probe_timeout_s)
