@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import StrEnum
 from functools import cache
-from typing import Annotated, Any, get_args, get_origin
+from typing import Annotated, Any, Final, get_args, get_origin
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
@@ -103,6 +103,8 @@ MediaHost = Annotated[
     ),
 ]
 DEFAULT_TOOL_CALL_PARSER = "hermes"
+# The LoRA ranks vLLM's engine accepts as its largest (vllm.config.lora.MaxLoRARanks).
+LORA_RANKS: Final = (1, 8, 16, 32, 64, 128, 256, 320, 512)
 # Flags the server sets itself from its own options: refused in extraArgs as well.
 SERVER_FLAGS: dict[str, str] = {
     "--model": "the server's --model option",
@@ -175,11 +177,42 @@ class EngineConfig(BaseModel):
         "engine may fetch. Empty: requests carrying such URLs are refused with a 400 "
         "(data: URLs always work).",
     )
+    # LoRA: on when either is set or `modelplane serve --adapter` gives adapters (the
+    # server then derives what is unset from them: server/modelplane/server/adapters.py).
+    max_loras: Annotated[
+        Annotated[int, Field(ge=1, le=256)] | None,
+        Flag("--max-loras", with_flags=("--enable-lora",)),
+    ] = Field(
+        None,
+        description="LoRA adapters one batch may use at once (each holds GPU memory); "
+        "setting it serves LoRA adapters. Unset: the number of --adapter given, or none.",
+    )
+    max_lora_rank: Annotated[
+        Annotated[int, Field(json_schema_extra={"enum": list(LORA_RANKS)})] | None,
+        Flag("--max-lora-rank", with_flags=("--enable-lora",)),
+    ] = Field(
+        None,
+        description="Largest LoRA adapter rank served (one of 1, 8, 16, 32, 64, 128, 256, "
+        "320, 512); setting it serves LoRA adapters. Unset: the largest rank of the "
+        "--adapter given, rounded up, else 16.",
+    )
     extra_args: Annotated[list[str], Flag("--engine-arg", passthrough=True)] = Field(
         default_factory=list,
         description="More vLLM flags, from an allowlist of tuning flags "
         "(docs/reference/engine-flags.md); any spelling vLLM accepts is checked.",
     )
+
+    @field_validator("max_lora_rank")
+    @classmethod
+    def _lora_rank_is_one_vllm_serves(cls, value: int | None) -> int | None:
+        if value is not None and value not in LORA_RANKS:
+            ranks = ", ".join(str(r) for r in LORA_RANKS)
+            raise ValueError(f"maxLoraRank must be one of {ranks}")
+        return value
+
+    @property
+    def serves_lora(self) -> bool:
+        return self.max_loras is not None or self.max_lora_rank is not None
 
     @field_validator("extra_args")
     @classmethod
@@ -214,7 +247,8 @@ class EngineConfig(BaseModel):
             if isinstance(value, bool):
                 args.append(flag.name if value else _negated(flag.name))
                 continue
-            args += [*flag.with_flags, flag.name, _text(value)]
+            args += [f for f in flag.with_flags if f not in args]
+            args += [flag.name, _text(value)]
         return args + extra
 
     def serve_flags(self) -> list[str]:

@@ -98,10 +98,7 @@ ALLOWED: Final[Mapping[str, Takes]] = {
     "--enable-prompt-tokens-details": Takes.SWITCH,
     "--enable-force-include-usage": Takes.SWITCH,
     "--exclude-tools-when-tool-choice-none": Takes.SWITCH,
-    # LoRA adapters.
-    "--enable-lora": Takes.SWITCH,
-    "--max-loras": Takes.VALUE,
-    "--max-lora-rank": Takes.VALUE,
+    # LoRA adapters (--max-loras and --max-lora-rank are typed: engine.maxLoras, maxLoraRank).
     "--max-cpu-loras": Takes.VALUE,
     "--lora-dtype": Takes.VALUE,
     "--fully-sharded-loras": Takes.SWITCH,
