@@ -6,7 +6,10 @@ operator manages; kopf starts handlers only after they are first filled, so
 a restarted operator sees existing children and writes nothing. Any event
 on an LLMDeployment or on one of its children reconciles that LLMDeployment
 from the indexes; a periodic resync (`resyncSeconds`) does the same for all
-of them. The autoscaler and the canary analysis run in a loop of their own,
+of them. LoRA adapters are loaded into the serving pods by `AdapterSync`, asked
+for on each LLMDeployment and pod event and by a loop of its own (pod
+events reach no reconcile: pods are not children). The autoscaler and the
+canary analysis run in a loop of their own,
 started here like the resync (every `autoscalerIntervalSeconds`, over the
 pods' index); the gateway's scale-from-zero demand, a write of the model's
 demand Lease (indexed like the children), is also decided as it comes
@@ -41,6 +44,7 @@ from modelplane.api.demand import (
     demand_lease_name,
     demand_signal,
 )
+from modelplane.operator.adapters.sync import AdapterSync
 from modelplane.operator.autoscaler.controller import Autoscaler, metrics_source
 from modelplane.operator.canary.analysis import CanaryAnalysis
 from modelplane.operator.canary.store import CanaryMeasurements
@@ -93,6 +97,9 @@ CHILD_INDEXES: Final[dict[str, ResourceType]] = {
     "jobs_idx": JOBS,
 }
 LLMD = (contract.GROUP, contract.VERSION, contract.PLURAL)
+# How often every model's adapters are checked again at most (failed loads retried); pod
+# and LLMDeployment events start a model's check at once.
+ADAPTER_RESYNC_SECONDS: Final = 30.0
 
 
 class IndexView:
@@ -189,6 +196,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
     source = metrics_source(config)
     autoscaler = Autoscaler(reconciler, source)
     canary = CanaryAnalysis(reconciler, source, measurements)
+    adapters = AdapterSync(reconciler)
 
     def start_afresh() -> None:  # another replica worked meanwhile: trust what it wrote
         autoscaler.forget_all()
@@ -211,6 +219,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
     memo.reconciler = reconciler
     memo.autoscaler = autoscaler
     memo.canary = canary
+    memo.adapters = adapters
     memo.metrics_source = source
     memo.metrics = metrics
     memo.api = api
@@ -218,6 +227,7 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
     # kopf runs handlers only once every index is filled; the loops must wait for that too,
     # or after a slow start they would see children missing from half-filled indexes.
     memo.indexed = asyncio.Event()
+    adapter_every = min(config.resync_seconds, ADAPTER_RESYNC_SECONDS)
     memo.tasks = [
         asyncio.create_task(
             _resync_forever(reconciler, view, config.resync_seconds, memo.indexed, gate)
@@ -226,6 +236,9 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
             _measure_forever(
                 autoscaler, canary, view, config.autoscaler_interval_seconds, memo.indexed, gate
             )
+        ),
+        asyncio.create_task(
+            _sync_adapters_forever(adapters, view, adapter_every, memo.indexed, gate)
         ),
     ]
     log.info(
@@ -272,12 +285,29 @@ async def _measure_forever(
         await asyncio.sleep(max(0.0, every - (loop.time() - started)))
 
 
+async def _sync_adapters_forever(
+    adapters: AdapterSync,
+    view: IndexView,
+    every: float,
+    indexed: asyncio.Event,
+    gate: ActivityGate,
+) -> None:
+    """Every model's LoRA adapters again: a failed load is retried, a missed event caught."""
+    await indexed.wait()
+    while True:
+        await asyncio.sleep(every)
+        if await gate.active():
+            adapters.tick(view)
+
+
 @kopf.on.cleanup()
 async def stop(memo: kopf.Memo, **_: Any) -> None:
     for task in memo.get("tasks", []):
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
+    if "adapters" in memo:
+        await memo.adapters.close()
     if "metrics_source" in memo:
         await memo.metrics_source.close()
     if "reconciler" in memo:
@@ -313,6 +343,14 @@ def pods_idx(namespace: str | None, labels: kopf.Labels, body: kopf.Body, **_: A
     return {_owner(namespace, labels): observe_pod(body)}
 
 
+@kopf.on.event("", "v1", "pods", labels=MODEL_PODS)
+async def pod_changed(namespace: str | None, labels: kopf.Labels, memo: Any, **_: Any) -> None:
+    """A model pod changed (e.g. became ready): bring its adapters in line (a pass for a
+    model without adapters or admin ports makes no call)."""
+    memo.indexed.set()
+    memo.adapters.request(_owner(namespace, labels), memo.view)
+
+
 @kopf.on.event(*LLMD)
 async def llmdeployment_changed(
     namespace: str | None, name: str, type: str, memo: Any, **_: Any
@@ -323,8 +361,10 @@ async def llmdeployment_changed(
         memo.reconciler.forget(key)
         memo.autoscaler.forget(key)
         memo.canary.forget(key)
+        memo.adapters.forget(key)
         return
     await memo.reconciler.reconcile(key, memo.view)
+    memo.adapters.request(key, memo.view)
 
 
 def _register_child_events(rtype: ResourceType) -> None:

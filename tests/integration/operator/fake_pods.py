@@ -11,7 +11,8 @@ histogram with vLLM's buckets, ...) and the model server's own
 finds the port the way it finds a real pod's, through the container port
 named `http`; only its number differs from production's 8000, because
 every fake pod shares 127.0.0.1. Tests change the served numbers while the
-operator runs.
+operator runs. A pod may also name an admin port (a container port named
+`admin`), where a FakeAdmin (fake_admin.py) records the operator's LoRA calls.
 """
 
 from __future__ import annotations
@@ -91,8 +92,9 @@ class QuietServer(ThreadingHTTPServer):
 class FakePod:
     """One pod: its metrics, its HTTP server, and its object in the emulator."""
 
-    def __init__(self, name: str, llmd: str, track: str) -> None:
+    def __init__(self, name: str, llmd: str, track: str, admin_port: int | None = None) -> None:
         self.name = name
+        self.admin_port = admin_port  # a container port named `admin` (LoRA: fake_admin.py)
         self.llmd = llmd
         self.track = track
         self.metrics = ModelServerMetrics()
@@ -137,11 +139,19 @@ class FakePod:
                     {
                         "name": "server",
                         "image": "modelplane/server:cpu",
-                        "ports": [{"name": contract.SERVER_PORT_NAME, "containerPort": self.port}],
+                        "ports": self._ports(),
                     }
                 ]
             },
         }
+
+    def _ports(self) -> list[dict[str, Any]]:
+        ports = [{"name": contract.SERVER_PORT_NAME, "containerPort": self.port}]
+        if self.admin_port is not None:
+            ports.append(
+                {"name": contract.SERVER_ADMIN_PORT_NAME, "containerPort": self.admin_port}
+            )
+        return ports
 
     def close(self) -> None:
         self.http.shutdown()
@@ -157,9 +167,16 @@ class FakePods:
         self.pods: dict[str, FakePod] = {}
 
     def start(
-        self, llmd: str, name: str, *, ready: bool = True, track: str = contract.TRACK_STABLE
+        self,
+        llmd: str,
+        name: str,
+        *,
+        ready: bool = True,
+        track: str = contract.TRACK_STABLE,
+        admin_port: int | None = None,
     ) -> FakePod:
-        pod = FakePod(name, llmd, track)
+        """`admin_port`: where the pod's admin API answers (a FakeAdmin's port)."""
+        pod = FakePod(name, llmd, track, admin_port)
         self.pods[name] = pod
         self.kubectl.create("pods", pod.manifest(self.namespace))
         self.set_ready(pod, ready)

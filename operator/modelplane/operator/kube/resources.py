@@ -50,6 +50,8 @@ PERSISTENT_VOLUME_CLAIMS: Final = ResourceType(
 SERVICE_MONITORS: Final = ResourceType(
     "monitoring.coreos.com/v1", "servicemonitors", "ServiceMonitor"
 )
+# A model's API keys, read only to call its replicas' admin API (LoRA adapters).
+SECRETS: Final = ResourceType("v1", "secrets", "Secret")
 # The gateway's scale-from-zero demand (modelplane.api.demand): read, never written.
 LEASES: Final = ResourceType("coordination.k8s.io/v1", "leases", "Lease")
 

@@ -6,6 +6,8 @@ loading, whether it is going away, and where its `/metrics` answer. The
 metrics port is the container port named `http` (the one the Service and
 the chart's PodMonitor use), falling back to the server's port when a pod
 has no such name, so the operator scrapes exactly what Prometheus would.
+The admin port (LoRA adapters) is the container port named `admin`; a pod
+without one serves no adapters.
 """
 
 from __future__ import annotations
@@ -26,6 +28,15 @@ class ObservedPod:
     ready: bool  # the Ready condition is True: it passes /ready and takes traffic
     terminating: bool  # deletionTimestamp set: going away, neither capacity nor loading
     template_hash: str | None = None  # which pod template (revision and settings) it runs
+    admin_port: int | None = None  # the admin API's (LoRA adapters), when the pod has one
+
+    @property
+    def admin_url(self) -> str | None:
+        """Base URL of the pod's admin API, e.g. http://10.1.2.3:8001."""
+        if not self.ip or self.admin_port is None:
+            return None
+        host = f"[{self.ip}]" if ":" in self.ip else self.ip
+        return f"http://{host}:{self.admin_port}"
 
     @property
     def metrics_url(self) -> str | None:
@@ -40,12 +51,16 @@ class ObservedPod:
         return self.ready and not self.terminating and self.ip is not None
 
 
-def _http_port(spec: Mapping[str, Any]) -> int:
+def _named_port(spec: Mapping[str, Any], name: str) -> int | None:
     for container in spec.get("containers") or []:
         for port in container.get("ports") or []:
-            if port.get("name") == contract.SERVER_PORT_NAME and port.get("containerPort"):
+            if port.get("name") == name and port.get("containerPort"):
                 return int(port["containerPort"])
-    return contract.SERVER_PORT
+    return None
+
+
+def _http_port(spec: Mapping[str, Any]) -> int:
+    return _named_port(spec, contract.SERVER_PORT_NAME) or contract.SERVER_PORT
 
 
 def observe_pod(body: Mapping[str, Any]) -> ObservedPod:
@@ -63,4 +78,5 @@ def observe_pod(body: Mapping[str, Any]) -> ObservedPod:
         ready=ready,
         terminating=bool(meta.get("deletionTimestamp")),
         template_hash=(meta.get("annotations") or {}).get(contract.ANNOTATION_TEMPLATE_HASH),
+        admin_port=_named_port(body.get("spec") or {}, contract.SERVER_ADMIN_PORT_NAME),
     )

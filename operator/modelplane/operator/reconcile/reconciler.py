@@ -425,7 +425,10 @@ class Reconciler:
         seen = observed.get(("Deployment", name))
         replicas = deployment_replicas(spec)
         stable = seen.deployment if seen else None
-        spec_hash = model_spec_hash(body.get("spec") or {})
+        spec_hash = model_spec_hash(
+            body.get("spec") or {},
+            lora_by_adapters=bool(spec.adapters) and not spec.engine.serves_lora,
+        )
         # An operator change may have to wait for a rollout slot: not while a canary runs
         # or an aborted one is on record (its own rules keep the stable track then).
         may_wait = (

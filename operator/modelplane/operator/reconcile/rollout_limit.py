@@ -12,9 +12,9 @@ each Deployment carries the hash of the LLMDeployment spec that produced its
 template (`modelplane.io/model-spec-hash`). `spec.replicas` is left out of
 it: the autoscaler writes it through the scale subresource, which bumps the
 resource's generation, so a generation would mark every autoscaled model as
-changed by its owner. `spec.adapters` is left out too, but for whether there are
-any: the operator loads adapters into running replicas, so adding one must not
-touch the Deployment. A template that differs under the same spec hash is
+changed by its owner. `spec.adapters` is left out too, but for whether they turn
+LoRA on: the operator loads adapters into running replicas, so adding one must
+not touch the Deployment. A template that differs under the same spec hash is
 the operator's doing; a Deployment without the annotation (written by an
 operator before this one) counts as the operator's too, since an operator
 upgrade is exactly when that happens.
@@ -45,12 +45,12 @@ class TemplateChange(StrEnum):
     OPERATOR = "Operator"  # same spec, another template: the operator changed
 
 
-def model_spec_hash(raw_spec: Mapping[str, Any]) -> str:
+def model_spec_hash(raw_spec: Mapping[str, Any], *, lora_by_adapters: bool = False) -> str:
     """Hash of the LLMDeployment's spec as stored, less `replicas` (the autoscaler's) and
-    less the adapters, which are loaded into running replicas: only whether there are any
-    counts (it turns LoRA on in the template, builders/adapters.py)."""
+    less the adapters, which are loaded into running replicas. `lora_by_adapters`: the
+    adapters are what turns LoRA on in the template (builders/adapters.py), which counts."""
     content = {k: v for k, v in raw_spec.items() if k not in ("replicas", "adapters")}
-    if raw_spec.get("adapters"):
+    if lora_by_adapters:
         content["adapters"] = True
     return stable_hash(content)
 
