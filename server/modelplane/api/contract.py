@@ -88,6 +88,9 @@ JOB_GATEWAY: Final = "modelplane-gateway"
 # Ports.
 SERVER_PORT: Final = 8000  # modelplane serve, in pods and locally
 SERVER_PORT_NAME: Final = "http"
+# Where the server finds a `pvc://CLAIM/PATH` adapter source: CLAIM mounted at
+# SERVER_ADAPTER_VOLUMES/CLAIM (`modelplane serve --adapter-volumes`).
+SERVER_ADAPTER_VOLUMES: Final = "/adapters"
 # The model server's admin API (LoRA adapters' load and unload): the operator alone may
 # reach it (the model's NetworkPolicy), with the model's API key when it has one.
 SERVER_ADMIN_PORT: Final = 8001

@@ -23,7 +23,7 @@ import json
 import logging
 import time
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -119,8 +119,11 @@ class ModelServerApp:
         registry: CollectorRegistry,
         tracer: RequestTracer | None = None,
         keys: ApiKeys | None = None,
+        adapters: Callable[[], list[str]] | None = None,
     ) -> None:
         self.settings = settings
+        # The LoRA adapters loaded now, for `/ready` (the gateway routes adapters by it).
+        self.adapters = adapters or list
         # Re-read from their file by the runner; fixed when given as settings.api_keys.
         self.keys = keys or ApiKeys.fixed(settings.api_keys)
         self.lifecycle = lifecycle
@@ -179,6 +182,7 @@ class ModelServerApp:
         state: dict[str, object] = {"status": lc.phase.value, "detail": lc.detail}
         if self.engine is not None:
             state["endpoints"] = [p for p in INFERENCE_PATHS if p in self.engine.paths]
+            state["adapters"] = self.adapters()
         await send_json(send, status, json.dumps(state).encode())
 
     async def _engine_request(

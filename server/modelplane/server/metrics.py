@@ -58,6 +58,12 @@ class ServerMetrics:
             "1 while the server drains before exit, else 0.",
             registry=registry,
         )
+        self.adapter_loaded = Gauge(
+            "modelplane_server_adapter_loaded",
+            "1 for each LoRA adapter this replica serves (only those: no series otherwise).",
+            ("adapter",),
+            registry=registry,
+        )
         self.ready = Gauge(
             "modelplane_ready",
             "1 once weights are loaded and a warm-up request was served.",

@@ -43,13 +43,21 @@ def repository(source: str) -> str:
     return repo
 
 
-def download(source: str, revision: str, cache_dir: Path, progress: Callable[[str], None]) -> Path:
-    """Download `source` at `revision` under `cache_dir`/huggingface; returns the snapshot."""
+def download(
+    source: str,
+    revision: str,
+    cache_dir: Path,
+    progress: Callable[[str], None],
+    *,
+    hub_dir: Path | None = None,
+) -> Path:
+    """Download `source` at `revision` under `cache_dir`/huggingface (or `hub_dir`: the
+    server's adapter downloads, beside a read-only model cache); returns the snapshot."""
     from huggingface_hub import HfApi, snapshot_download
     from huggingface_hub.errors import HfHubHTTPError
 
     repo = repository(source)
-    hub = Path(os.environ.get("HF_HOME", cache_dir / "huggingface")) / "hub"
+    hub = hub_dir or Path(os.environ.get("HF_HOME", cache_dir / "huggingface")) / "hub"
     (cache_dir / "compile").mkdir(parents=True, exist_ok=True)
     progress(f"listing {repo} at {revision}")
     try:

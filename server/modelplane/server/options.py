@@ -16,8 +16,19 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
+from modelplane.api.contract import SERVER_ADAPTER_VOLUMES
 from modelplane.api.engine import EngineConfig, engine_flags, scalar_type
 from modelplane.api.extra_args import SERVE_COMMAND_LINE
+from modelplane.server.adapters import AdapterError, adapter_names_problem, parse_adapter_arg
+
+
+class AdapterPath(BaseModel):
+    """One `--adapter NAME=PATH` (in a config file: `adapters: [{name, path}]`)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str
+    path: Path
 
 
 class ServeOptions(BaseModel):
@@ -43,6 +54,10 @@ class ServeOptions(BaseModel):
     warmup: bool = True
     print_examples: bool = False
     engine: EngineConfig = Field(default_factory=EngineConfig)
+    adapters: tuple[AdapterPath, ...] = ()
+    admin_port: Annotated[int, Field(ge=0, le=65535)] = 0
+    adapter_cache_dir: Path | None = None
+    adapter_volumes: Path = Path(SERVER_ADAPTER_VOLUMES)
 
     @property
     def model_name(self) -> str:
@@ -71,6 +86,9 @@ _SERVE_FLAGS = (
     "log_format",
     "warmup",
     "print_examples",
+    "admin_port",
+    "adapter_cache_dir",
+    "adapter_volumes",
 )
 
 
@@ -129,6 +147,36 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         default=None,
         help="Print ready-to-paste curl and OpenAI client examples once ready.",
+    )
+    a = parser.add_argument_group("LoRA adapters")
+    a.add_argument(
+        "--adapter",
+        dest="adapter",
+        action="append",
+        metavar="NAME=PATH",
+        help="Serve the LoRA adapter in directory PATH (PEFT format: adapter_config.json and "
+        "weights) as the OpenAI model NAME beside the base model (repeatable). Turns LoRA "
+        "on; engine --max-loras and --max-lora-rank default to the adapters' number and "
+        "largest rank.",
+    )
+    a.add_argument(
+        "--admin-port",
+        type=int,
+        help="Port of the admin listener (same host) that loads and unloads adapters at run "
+        "time: GET /adapters, PUT and DELETE /adapters/NAME. Never on the public port; API "
+        "keys apply. 0 (the default) turns it off; the operator's pods use 8001.",
+    )
+    a.add_argument(
+        "--adapter-cache-dir",
+        type=Path,
+        help="Where the admin API downloads hf:// adapters (default: a directory under the "
+        "system temporary directory).",
+    )
+    a.add_argument(
+        "--adapter-volumes",
+        type=Path,
+        help=f"Where pvc://CLAIM/PATH adapter sources are found: DIR/CLAIM/PATH (default "
+        f"{SERVER_ADAPTER_VOLUMES}, where the operator mounts adapter claims).",
     )
     add_engine_arguments(parser.add_argument_group("engine (LLMDeployment spec.engine)"))
 
@@ -197,14 +245,27 @@ def options_from_args(args: argparse.Namespace) -> ServeOptions:
             base[dest] = value
     if "model" not in base:
         raise OptionsError("--model is required (a model directory, .gguf file or HF id)")
+    given = getattr(args, "adapter", None)
+    if given is not None:
+        try:
+            pairs = [parse_adapter_arg(text) for text in given]
+        except AdapterError as err:
+            raise OptionsError(str(err)) from err
+        base["adapters"] = [{"name": name, "path": path} for name, path in pairs]
     try:
         # The command line's --engine-arg may carry the flags the operator derives from
         # an LLMDeployment (api/extra_args.py); a spec's extraArgs may not.
-        return ServeOptions.model_validate(
+        options = ServeOptions.model_validate(
             {**base, "engine": engine}, context={SERVE_COMMAND_LINE: True}
         )
     except ValidationError as err:
         raise OptionsError(_one_line(err)) from err
+    problem = adapter_names_problem([a.name for a in options.adapters], options.model_name)
+    if problem is not None:
+        raise OptionsError(problem)
+    if options.admin_port != 0 and options.admin_port == options.port:
+        raise OptionsError(f"--admin-port {options.admin_port} is the public --port; use another")
+    return options
 
 
 def _by_field_name(model: type[BaseModel], data: dict[str, Any]) -> dict[str, Any]:

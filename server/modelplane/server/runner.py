@@ -30,6 +30,15 @@ from modelplane.http.key_store import ApiKeys
 from modelplane.http.logs import configure_logging
 from modelplane.http.server import SignalFreeServer, install_stop_signals
 from modelplane.http.tracing import RequestTracer, otlp_exporter
+from modelplane.server.adapter_registry import AdapterRegistry
+from modelplane.server.adapter_sources import SourceRoots
+from modelplane.server.adapters import (
+    AdapterError,
+    engine_lora_rank,
+    read_local_adapters,
+    with_lora_defaults,
+)
+from modelplane.server.admin_app import AdminApp
 from modelplane.server.app import FrontSettings, ModelServerApp
 from modelplane.server.examples import usage_examples
 from modelplane.server.lifecycle import Lifecycle
@@ -54,6 +63,14 @@ def serve(options: ServeOptions) -> int:
     except ValueError as err:
         print(f"modelplane serve: {err}", file=sys.stderr)
         return 2
+    try:
+        given = [(a.name, a.path) for a in options.adapters]
+        adapters = read_local_adapters(given, options.model_name)
+        engine = with_lora_defaults(options.engine, adapters)
+    except AdapterError as err:
+        print(f"modelplane serve: {err}", file=sys.stderr)
+        return 2
+    options = options.model_copy(update={"engine": engine})
     from modelplane.server import vllm_engine
 
     facts = vllm_engine.read_model_facts(options.model)
@@ -74,6 +91,12 @@ async def _serve(options: ServeOptions, keys: ApiKeys) -> int:
     tracer = RequestTracer(
         otlp_exporter(options.otlp_traces_endpoint) if options.otlp_traces_endpoint else None
     )
+    registry = AdapterRegistry(
+        options.model_name,
+        SourceRoots(options.adapter_volumes, options.adapter_cache_dir),
+        engine_lora_rank(options.engine),
+        metrics.adapter_loaded,
+    )
     front = ModelServerApp(
         FrontSettings(
             served_model_name=options.model_name,
@@ -86,6 +109,7 @@ async def _serve(options: ServeOptions, keys: ApiKeys) -> int:
         REGISTRY,
         tracer,
         keys=keys,
+        adapters=registry.loaded_names,
     )
     server = SignalFreeServer(
         uvicorn.Config(
@@ -106,9 +130,28 @@ async def _serve(options: ServeOptions, keys: ApiKeys) -> int:
             ),
         )
     )
+    # The admin listener: same host, its own port, never the public one.
+    admin = (
+        SignalFreeServer(
+            uvicorn.Config(
+                AdminApp(registry, keys),
+                host=options.host,
+                port=options.admin_port,
+                lifespan="off",
+                access_log=False,
+                log_config=None,
+                timeout_graceful_shutdown=CLOSE_TIMEOUT_S,
+            )
+        )
+        if options.admin_port
+        else None
+    )
     stop = asyncio.Event()
     install_stop_signals(stop)
     http_task = asyncio.create_task(server.serve(), name="http")
+    listeners = {http_task}
+    if admin is not None:
+        listeners.add(asyncio.create_task(admin.serve(), name="admin-http"))
     keys_task = asyncio.create_task(keys.watch(options.key_reload_interval), name="key-reload")
     engine_done = asyncio.Event()
 
@@ -118,6 +161,7 @@ async def _serve(options: ServeOptions, keys: ApiKeys) -> int:
                 if options.warmup:
                     await engine.warm_up(options.model_name)
                 front.attach_engine(engine)
+                registry.attach_engine(engine, {a.name: a.path for a in options.adapters})
                 lifecycle.mark_ready()
                 metrics.ready.set(1)
                 log.info("ready", extra={"model": options.model_name, "port": options.port})
@@ -132,7 +176,7 @@ async def _serve(options: ServeOptions, keys: ApiKeys) -> int:
     engine_task = asyncio.create_task(run_engine(), name="engine")
     stop_task = asyncio.create_task(stop.wait())
     done, _ = await asyncio.wait(
-        {engine_task, stop_task, http_task}, return_when=asyncio.FIRST_COMPLETED
+        {engine_task, stop_task, *listeners}, return_when=asyncio.FIRST_COMPLETED
     )
     code = 0
     if engine_task in done and engine_task.exception() is not None:
@@ -140,12 +184,14 @@ async def _serve(options: ServeOptions, keys: ApiKeys) -> int:
         lifecycle.mark_failed(f"engine failed to start: {err}")
         log.error("engine failed to start: %s", err, exc_info=err)
         code = 1
-    elif http_task in done:
-        code = 1  # the port could not be bound; uvicorn logged why
+    elif listeners & done:
+        code = 1  # a port could not be bound; uvicorn logged why
     else:
         await _drain(lifecycle, metrics, options.drain_timeout)
     server.should_exit = True
-    await http_task
+    if admin is not None:
+        admin.should_exit = True
+    await asyncio.gather(*listeners)
     engine_done.set()
     if not engine_task.done():
         await asyncio.gather(engine_task, return_exceptions=True)

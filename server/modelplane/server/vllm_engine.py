@@ -28,6 +28,7 @@ import httpx
 from modelplane.api.engine import ModelFacts
 from modelplane.http.asgi import ASGIApp
 from modelplane.http.errors import error_body
+from modelplane.server.adapter_registry import AdapterLoadError
 from modelplane.server.app import (
     CHAT_PATH,
     COMPLETIONS_PATH,
@@ -51,14 +52,31 @@ WORKER_SHUTDOWN_TIMEOUT_S = 20
 
 
 def vllm_cli_args(options: ServeOptions) -> list[str]:
-    """The vLLM server flags equivalent to these options (also used by the benchmark)."""
-    return [
+    """The vLLM server flags equivalent to these options (also used by the benchmark).
+
+    The engine settings are taken as they are: the runner has already derived LoRA's
+    from the adapters (`adapters.with_lora_defaults`)."""
+    args = [
         "--model",
         options.model,
         "--served-model-name",
         options.model_name,
         *options.engine.vllm_args(),
     ]
+    if options.adapters:
+        # JSON, not NAME=PATH: vLLM reads an item with a comma in it as JSON.
+        args.append("--lora-modules")
+        args += [
+            json.dumps(
+                {
+                    "name": a.name,
+                    "path": str(a.path.absolute()),
+                    "base_model_name": options.model_name,
+                }
+            )
+            for a in options.adapters
+        ]
+    return args
 
 
 def read_model_facts(model: str) -> ModelFacts:
@@ -119,6 +137,28 @@ class VllmEngine:
             return False
         return True
 
+    async def load_adapter(self, name: str, path: Path) -> None:
+        """Serve the LoRA adapter in `path` as model `name`, through vLLM's own serving
+        models (what its /v1/load_lora_adapter calls, which we do not expose)."""
+        from vllm.entrypoints.serve.engine.protocol import ErrorResponse
+        from vllm.entrypoints.serve.lora.protocol import LoadLoRAAdapterRequest
+
+        request = LoadLoRAAdapterRequest(lora_name=name, lora_path=str(path))
+        result = await self.app.state.openai_serving_models.load_lora_adapter(request)
+        if isinstance(result, ErrorResponse):
+            raise AdapterLoadError(_engine_reason(result.error.message))
+
+    async def unload_adapter(self, name: str) -> None:
+        """Stop serving adapter `name` and free its slot in the engine."""
+        from vllm.entrypoints.serve.lora.protocol import UnloadLoRAAdapterRequest
+
+        models = self.app.state.openai_serving_models
+        held = models.lora_requests.get(name)
+        await models.unload_lora_adapter(UnloadLoRAAdapterRequest(lora_name=name))
+        if held is not None:
+            # vLLM's unload only forgets the name; the engine keeps the weights cached.
+            await self.client.remove_lora(held.lora_int_id)
+
     async def warm_up(self, model_name: str) -> None:
         """Serve one real request in-process, so `ready` means a request has succeeded."""
         transport = httpx.ASGITransport(app=self.app)
@@ -135,6 +175,12 @@ class VllmEngine:
                 )
         if response.status_code != 200:
             raise RuntimeError(f"warm-up request failed: {response.status_code} {response.text}")
+
+
+def _engine_reason(message: str) -> str:
+    """The engine's refusal in one line (it may carry a worker's traceback text)."""
+    lines = [line.strip() for line in message.strip().splitlines() if line.strip()]
+    return (lines[-1] if lines else "the engine refused the adapter")[:1000]
 
 
 def install_error_handlers(app: Any) -> None:
