@@ -25,7 +25,7 @@ from pydantic import ValidationError
 
 from modelplane.api import contract
 from modelplane.api.engine import EngineConfig
-from modelplane.api.llmdeployment import LLMDeploymentSpec, name_problem
+from modelplane.api.llmdeployment import LLMDeploymentSpec, adapter_name_problem, name_problem
 from modelplane.operator.crd import CRD_NAME, build_crd, render_crd_yaml
 
 REPO = Path(__file__).resolve().parents[2]
@@ -137,6 +137,9 @@ def cel_failures(obj: dict[str, Any]) -> list[str]:
             for name, child in node.get("properties", {}).items():
                 if name in value:
                     visit(child, value[name])
+        if isinstance(value, list) and "items" in node:  # each item's rules (adapters[])
+            for item in value:
+                visit(node["items"], item)
 
     visit(schema, apply_defaults(schema, obj))
     return failures
@@ -201,6 +204,22 @@ CASES = [
     ("name digit first", {}, "1chat", "DNS label"),
     ("name too long", {}, "a" * 51, "at most 50"),
     ("name longest", {}, "a" * 50, None),
+    ("adapters", {"adapters": [{"name": "sql", "source": "hf://x/sql"},
+                               {"name": "fr", "source": "pvc://c/fr", "revision": "v2"}]},
+     "chat", None),
+    ("adapter source", {"adapters": [{"name": "sql", "source": "http://x/sql"}]}, "chat",
+     "adapters[].source must start with hf://"),
+    ("adapter repeated", {"adapters": [{"name": "sql", "source": "hf://x/a"},
+                                       {"name": "sql", "source": "hf://x/b"}]},
+     "chat", "adapters[].name must be unique"),
+    ("adapter named as the resource", {"adapters": [{"name": "chat", "source": "hf://x/a"}]},
+     "chat", "must differ from the base model's served name"),
+    ("adapter named as servedName", {"model": {"servedName": "smol"},
+                                     "adapters": [{"name": "smol", "source": "hf://x/a"}]},
+     "chat", "must differ from the base model's served name"),
+    ("adapter named as the resource, servedName set",
+     {"model": {"servedName": "smol"}, "adapters": [{"name": "chat", "source": "hf://x/a"}]},
+     "chat", None),
 ]  # fmt: skip
 
 
@@ -222,8 +241,8 @@ def test_cel_rules_and_the_model_agree(
     spec = _merge(BASE, changes)
     failures = cel_failures(resource(spec, name))
     try:
-        LLMDeploymentSpec.model_validate(spec)
-        model_error = name_problem(name)
+        parsed = LLMDeploymentSpec.model_validate(spec)
+        model_error = name_problem(name) or adapter_name_problem(name, parsed)
     except ValidationError as err:
         model_error = str(err)
     if error is None:
