@@ -89,10 +89,18 @@ class GatewayProcess(Process):
 
     @staticmethod
     def static(
-        tmp: Path, name: str, upstreams: Sequence[str], *flags: str, model: str = "smollm2"
+        tmp: Path,
+        name: str,
+        upstreams: Sequence[str],
+        *flags: str,
+        model: str = "smollm2",
+        adapters: Sequence[str] = (),
     ) -> GatewayProcess:
         config = tmp / f"{name}.yaml"
-        config.write_text(f"models:\n  {model}:\n    upstreams: [{', '.join(upstreams)}]\n")
+        text = f"models:\n  {model}:\n    upstreams: [{', '.join(upstreams)}]\n"
+        if adapters:
+            text += f"    adapters: [{', '.join(adapters)}]\n"
+        config.write_text(text)
         return GatewayProcess.with_args(tmp, name, "--config", str(config), *flags)
 
     @staticmethod
