@@ -65,6 +65,18 @@ CASES: Final[list[tuple[str, str, dict[str, Any], str]]] = [
         "multiple of engine.tensorParallelSize",
     ),
     ("a name too long for its Service", "a" * 51, {}, "must be a DNS label"),
+    (
+        "an adapter named like the model",
+        NAME,
+        {"adapters": [{"name": NAME, "source": "hf://example/lora"}]},
+        "must differ from the base model's served name",
+    ),
+    (
+        "an adapter source without a known scheme",
+        NAME,
+        {"adapters": [{"name": "sql", "source": "http://example.com/lora"}]},
+        "adapters[].source must start with",
+    ),
 ]
 
 

@@ -378,7 +378,7 @@ class RolloutSpec(ResourceModel):
 # An adapter's name is an OpenAI `model` name and a path segment of the server's admin
 # API: letters, digits, '.', '_' and '-', starting and ending with a letter or digit.
 ADAPTER_NAME_PATTERN: Final = r"^[A-Za-z0-9]([A-Za-z0-9._-]*[A-Za-z0-9])?$"
-MAX_ADAPTER_NAME_LENGTH: Final = 128
+MAX_ADAPTER_NAME_LENGTH: Final = 63  # as `modelplane serve` takes them
 MAX_ADAPTERS: Final = 64
 
 

@@ -126,9 +126,21 @@ class AdapterSync:
         reported = "adapters" in self._reconciler.observed_status(key, body)
         if not desired and not admin and not reported:
             return  # no adapters, none to unload, none reported
-        api_key = await self._api_key(namespace, spec) if admin else None
-        targets = [AdminTarget(p.name, str(p.admin_url), api_key) for p in admin]
-        listed = await asyncio.gather(*(self._list(t) for t in targets))
+        try:
+            api_key = await self._api_key(namespace, spec) if admin else None
+        except KubeError as err:
+            # Without the key no admin call can succeed: each replica says why.
+            ref = spec.auth.api_key_secret_ref
+            assert ref is not None
+            problem = (
+                f"cannot read Secret {ref.name} for the admin API's key ({err}); the operator "
+                "needs get on it"
+            )
+            targets = [AdminTarget(p.name, str(p.admin_url)) for p in admin]
+            listed: list[list[HeldAdapter] | str] = [problem for _ in targets]
+        else:
+            targets = [AdminTarget(p.name, str(p.admin_url), api_key) for p in admin]
+            listed = list(await asyncio.gather(*(self._list(t) for t in targets)))
         plans = {
             t.pod: plan_replica(desired, held)
             for t, held in zip(targets, listed, strict=True)
@@ -154,7 +166,8 @@ class AdapterSync:
             outcomes.append(outcome_after(target.pod, desired, held, call.plan, call.load_errors))
         await self._write_status(key, body, desired, outcomes, len(serving) - len(admin))
         failures = [
-            ("Warning", ADAPTER_FAILED, reason) for reason in listed if isinstance(reason, str)
+            ("Warning", ADAPTER_FAILED, reason)
+            for reason in dict.fromkeys(r for r in listed if isinstance(r, str))
         ]
         await self._post_events(key, body, adapter_events(calls) + failures)
 
