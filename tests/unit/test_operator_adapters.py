@@ -9,14 +9,23 @@ test_operator_adapters.py).
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable
 from typing import Any
 
+import httpx
 import pytest
 from pydantic import ValidationError
 
 from modelplane.api import contract
 from modelplane.api.llmdeployment import LLMDeploymentSpec
-from modelplane.operator.adapters.admin_client import HeldAdapter
+from modelplane.operator.adapters.admin_client import (
+    AdminTarget,
+    HeldAdapter,
+    list_adapters,
+    load_adapter,
+    unload_adapter,
+)
 from modelplane.operator.adapters.plan import (
     DesiredAdapter,
     Load,
@@ -235,3 +244,59 @@ def test_events_group_replicas_per_adapter_and_outcome() -> None:
         ("Normal", "AdapterUnloaded", unloaded),
         ("Warning", "AdapterFailed", "adapter sql: pod chat-c: HTTP 500: out of memory"),
     ]
+
+
+# --- the admin client ------------------------------------------------------
+# httpx's MockTransport answers in place of a replica (the running operator against real
+# HTTP servers: tests/integration/operator/test_operator_adapters.py).
+
+TARGET = AdminTarget("chat-a", "http://10.0.0.7:8001", api_key="k-1")
+
+
+def client(answer: Callable[[httpx.Request], httpx.Response]) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.MockTransport(answer))
+
+
+def test_the_client_sends_the_key_and_reads_the_list() -> None:
+    seen: list[httpx.Request] = []
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        entry = {"name": "sql", "source": "hf://x/sql", "revision": "main", "state": "loaded"}
+        return httpx.Response(200, json={"adapters": [entry]})
+
+    async def run() -> list[HeldAdapter] | str:
+        async with client(answer) as http:
+            return await list_adapters(http, TARGET)
+
+    assert asyncio.run(run()) == [HeldAdapter("sql", "hf://x/sql", "main", "loaded")]
+    assert seen[0].headers["Authorization"] == "Bearer k-1"
+    assert str(seen[0].url) == "http://10.0.0.7:8001/adapters"
+
+
+def test_the_client_turns_failures_into_one_line_each() -> None:
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.method == "GET":
+            return httpx.Response(200, text="<html>not json</html>")
+        if request.method == "DELETE":
+            return httpx.Response(404, json={"error": {"message": "no adapter sql"}})
+        error = {"error": {"message": "rank 64 is over maxLoraRank 16", "param": "source"}}
+        return httpx.Response(422, json=error)
+
+    def refuse(request: httpx.Request) -> httpx.Response:
+        raise httpx.ConnectError("refused", request=request)
+
+    async def run() -> tuple[object, ...]:
+        async with client(answer) as http:
+            listed = await list_adapters(http, TARGET)
+            loaded = await load_adapter(http, TARGET, "sql", "hf://x/sql", "main")
+            unloaded = await unload_adapter(http, TARGET, "sql")
+        async with client(refuse) as http:
+            unreachable = await load_adapter(http, TARGET, "sql", "hf://x/sql", "main")
+        return listed, loaded, unloaded, unreachable
+
+    listed, loaded, unloaded, unreachable = asyncio.run(run())
+    assert str(listed).startswith("pod chat-a: unreadable adapter list")
+    assert loaded == "pod chat-a: HTTP 422: rank 64 is over maxLoraRank 16"
+    assert unloaded is None  # not there: what an unload wants
+    assert unreachable == "pod chat-a: cannot reach its admin API: ConnectError"
