@@ -1,12 +1,9 @@
 """The real model server: vLLM (CPU build) serving SmolLM2-135M-Instruct.
 
-One server process with API keys on is started for the module and driven
-with the official `openai` client, the way users talk to it; a gateway in
-front of it (its own keys, the same limits) shows that every error class
-reaches a client in the same envelope through either front door. Its key file is
-a Secret volume as the kubelet lays it out, so a test can rotate a key the
-way a cluster does; its head and body deadlines are short (2 s), so tests of
-half-sent requests see them pass quickly.
+One server process with API keys on (tests/integration/conftest.py, shared with
+test_server_responses) is driven with the official `openai` client, the way users
+talk to it; a gateway in front of it (its own keys, the same limits) shows that every
+error class reaches a client in the same envelope through either front door.
 """
 
 from __future__ import annotations
@@ -24,44 +21,14 @@ import pytest
 from openai.types.chat import ChatCompletion, ChatCompletionFunctionToolParam
 
 from tests.conftest import ServerProcess
+from tests.integration.conftest import DEADLINE_S, GATEWAY_KEY, KEY, MODEL, OLD_KEY
 from tests.integration.gateway.conftest import GatewayProcess
 from tests.support.raw_http import open_connection, trickle_until_answered, wait_closed
 from tests.support.secret_volume import SecretVolume
 
 pytestmark = pytest.mark.engine
 
-KEY = "sk-test-alpha"
-OLD_KEY = "sk-test-old"  # rotated out by a test
-MODEL = "smollm2"
-DEADLINE_S = 2.0  # --header-timeout and --body-timeout
 MARGIN_S = 3.0  # a 2-core machine running the engine answers late, never early
-
-
-@pytest.fixture(scope="module")
-def server_keys(tmp_path_factory: pytest.TempPathFactory) -> SecretVolume:
-    """The server's key file, mounted as a Secret volume is."""
-    root = tmp_path_factory.mktemp("server-keys") / "volume"
-    return SecretVolume(root, {"keys": f"# rotated keys\n{KEY}\n{OLD_KEY}\n"})
-
-
-@pytest.fixture(scope="module")
-def server(
-    smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory, server_keys: SecretVolume
-) -> Iterator[ServerProcess]:
-    tmp = tmp_path_factory.mktemp("chat-server")
-    proc = ServerProcess(
-        args=[
-            "--model", str(smollm2_dir), "--served-model-name", MODEL,
-            "--api-key-file", str(server_keys.path("keys")), "--max-model-len", "2048",
-            "--enforce-eager", "--max-request-bytes", "65536",
-            "--header-timeout", str(DEADLINE_S), "--body-timeout", str(DEADLINE_S),
-        ],
-        log_path=tmp / "server.log",
-        env={"MODELPLANE_API_KEYS": "sk-test-beta"},
-    )  # fmt: skip
-    proc.start().wait_ready()
-    yield proc
-    proc.stop()
 
 
 @pytest.fixture(scope="module")
@@ -173,7 +140,9 @@ def test_named_tool_choice_calls_that_tool(client: openai.OpenAI) -> None:
     calls = reply.choices[0].message.tool_calls
     # A function call (not a custom tool's): only that kind has `.function`.
     assert calls and calls[0].type == "function" and calls[0].function.name == "get_weather"
-    json.loads(calls[0].function.arguments)
+    # The arguments follow the tool's `parameters` (vLLM's default left them free: '"Paris"').
+    arguments = json.loads(calls[0].function.arguments)
+    assert isinstance(arguments, dict) and isinstance(arguments.get("city"), str), arguments
 
 
 def test_wrong_key_is_401(server: ServerProcess) -> None:
@@ -364,32 +333,8 @@ def test_a_key_removed_from_the_mounted_secret_is_refused_without_a_restart(
 
 # --- every error class, through both front doors, as the official client sees it ------
 
-GATEWAY_KEY = "sk-gateway"
 HI: list[dict[str, str]] = [{"role": "user", "content": "hi"}]
 JSON_TYPE = {"Content-Type": "application/json"}
-
-
-@pytest.fixture(scope="module")
-def gateway(
-    server: ServerProcess, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[GatewayProcess]:
-    """A gateway in front of the server, with its own key, the same size and deadline."""
-    tmp = tmp_path_factory.mktemp("gateway")
-    (tmp / "upstream.key").write_text(f"{KEY}\n")
-    (tmp / "gateway.keys").write_text(f"{GATEWAY_KEY}\n")
-    config = tmp / "models.yaml"
-    config.write_text(
-        f"models:\n  {MODEL}:\n    upstreams: [{server.url}]\n"
-        "    upstreamApiKeyFile: upstream.key\n"
-    )
-    gateway = GatewayProcess.with_args(
-        tmp, "gateway", "--config", str(config), "--api-key-file", str(tmp / "gateway.keys"),
-        "--max-request-bytes", "65536", "--body-timeout", str(DEADLINE_S),
-    ).start()  # fmt: skip
-    try:
-        yield gateway.wait_synced()
-    finally:
-        gateway.stop()
 
 
 @dataclass(frozen=True)
@@ -489,10 +434,26 @@ def test_a_route_the_model_does_not_serve_says_which_it_does(door: Door) -> None
         door.client().embeddings.create(model=MODEL, input="hello")
     assert refusal(exc.value) == {
         "message": "model 'smollm2' does not serve /v1/embeddings; "
-        "it serves /v1/chat/completions and /v1/completions",
+        "it serves /v1/chat/completions, /v1/completions and /v1/responses",
         "type": "not_found_error",
         "param": "model",
         "code": 404,
+    }
+
+
+def test_an_unknown_message_role_is_named(door: Door) -> None:
+    with pytest.raises(openai.BadRequestError) as exc:
+        door.client().chat.completions.create(
+            model=MODEL,
+            messages=[{"role": "wizard", "content": "hi"}],  # type: ignore[list-item, misc]
+            max_tokens=2,
+        )
+    assert refusal(exc.value) == {
+        "message": "messages[0].role must be one of 'system', 'developer', 'user', "
+        """'assistant', 'tool', 'function' (got "wizard")""",
+        "type": "invalid_request_error",
+        "param": "messages[0].role",
+        "code": 400,
     }
 
 

@@ -68,11 +68,16 @@ from modelplane.http.request_body import (
     read_request_body,
 )
 from modelplane.http.tracing import RequestTracer
+from modelplane.server.request_checks import stored_response_route_problem
 
 log = logging.getLogger("modelplane.gateway")
 access_log = logging.getLogger("modelplane.gateway.access")
 
-FORWARDED_PATHS = frozenset({"/v1/chat/completions", "/v1/completions", "/v1/embeddings"})
+# The model server's inference routes (`modelplane.server.app`), routed by the body's `model`.
+FORWARDED_PATHS = frozenset(
+    {"/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/embeddings",
+     "/v1/score", "/v1/rerank", "/score", "/rerank", "/v2/rerank"}
+)  # fmt: skip
 MODELS_PATH = "/v1/models"
 UNKNOWN_MODEL = "unknown"  # the label value of every model name the gateway does not serve
 CHAT_PAGE = resources.files("modelplane.gateway").joinpath("chat.html")
@@ -169,6 +174,8 @@ class GatewayApp:
         elif path == "/ready":
             synced = self.table.synced
             await send_json(send, 200 if synced else 503, json.dumps({"synced": synced}).encode())
+        elif (stored := stored_response_route_problem(scope["method"], path)) is not None:
+            await send_error(send, stored.status, stored.message, param=stored.param)
         else:
             await send_error(send, 404, f"no route {scope['method']} {path}")
 

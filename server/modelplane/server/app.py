@@ -30,7 +30,13 @@ from typing import Protocol
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from modelplane.http.asgi import ASGIApp, Message, Receive, Scope, Send, header
-from modelplane.http.errors import rewrite_error_body, rewrite_error_event, send_error, send_json
+from modelplane.http.errors import (
+    error_body,
+    rewrite_error_body,
+    rewrite_error_event,
+    send_error,
+    send_json,
+)
 from modelplane.http.json_body import BodyProblem, not_an_object, parse_json_body
 from modelplane.http.key_store import ApiKeys
 from modelplane.http.request_body import (
@@ -43,6 +49,12 @@ from modelplane.http.tracing import RequestTracer
 from modelplane.server.lifecycle import Lifecycle, Phase
 from modelplane.server.media_urls import media_url_problem
 from modelplane.server.metrics import ServerMetrics
+from modelplane.server.request_checks import (
+    RESPONSES_PATH,
+    RequestProblem,
+    request_problem,
+    stored_response_route_problem,
+)
 
 log = logging.getLogger("modelplane.server.access")
 
@@ -52,18 +64,29 @@ CHAT_PATH = "/v1/chat/completions"
 COMPLETIONS_PATH = "/v1/completions"
 EMBEDDINGS_PATH = "/v1/embeddings"
 MODELS_PATH = "/v1/models"
+# Scoring (pooling models): vLLM's names, and the /v1 ones it still answers (with a
+# deprecation warning in its log per request, so they reach it by their new names).
+SCORE_PATH = "/v1/score"
+RERANK_PATH = "/v1/rerank"
+SCORING_PATHS = frozenset({SCORE_PATH, RERANK_PATH, "/score", "/rerank", "/v2/rerank"})
+_ENGINE_ALIASES = {SCORE_PATH: "/score", RERANK_PATH: "/rerank"}
 ENGINE_PATHS = frozenset(
-    {MODELS_PATH, CHAT_PATH, COMPLETIONS_PATH, EMBEDDINGS_PATH, "/tokenize", "/detokenize"}
-)
+    {MODELS_PATH, CHAT_PATH, COMPLETIONS_PATH, RESPONSES_PATH, EMBEDDINGS_PATH,
+     "/tokenize", "/detokenize"}
+) | SCORING_PATHS  # fmt: skip
 # The OpenAI inference paths: what `/ready` says a loaded model serves (the gateway
 # learns it there, and its chat page offers only models that serve chat).
-INFERENCE_PATHS = (CHAT_PATH, COMPLETIONS_PATH, EMBEDDINGS_PATH)
+INFERENCE_PATHS = (
+    CHAT_PATH, COMPLETIONS_PATH, RESPONSES_PATH, EMBEDDINGS_PATH, SCORE_PATH, RERANK_PATH
+)  # fmt: skip
+_POST_ONLY = frozenset(INFERENCE_PATHS) | SCORING_PATHS
 # The engine names the request's input `input_tokens` when it is too long for the
 # context; the client knows it by the field it wrote.
 _INPUT_PARAM = {
     CHAT_PATH: {"input_tokens": "messages"},
     COMPLETIONS_PATH: {"input_tokens": "prompt"},
     EMBEDDINGS_PATH: {"input_tokens": "input"},
+    RESPONSES_PATH: {"input_tokens": "input"},
 }
 # An engine error body held to be rewritten into the envelope; a larger one (never
 # seen: vLLM bounds its messages) goes out as it is.
@@ -107,6 +130,7 @@ class _Exchange:
     first_chunk_at: float | None = None
     last_chunk_at: float | None = None
     streaming: bool = False
+    ended: bool = False  # the response's last body message has gone out
     chunk_gaps: list[float] = field(default_factory=list)
 
 
@@ -151,6 +175,9 @@ class ModelServerApp:
                 await self._probe(path, send)
             elif path in ENGINE_PATHS:
                 await self._engine_request(scope, receive, _observe(send, exchange), exchange)
+            elif (stored := stored_response_route_problem(scope["method"], path)) is not None:
+                await send_error(send, stored.status, stored.message, param=stored.param)
+                exchange.status = stored.status
             else:
                 await send_error(send, 404, f"no route {scope['method']} {path}")
                 exchange.status = 404
@@ -198,8 +225,13 @@ class ModelServerApp:
             # vLLM maps its own errors to responses; anything reaching here is
             # a bug. The client gets an envelope and the id, never a trace.
             log.exception("unhandled error", extra={"request_id": exchange.request_id})
+            message = f"internal error; request id {exchange.request_id}"
             if exchange.status == 0:
-                await send_error(send, 500, f"internal error; request id {exchange.request_id}")
+                await send_error(send, 500, message)
+            elif exchange.streaming and not exchange.ended:
+                # A stream the engine broke off: the client reads an error event, not a
+                # connection cut mid-stream (a chat stream's `[DONE]` after it).
+                await send(_stream_error_event(scope["path"], message))
         finally:
             self.lifecycle.request_finished()
             self.metrics.in_flight.labels(model).dec()
@@ -221,11 +253,13 @@ class ModelServerApp:
         if lc.phase is Phase.FAILED or engine is None:
             await send_error(send, 503, f"the engine is not available: {lc.detail}")
             return
-        if scope["path"] in INFERENCE_PATHS and scope["method"] != "POST":
+        if scope["path"] in _POST_ONLY and scope["method"] != "POST":
             await send_error(send, 405, f"use POST for {scope['path']}")
             return
         if scope["path"] not in engine.paths:
-            serves = " and ".join(p for p in INFERENCE_PATHS if p in engine.paths) or "nothing"
+            served = [p for p in INFERENCE_PATHS if p in engine.paths]
+            serves = " and ".join([", ".join(served[:-1]), *served[-1:]] if served[:-1] else served)
+            serves = serves or "nothing"
             await send_error(
                 send,
                 404,
@@ -260,12 +294,12 @@ class ModelServerApp:
             return
         # Hostile JSON (too deep, not UTF-8, lone surrogates) gets a 400 here, not a
         # RecursionError inside the engine's parser.
-        problem = _json_problem(body, settings.allowed_media_hosts)
+        problem = _json_problem(body, scope["path"], settings.allowed_media_hosts)
         if problem is not None:
-            await send_error(send, 400, problem)
+            await send_error(send, problem.status, problem.message, param=problem.param)
             return
         await engine.asgi(
-            scope,
+            _engine_scope(scope),
             _replaying(body, receive),
             _in_the_envelope(send, _INPUT_PARAM.get(scope["path"])),
         )
@@ -323,7 +357,9 @@ def _observe(send: Send, ex: _Exchange) -> Send:
             for key, value in message.get("headers", ()):
                 if key.lower() == b"content-type" and value.startswith(b"text/event-stream"):
                     ex.streaming = True
-        elif message["type"] == "http.response.body" and message.get("body"):
+        elif message["type"] == "http.response.body" and not message.get("more_body", False):
+            ex.ended = True
+        if message["type"] == "http.response.body" and message.get("body"):
             now = time.perf_counter()
             if ex.first_chunk_at is None:
                 ex.first_chunk_at = now
@@ -389,19 +425,40 @@ def _in_the_envelope(send: Send, params: Mapping[str, str] | None = None) -> Sen
     return wrapped
 
 
-def _json_problem(body: bytes, allowed_media_hosts: frozenset[str] = frozenset()) -> str | None:
-    """What is wrong with the body's JSON, if anything, a media URL the engine may not
-    fetch included. The parsed value is dropped on return: the engine parses the body
-    itself, and a copy kept here would stay alive (several times the body's size) for the
-    whole response."""
+def _json_problem(
+    body: bytes, path: str, allowed_media_hosts: frozenset[str] = frozenset()
+) -> RequestProblem | None:
+    """What is wrong with the body's JSON, if anything: a media URL the engine may not
+    fetch and what `request_checks` refuses included. The parsed value is dropped on
+    return: the engine parses the body itself, and a copy kept here would stay alive
+    (several times the body's size) for the whole response."""
     if not body:
         return None
     parsed = parse_json_body(body)
     if isinstance(parsed, BodyProblem):
-        return parsed.message
+        return RequestProblem(parsed.message)
     if (problem := not_an_object(parsed)) is not None:
-        return problem.message
-    return media_url_problem(parsed, allowed_media_hosts)
+        return RequestProblem(problem.message)
+    if (media := media_url_problem(parsed, allowed_media_hosts)) is not None:
+        return RequestProblem(media)
+    return request_problem(path, parsed)
+
+
+def _engine_scope(scope: Scope) -> Scope:
+    """The request as the engine routes it: an old name of a route by its new one."""
+    alias = _ENGINE_ALIASES.get(scope["path"])
+    if alias is None:
+        return scope
+    return {**scope, "path": alias, "raw_path": alias.encode()}
+
+
+def _stream_error_event(path: str, message: str) -> Message:
+    """The last chunk of a stream that broke: an error event in the envelope (which the
+    official SDK raises as an APIError), then a chat or completions stream's `[DONE]`."""
+    event = b"data: " + error_body(500, message) + b"\n\n"
+    if path != RESPONSES_PATH:
+        event += b"data: [DONE]\n\n"
+    return {"type": "http.response.body", "body": event, "more_body": False}
 
 
 def _replaying(body: bytes, receive: Receive) -> Receive:

@@ -22,10 +22,17 @@ MEDIA_FIELDS: Final = ("image_url", "audio_url", "video_url")
 
 
 def _media_urls(payload: Any) -> Iterator[tuple[str, str]]:
-    """(field, URL) of every media part of every message."""
-    messages = payload.get("messages") if isinstance(payload, dict) else None
-    if not isinstance(messages, list):
+    """(field, URL) of every media part of every message: chat's `messages`, and the
+    Responses API's `input` when it is a list of messages."""
+    if not isinstance(payload, dict):
         return
+    for key in ("messages", "input"):
+        messages = payload.get(key)
+        if isinstance(messages, list):
+            yield from _message_media_urls(messages)
+
+
+def _message_media_urls(messages: list[Any]) -> Iterator[tuple[str, str]]:
     for message in messages:
         content = message.get("content") if isinstance(message, dict) else None
         if not isinstance(content, list):

@@ -129,6 +129,14 @@ def _sentence(param: str, errors: Sequence[Mapping[str, Any]]) -> str:
     return f"{param}: {message}"
 
 
+def _has_nested(param: str, params: set[str]) -> bool:
+    """Whether an alternative of a union failed inside `param`'s value: pydantic only
+    looks inside a value of the shape that alternative takes (`input` sent as an array
+    fails as "not a string" and in `input[0]`), so the problem is in there, not that the
+    value is not a string."""
+    return any(p.startswith((param + "[", param + ".")) for p in params)
+
+
 def describe_validation_errors(errors: Sequence[Any]) -> tuple[str, str | None]:
     """One message a person reads for a refused request, and the `param` it concerns
     (the first problem's)."""
@@ -153,7 +161,7 @@ def describe_validation_errors(errors: Sequence[Any]) -> tuple[str, str | None]:
     union_seen = False
     for param in groups:
         if param in through_union:
-            if union_seen:
+            if union_seen or _has_nested(param, through_union):
                 continue  # another alternative of the same union, not another problem
             union_seen = True
         reported.append(param)

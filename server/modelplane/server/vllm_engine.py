@@ -34,8 +34,10 @@ from modelplane.server.app import (
     COMPLETIONS_PATH,
     EMBEDDINGS_PATH,
     MODELS_PATH,
+    SCORING_PATHS,
 )
 from modelplane.server.options import ServeOptions
+from modelplane.server.request_checks import RESPONSES_PATH
 from modelplane.server.request_errors import describe_validation_errors
 
 log = logging.getLogger("modelplane.server.engine")
@@ -51,6 +53,14 @@ ENGINE_SHUTDOWN_TIMEOUT_S = 30.0
 WORKER_SHUTDOWN_TIMEOUT_S = 20
 
 
+# A tool call's arguments follow the tool's `parameters` schema, as if every tool said
+# `strict: true`: vLLM's default ("auto") constrains only the call's envelope for a tool
+# without `strict`, so a named `tool_choice` could be answered with arguments like
+# `"Paris"` instead of `{"city": "Paris"}`. Set before the engine settings, so an
+# `--engine-arg --tool-strict-level=...` still wins.
+TOOL_STRICT_LEVEL = "parameter"
+
+
 def vllm_cli_args(options: ServeOptions) -> list[str]:
     """The vLLM server flags equivalent to these options (also used by the benchmark).
 
@@ -61,6 +71,8 @@ def vllm_cli_args(options: ServeOptions) -> list[str]:
         options.model,
         "--served-model-name",
         options.model_name,
+        "--tool-strict-level",
+        TOOL_STRICT_LEVEL,
         *options.engine.vllm_args(),
     ]
     if options.adapters:
@@ -105,13 +117,17 @@ def running_on_gpu() -> bool:
     return bool(current_platform.is_cuda_alike())
 
 
-def served_paths(tasks: tuple[str, ...]) -> frozenset[str]:
-    """The OpenAI paths a model with these vLLM tasks answers."""
+def served_paths(tasks: tuple[str, ...], *, scoring: bool = False) -> frozenset[str]:
+    """The OpenAI paths a model with these vLLM tasks answers; `scoring`: vLLM serves
+    score and rerank for it (an embedding model, by cosine similarity, or a
+    cross-encoder)."""
     paths = set(_ALWAYS)
     if "generate" in tasks:
-        paths |= {CHAT_PATH, COMPLETIONS_PATH}
+        paths |= {CHAT_PATH, COMPLETIONS_PATH, RESPONSES_PATH}
     if "embed" in tasks:
         paths.add(EMBEDDINGS_PATH)
+    if scoring:
+        paths |= SCORING_PATHS
     return frozenset(paths)
 
 
@@ -128,7 +144,9 @@ class VllmEngine:
 
     @property
     def paths(self) -> frozenset[str]:
-        return served_paths(self.tasks)
+        # vLLM registers its score and rerank routes exactly when it builds this handler.
+        scoring = getattr(self.app.state, "serving_scores", None) is not None
+        return served_paths(self.tasks, scoring=scoring)
 
     async def healthy(self) -> bool:
         try:

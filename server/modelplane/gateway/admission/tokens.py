@@ -7,14 +7,15 @@ The exact count is the response's `usage` object: in a plain JSON response at
 its end (after the choices, so a large answer puts it megabytes in), in a
 stream in the last event when the client asked for
 `stream_options.include_usage` (or in every event, cumulative, with vLLM's
-continuous usage stats). The tally finds it wherever it is without keeping
-the body: it scans each chunk for the bytes `"usage"` followed by `:` and an
-object (a key inside a JSON string has its quotes escaped, so only a real key
-matches), keeps at most `MAX_USAGE_BYTES` from there, and parses that slice;
-the last usage object found wins. Without one, a stream is counted by its
-events (vLLM sends about one token per event) and the prompt by its size
-(about four bytes per token): an estimate, but one that costs a byte scan per
-chunk instead of a JSON parse.
+continuous usage stats); a Responses API stream always carries it, in its
+`response.completed` event (`input_tokens` and `output_tokens`). The tally
+finds it wherever it is without keeping the body: it scans each chunk for the
+bytes `"usage"` followed by `:` and an object (a key inside a JSON string has
+its quotes escaped, so only a real key matches), keeps at most
+`MAX_USAGE_BYTES` from there, and parses that slice; the last usage object
+found wins. Without one, a stream is counted by its events (vLLM sends about
+one token per event) and the prompt by its size (about four bytes per token):
+an estimate, but one that costs a byte scan per chunk instead of a JSON parse.
 """
 
 from __future__ import annotations
@@ -34,15 +35,20 @@ MAX_USAGE_BYTES: Final = 4096
 # own bound is the context length, which would make every such request reserve
 # the whole budget); the settlement charges the real use either way.
 DEFAULT_COMPLETION_TOKENS: Final = 512
-EMBEDDINGS_PATH: Final = "/v1/embeddings"
+# Routes that generate nothing: their tokens are the input's.
+POOLING_PATHS: Final = frozenset(
+    {"/v1/embeddings", "/v1/score", "/v1/rerank", "/score", "/rerank", "/v2/rerank"}
+)
+# What bounds the answer: Chat Completions' names, then the Responses API's.
+_OUTPUT_LIMITS: Final = ("max_completion_tokens", "max_tokens", "max_output_tokens")
 
 
 def reservation(path: str, payload: Mapping[str, Any], body_bytes: int) -> int:
     """Tokens a request may use: its prompt's estimate plus what it may generate."""
     prompt = body_bytes // BYTES_PER_PROMPT_TOKEN
-    if path == EMBEDDINGS_PATH:
+    if path in POOLING_PATHS:
         return prompt
-    limit = payload.get("max_completion_tokens", payload.get("max_tokens"))
+    limit = next((payload[k] for k in _OUTPUT_LIMITS if payload.get(k) is not None), None)
     completion = limit if isinstance(limit, int) and limit > 0 else DEFAULT_COMPLETION_TOKENS
     n = payload.get("n")
     choices = n if isinstance(n, int) and 0 < n <= 128 else 1
@@ -101,9 +107,13 @@ def _total(usage: Mapping[str, Any]) -> int | None:
     total = usage.get("total_tokens")
     if isinstance(total, int) and not isinstance(total, bool):
         return total
-    prompt, completion = usage.get("prompt_tokens"), usage.get("completion_tokens")
-    if isinstance(prompt, int) and isinstance(completion, int):
-        return prompt + completion
+    for prompt_key, completion_key in (
+        ("prompt_tokens", "completion_tokens"),
+        ("input_tokens", "output_tokens"),  # the Responses API's usage
+    ):
+        prompt, completion = usage.get(prompt_key), usage.get(completion_key)
+        if isinstance(prompt, int) and isinstance(completion, int):
+            return prompt + completion
     return None
 
 
