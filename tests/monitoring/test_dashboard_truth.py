@@ -2,14 +2,15 @@
 
 What runs, all real and as users run it:
 
-- the model server: `modelplane serve` on vLLM's CPU engine with SmolLM2;
+- the model server: `modelplane serve` on vLLM's CPU engine with SmolLM2, serving a
+  LoRA adapter (random weights the test writes: tests/support/lora_adapter.py);
 - the operator: a `modelplane operator` process with the chart's operator
   config, reconciling an LLMDeployment named after the model, with
   autoscaling on; its autoscaler reads the real server's /metrics (the pod
   object's podIP and `http` container port lead to it);
 - two gateway replicas (`modelplane gateway`, static discovery): A, in
   front of the server from before it is ready, so its first request is held
-  until the model has loaded; B, listing the server and a replica that
+  until the model has loaded, and listing the adapter; B, listing the server and a replica that
   passed B's readiness check and died before B's first request (a bare HTTP
   server answering /ready, then stopped), so that request fails over: a
   retry and an ejection;
@@ -28,7 +29,7 @@ gateway and operator Deployments. A user scales the model's Deployment to 2
 by hand; the autoscaler, on the real server's metrics, takes it back to 1: a
 real scaling decision.
 
-After a little traffic (streamed and not, plus a client error), each panel
+After a little traffic (streamed and not, one for the adapter, plus a client error), each panel
 query with Grafana's variables substituted goes through Prometheus' HTTP API
 and must return data. Panels fed by exporters that cannot run here are listed
 in ABSENT with the reason; their queries must still parse and, to keep the
@@ -66,10 +67,12 @@ from tests.monitoring.pod_monitors import discovered, scrape_job
 from tests.monitoring.prometheus import PrometheusServer
 from tests.monitoring.truth_stack import DoomedReplica, ModelServerPod, chart_pod, operator_process
 from tests.support.kube_emulator import EmulatorThread
+from tests.support.lora_adapter import write_random_adapter
 
 pytestmark = pytest.mark.engine
 
 MODEL = "smollm2"
+ADAPTER = "sql"
 NAMESPACE = "ml-demo"
 POD = "smollm2-6c9f7d-x2x4q"
 VALUES = {"namespace": NAMESPACE, "model": MODEL, "datasource": "prometheus"}
@@ -118,9 +121,11 @@ def chat(url: str, **extra: Any) -> int:
 
 
 def send_traffic(gateway_url: str, server_url: str) -> None:
-    """Through the gateway: one plain and two streamed requests. To the server itself: one for
-    a model it does not have (the gateway would answer that one itself)."""
+    """Through the gateway: one plain and two streamed requests, and one for the adapter. To
+    the server itself: one for a model it does not have (the gateway would answer that one
+    itself)."""
     assert chat(gateway_url) == 200
+    assert chat(gateway_url, model=ADAPTER) == 200
     with httpx.Client(base_url=gateway_url, timeout=120) as client:
         for path, body in (
             ("/v1/chat/completions", {**CHAT, "max_tokens": 16, "stream": True}),
@@ -178,17 +183,20 @@ def stack(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
     tmp = tmp_path_factory.mktemp("dashboard-truth")
     docs = render(CHART_VALUES)
     with contextlib.ExitStack() as stop:
+        adapter = write_random_adapter(smollm2_dir, tmp / "adapter")
         server = ServerProcess(
             args=["--model", str(smollm2_dir), "--served-model-name", MODEL,
-                  "--max-model-len", "2048", "--enforce-eager"],
+                  "--max-model-len", "2048", "--enforce-eager",
+                  "--adapter", f"{ADAPTER}={adapter}"],
             log_path=tmp / "server.log",
         )  # fmt: skip
         stop.callback(server.stop)
         server.start()
         # Gateway A is up before the model is: its first request waits for it.
         front = GatewayProcess.static(
-            tmp, "gateway-a", [server.url], "--health-interval", "0.25", "--hold-timeout", "600"
-        )
+            tmp, "gateway-a", [server.url], "--health-interval", "0.25", "--hold-timeout", "600",
+            adapters=[ADAPTER],
+        )  # fmt: skip
         stop.callback(front.stop)
         front.start()
         front.wait_synced()
@@ -269,7 +277,7 @@ def test_every_panel_with_an_exporter_here_shows_data(stack: Stack) -> None:
             empty.append(f"{query}: {found}")
         served += 1
     assert not empty, "panels without data:\n" + "\n".join(empty)
-    assert served == 41
+    assert served == 45
 
 
 def test_panels_of_absent_exporters_parse_and_are_listed_truthfully(stack: Stack) -> None:
@@ -341,6 +349,18 @@ def test_gateway_panels_show_the_hold_the_retry_and_the_ejection(stack: Stack) -
     (held,) = [q for q in all_queries() if q.key == (MODELS, "Held requests", "A")]
     graph = f"max_over_time(({substitute(held.expr, VALUES)})[5m:1s])"  # the panel over the run
     assert samples(stack.prometheus.query(graph)) == [({"model": MODEL}, 1)]
+
+
+def test_adapter_panels_show_the_adapters_requests_tokens_and_replica(stack: Stack) -> None:
+    def panel(name: str, ref_id: str = "A") -> list[Any]:
+        return panel_samples(stack, MODELS, name, ref_id)
+
+    requests = [(m, v) for m, v in panel("Adapter requests/s by code") if v > 0]
+    assert [m for m, _ in requests] == [{"model": MODEL, "adapter": ADAPTER, "code": "200"}]
+    for ref_id in "AB":  # prompt, completion
+        ((labels, rate),) = panel("Adapter tokens/s", ref_id)
+        assert labels == {"model": MODEL, "adapter": ADAPTER} and rate > 0
+    assert panel("Adapter replicas") == [({"model": MODEL, "adapter": ADAPTER}, 1)]
 
 
 def test_operator_panels_show_the_deployment_and_the_scale_down(stack: Stack) -> None:

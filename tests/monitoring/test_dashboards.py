@@ -36,7 +36,8 @@ MODELS_PANELS = {
     "Queue depth", "Time to first token", "Inter-token latency", "End-to-end latency",
     "KV-cache usage", "Prefix-cache hit rate", "GPU utilization", "GPU memory used",
     "Replicas: desired vs ready", "Gateway requests/s by code", "Gateway added latency",
-    "Gateway retries and ejections", "Held requests",
+    "Gateway retries and ejections", "Held requests", "Adapter requests/s by code",
+    "Adapter tokens/s", "Adapter replicas",
 }  # fmt: skip
 OPERATOR_PANELS = {
     "Reconciles/s by result", "Reconcile errors", "Reconcile duration", "Operator replicas up",
@@ -92,7 +93,7 @@ def test_models_dashboard_filters_by_namespace_and_model() -> None:
         label_values_query(names[name]["query"]["query"])
     assert "$namespace" in names["model"]["query"]["query"]
     for query in queries(dash):
-        if query.panel.startswith(("Gateway", "Held")):
+        if query.panel.startswith(("Gateway", "Held", "Adapter")):
             # The gateway runs in the chart's namespace, whatever the model's.
             assert "$model" in query.expr or "added_latency" in query.expr, query
         else:
