@@ -185,3 +185,22 @@ def test_the_admin_api_wants_the_servers_key(server: ServerProcess, admin_url: s
     wrong = httpx.get(f"{url}/adapters", headers={"Authorization": "Bearer sk-wrong"})
     assert wrong.status_code == 401
     assert wrong.json()["error"]["type"] == "authentication_error"
+
+
+@pytest.mark.parametrize(
+    "path,body,status",
+    [
+        ("/adapters/big", b'{"source": "' + b"a" * (1 << 20) + b'"}', 413),
+        ("/adapters/bytes", b'{"source": "\xff\xfe"}', 400),
+        ("/adapters/deep", b"[" * 5000 + b"]" * 5000, 400),
+        ("/adapters/up", b'{"source": "file:///tmp/../etc"}', 400),
+        ("/adapters/-x", b'{"source": "file:///tmp"}', 400),
+    ],
+)
+def test_hostile_admin_requests_get_an_envelope_over_the_wire(
+    admin: httpx.Client, client: openai.OpenAI, path: str, body: bytes, status: int
+) -> None:
+    response = admin.put(path, content=body, headers={"Content-Type": "application/json"})
+    assert response.status_code == status
+    assert response.json()["error"]["code"] == status
+    assert sorted(m.id for m in client.models.list()) == ["smollm2", "sql"]

@@ -53,6 +53,8 @@ DRAIN_QUIET_S = 1.0
 # After the drain, uvicorn's wait for open connections to close (the operator's pod
 # grace leaves room for it and the engine's shutdown).
 CLOSE_TIMEOUT_S = 5
+# The admin listener's callers: the operator, one call per replica at a time.
+ADMIN_MAX_CONNECTIONS = 16
 
 
 def serve(options: ServeOptions) -> int:
@@ -141,6 +143,12 @@ async def _serve(options: ServeOptions, keys: ApiKeys) -> int:
                 access_log=False,
                 log_config=None,
                 timeout_graceful_shutdown=CLOSE_TIMEOUT_S,
+                http=guarded_protocol(
+                    ConnectionLimits(
+                        header_timeout_s=options.header_timeout,
+                        max_connections=ADMIN_MAX_CONNECTIONS,
+                    )
+                ),
             )
         )
         if options.admin_port
@@ -161,7 +169,8 @@ async def _serve(options: ServeOptions, keys: ApiKeys) -> int:
                 if options.warmup:
                     await engine.warm_up(options.model_name)
                 front.attach_engine(engine)
-                registry.attach_engine(engine, {a.name: a.path for a in options.adapters})
+                loaded = {a.name: a.path.absolute() for a in options.adapters}
+                registry.attach_engine(engine, loaded)
                 lifecycle.mark_ready()
                 metrics.ready.set(1)
                 log.info("ready", extra={"model": options.model_name, "port": options.port})
