@@ -175,8 +175,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     a.add_argument(
         "--adapter-volumes",
         type=Path,
-        help=f"Where pvc://CLAIM/PATH adapter sources are found: DIR/CLAIM/PATH (default "
-        f"{SERVER_ADAPTER_VOLUMES}, where the operator mounts adapter claims).",
+        help=f"Where pvc://CLAIM/PATH adapter sources are found: DIR/CLAIM/PATH, the claim "
+        f"mounted at DIR/CLAIM (default {SERVER_ADAPTER_VOLUMES}).",
     )
     add_engine_arguments(parser.add_argument_group("engine (LLMDeployment spec.engine)"))
 
