@@ -20,9 +20,15 @@ def load(tmp_path: Path, network_policy: dict[str, Any]) -> OperatorConfig:
 
 
 def peers(config: OperatorConfig) -> list[dict[str, Any]]:
+    """Who may reach the server port; the admin port (LoRA) admits the operator only, whatever
+    the config lists."""
     rules = build_network_policy("chat", "models", config)["spec"]["ingress"]
-    (rule,) = rules
+    rule, admin = rules
     assert rule["ports"] == [{"protocol": "TCP", "port": contract.SERVER_PORT}]
+    assert admin == {
+        "from": [control_plane(config.network_policy.control_plane_namespace, "operator")],
+        "ports": [{"protocol": "TCP", "port": contract.SERVER_ADMIN_PORT}],
+    }
     found: list[dict[str, Any]] = rule["from"]
     return found
 
