@@ -6,7 +6,8 @@ downloading one (and without `peft`): this writes `adapter_config.json` and
 `v_proj` of every layer, shaped from the model's own `config.json`. The B
 matrices are far from PEFT's zero initialisation and large enough that the
 adapted model's greedy answers differ from the base model's; what the
-adapter "learned" is noise, which is all a test of serving needs.
+adapter "learned" is noise, which is all a test of serving needs. From a shell:
+`python -m tests.support.lora_adapter MODEL_DIR OUT_DIR [--seed N] [--rank R]`.
 """
 
 from __future__ import annotations
@@ -65,3 +66,21 @@ def write_random_adapter(
     }
     (out_dir / "adapter_config.json").write_text(json.dumps(adapter_config, indent=2) + "\n")
     return out_dir
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`python -m tests.support.lora_adapter MODEL_DIR OUT_DIR [--seed N] [--rank R]`."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description="Write a random LoRA adapter for a local model.")
+    parser.add_argument("model_dir", type=Path)
+    parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--rank", type=int, default=8)
+    args = parser.parse_args(argv)
+    print(write_random_adapter(args.model_dir, args.out_dir, seed=args.seed, rank=args.rank))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
