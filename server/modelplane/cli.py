@@ -19,6 +19,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "modelplane.server.model_command",
     "modelplane.gateway.gateway_command",
     "modelplane.gateway.chat_command",
+    "modelplane.gateway.usage_command",
     "modelplane.local.command",
     "modelplane.operator.operator_command",
     "modelplane.operator.render_command",

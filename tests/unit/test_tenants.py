@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client import CollectorRegistry, generate_latest
@@ -27,6 +28,12 @@ from modelplane.gateway.tenants.config import (
 from modelplane.gateway.tenants.fair_queue import FairQueue, QueueFullError
 from modelplane.gateway.tenants.metrics import TenantMetrics
 from modelplane.gateway.tenants.stores import MemoryLimitStore
+from modelplane.gateway.tenants.usage import (
+    counted_increase,
+    model_shares,
+    render_table,
+    usage_rows,
+)
 
 FULL = """
 tenants:
@@ -389,3 +396,41 @@ def test_a_tenant_removed_from_the_file_leaves_no_series() -> None:
     metrics.keep_only(["team-a"])
     text = generate_latest(registry).decode()
     assert 'tenant="team-b"' not in text and 'tenant="team-a"' in text
+
+
+@pytest.mark.parametrize(
+    ("values", "starts_in_window", "expected"),
+    [
+        ([5, 5, 9, 12], False, 7),  # counted before the period: only the rise is this period's
+        ([5, 5, 9, 12], True, 12),  # began inside the period: counted from zero
+        ([10, 14, 2, 6], False, 10),  # a restart after 14: 4, then 2 and 4 more
+        ([], False, 0),
+    ],
+)
+def test_a_counter_is_charged_what_its_samples_counted(
+    values: list[float], starts_in_window: bool, expected: float
+) -> None:
+    assert counted_increase(values, starts_in_window=starts_in_window) == expected
+
+
+def test_usage_rows_sum_replicas_and_give_each_model_s_shares() -> None:
+    def series(
+        tenant: str, model: str, values: list[int], kind: str | None = None
+    ) -> dict[str, Any]:
+        labels = {"tenant": tenant, "model": model} | ({"kind": kind} if kind else {})
+        return {"metric": labels, "values": [[100 + i, str(v)] for i, v in enumerate(values)]}
+
+    rows = usage_rows(
+        requests=[series("a", "m", [0, 2]), series("a", "m", [0, 1]), series("b", "m", [0, 1])],
+        tokens=[series("a", "m", [0, 30], "prompt"), series("b", "m", [0, 10], "completion")],
+        budgets=[{"metric": {"tenant": "a"}, "value": [0, "100"]}],
+        spent=[{"metric": {"tenant": "a"}, "value": [0, "30"]}],
+        window_start=0.0,
+        step_s=1.0,
+    )
+    assert [(r.tenant, r.requests, r.prompt_tokens, r.completion_tokens) for r in rows] == [
+        ("a", 3, 30, 0), ("b", 1, 0, 10),
+    ]  # fmt: skip
+    assert model_shares(rows) == {("a", "m"): 0.75, ("b", "m"): 0.25}
+    table = render_table(rows, "title")
+    assert "30 of 100 (30%)" in table and "m 75%" in table

@@ -74,6 +74,14 @@ class TenantMetrics:
         self._series.setdefault(tenant, set()).add((metric, values))
         return values
 
+    def prepare(self, tenant: str, models: Iterable[str]) -> None:
+        """Create the tenant's counters at zero for these models, before they count: a
+        series whose first scrape already shows a count loses that count in `increase()`."""
+        for model in models:
+            self.requests.labels(*self._labels(self.requests, tenant, tenant, model))
+            for kind in ("prompt", "completion"):
+                self.tokens.labels(*self._labels(self.tokens, tenant, tenant, model, kind))
+
     def admitted(self, tenant: str, model: str) -> None:
         self.requests.labels(*self._labels(self.requests, tenant, tenant, model)).inc()
 
