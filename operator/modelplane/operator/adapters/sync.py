@@ -152,7 +152,7 @@ class AdapterSync:
                 _interim_outcome(t.pod, desired, held, plans.get(t.pod))
                 for t, held in zip(targets, listed, strict=True)
             ]
-            await self._write_status(key, body, desired, interim, len(serving) - len(admin))
+            await self._write_status(key, view, body, desired, interim, len(serving) - len(admin))
         calls = await asyncio.gather(
             *(self._execute(t, plans[t.pod]) for t in targets if t.pod in plans)
         )
@@ -164,7 +164,7 @@ class AdapterSync:
                 continue
             call = done[target.pod]
             outcomes.append(outcome_after(target.pod, desired, held, call.plan, call.load_errors))
-        await self._write_status(key, body, desired, outcomes, len(serving) - len(admin))
+        await self._write_status(key, view, body, desired, outcomes, len(serving) - len(admin))
         failures = [
             ("Warning", ADAPTER_FAILED, reason)
             for reason in dict.fromkeys(r for r in listed if isinstance(r, str))
@@ -210,6 +210,7 @@ class AdapterSync:
     async def _write_status(
         self,
         key: OwnerKey,
+        view: ClusterView,
         body: Mapping[str, Any],
         desired: list[DesiredAdapter],
         outcomes: list[ReplicaOutcome],
@@ -218,7 +219,9 @@ class AdapterSync:
         entries = adapter_status(desired, outcomes, without_admin) if desired else None
         reconciler = self._reconciler
         async with reconciler.lock(key):
-            if reconciler.observed_status(key, body).get("adapters") == entries:
+            # The resource as the index shows it now: loads may have taken minutes.
+            current = reconciler.observed_status(key, view.llmdeployment(key) or body)
+            if current.get("adapters") == entries:
                 return
             patch = {"adapters": entries}
             await asyncio.to_thread(reconciler.api.patch_status, *key, patch)
