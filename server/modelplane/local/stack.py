@@ -55,6 +55,7 @@ from modelplane.gateway.chat_command import DEFAULT_HOST, DEFAULT_PORT
 from modelplane.gateway.config_files import ConfigError, read_yaml_model
 from modelplane.gateway.discovery.static import StaticConfig, StaticModel
 from modelplane.gateway.options import GatewayOptions
+from modelplane.gateway.routing.adapters import adapter_names
 from modelplane.gateway.routing.routes import ModelRoute, Routing
 from modelplane.gateway.runner import build_gateway, serve_gateway
 from modelplane.http.auth import load_api_keys
@@ -98,6 +99,15 @@ class LocalModel(BaseModel):
     def generates_text(self) -> bool:
         joined = " ".join(self.args)
         return "--runner pooling" not in joined and "--runner=pooling" not in joined
+
+    @property
+    def adapters(self) -> list[str]:
+        """The names of the LoRA adapters `args` gives (`--adapter NAME=PATH`), which the
+        gateway routes to this model's servers (names the server would refuse left out)."""
+        pairs = zip(self.args, self.args[1:], strict=False)
+        given = [value for flag, value in pairs if flag == "--adapter"]
+        given += [a.removeprefix("--adapter=") for a in self.args if a.startswith("--adapter=")]
+        return list(adapter_names(v.partition("=")[0] for v in given).names)
 
     @property
     def serve_args(self) -> list[str]:
@@ -194,7 +204,11 @@ def static_config_for(replicas: list[Replica]) -> StaticConfig:
         by_model.setdefault(r.model.name, []).append(r)
     return StaticConfig(
         models={
-            name: StaticModel(routing=group[0].model.routing, upstreams=[r.url for r in group])
+            name: StaticModel(
+                routing=group[0].model.routing,
+                upstreams=[r.url for r in group],
+                adapters=group[0].model.adapters,
+            )
             for name, group in by_model.items()
         }
     )

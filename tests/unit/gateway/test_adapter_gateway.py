@@ -6,12 +6,13 @@ servers with real adapters: tests/integration/gateway/test_gateway_adapters.py.)
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 
 import httpx
 
 from modelplane.gateway.adapter_reports import adapter_reports
 from modelplane.gateway.app import FrontSettings
-from modelplane.gateway.routing.routes import ModelRoute, Track
+from modelplane.gateway.routing.routes import ModelRoute, Routing, Track
 from tests.unit.gateway.conftest import GatewayFactory, StubFactory, eventually
 
 CHAT = "/v1/chat/completions"
@@ -139,3 +140,24 @@ async def test_adapter_series_follow_discovery(
     gw.table.replace({"llama": llama(a.url, b.url, loaded=loaded), "chat": other})
     assert gw.metric("modelplane_gateway_adapter_name_conflicts", adapter="chat") == 1
     assert gw.registry.get_sample_value(replicas, {"model": "llama", "adapter": "chat"}) is None
+
+
+async def test_a_prefix_routed_models_adapter_keeps_each_conversation_on_one_holder(
+    stub_replicas: StubFactory, serve_gateway: GatewayFactory
+) -> None:
+    a, b, bare = await stub_replicas(3)
+    held = {a.url: frozenset({"sql"}), b.url: frozenset({"sql"})}
+    gw = await serve_gateway(
+        {"llama": replace(llama(a.url, b.url, bare.url, loaded=held), routing=Routing.PREFIX)}
+    )
+
+    def talk(topic: str) -> dict[str, object]:
+        return {"model": "sql", "messages": [{"role": "user", "content": f"About {topic}"}]}
+
+    topics = [f"topic {i}" for i in range(12)]
+    async with httpx.AsyncClient(base_url=gw.url, timeout=10) as client:
+        first = [(await client.post(CHAT, json=talk(t))).json()["served_by"] for t in topics]
+        again = [(await client.post(CHAT, json=talk(t))).json()["served_by"] for t in topics]
+    assert again == first  # each conversation where its KV cache is
+    assert set(first) == {a.name, b.name}  # conversations, not the adapter, spread them
+    assert bare.seen == []

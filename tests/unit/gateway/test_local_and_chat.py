@@ -63,6 +63,16 @@ def test_replicas_get_the_ports_after_the_gateway_unless_pinned() -> None:
     assert static.models["embed"].routing is Routing.LEAST_LOAD
 
 
+def test_a_local_models_adapters_are_routed_by_the_gateway() -> None:
+    model = LocalModel(
+        name="chat",
+        model="/m/chat",
+        args=["--adapter", "sql=/a/sql", "--max-loras", "2", "--adapter=poet=/a/poet"],
+    )
+    static = static_config_for(plan_replicas(LocalConfig(models=[model]), first_port=8001))
+    assert static.models["chat"].adapters == ["sql", "poet"]
+
+
 def test_replicas_skip_the_gateways_metrics_port_and_may_not_pin_it() -> None:
     config = LocalConfig(models=[LocalModel(name="chat", model="/m/chat", replicas=2)])
     plan = plan_replicas(config, first_port=8001, reserved={8002})
