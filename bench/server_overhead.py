@@ -152,7 +152,11 @@ async def one_request(
     phase.tokens += tokens
 
 
-async def drive(url: str, model: str, concurrency: int, requests: int, max_tokens: int) -> Phase:
+async def drive(
+    url: str, model: str | tuple[str, ...], concurrency: int, requests: int, max_tokens: int
+) -> Phase:
+    """`requests` streamed completions at `concurrency`; several models take turns."""
+    models = (model,) if isinstance(model, str) else model
     phase = Phase()
     queue: asyncio.Queue[int] = asyncio.Queue()
     for i in range(requests):
@@ -163,10 +167,10 @@ async def drive(url: str, model: str, concurrency: int, requests: int, max_token
         async def worker() -> None:
             while True:
                 try:
-                    queue.get_nowait()
+                    i = queue.get_nowait()
                 except asyncio.QueueEmpty:
                     return
-                await one_request(client, url, model, max_tokens, phase)
+                await one_request(client, url, models[i % len(models)], max_tokens, phase)
 
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
