@@ -38,10 +38,12 @@ NOT_KEPT = "Modelplane does not keep responses"
 
 
 class RecordingEngine:
-    """Answers 200 with the body it got; `break_stream` sends one event and raises."""
+    """Answers 200 with the body it got; `break_stream` sends one event and raises;
+    `events` are streamed as they are."""
 
-    def __init__(self, *, break_stream: bool = False) -> None:
+    def __init__(self, *, break_stream: bool = False, events: tuple[bytes, ...] = ()) -> None:
         self.break_stream = break_stream
+        self.events = events
         self.seen: list[tuple[str, bytes]] = []
 
     @property
@@ -64,15 +66,26 @@ class RecordingEngine:
             first = b'event: response.created\ndata: {"type": "response.created"}\n\n'
             await send({"type": "http.response.body", "body": first, "more_body": True})
             raise RuntimeError("the engine broke mid-stream")
+        if self.events:
+            headers = [(b"content-type", b"text/event-stream")]
+            await send({"type": "http.response.start", "status": 200, "headers": headers})
+            for event in self.events:
+                await send({"type": "http.response.body", "body": event, "more_body": True})
+            await send({"type": "http.response.body", "body": b""})
+            return
         headers = [(b"content-type", b"application/json")]
         await send({"type": "http.response.start", "status": 200, "headers": headers})
         await send({"type": "http.response.body", "body": body or b"{}"})
 
 
 async def call(
-    engine: RecordingEngine, method: str, path: str, body: object = None
+    engine: RecordingEngine,
+    method: str,
+    path: str,
+    body: object = None,
+    registry: CollectorRegistry | None = None,
 ) -> httpx.Response:
-    registry = CollectorRegistry()
+    registry = registry or CollectorRegistry()
     front = ModelServerApp(
         FrontSettings(served_model_name="m"), Lifecycle(), ServerMetrics(registry), registry
     )
@@ -230,6 +243,31 @@ async def test_a_stream_the_engine_breaks_off_ends_with_an_error_event(
     assert failure["error"]["type"] == "server_error"
     assert failure["error"]["message"].startswith("internal error; request id ")
     assert events[2:] == (["data: [DONE]"] if done else [])
+
+
+def responses_event(kind: str, **fields: object) -> bytes:
+    return f"event: {kind}\ndata: {json.dumps({'type': kind, **fields})}\n\n".encode()
+
+
+async def test_a_responses_streams_token_timings_count_its_delta_events_only() -> None:
+    """Created, in progress and item events come before any token is generated: the time
+    to first token is the first delta's, and three deltas have two gaps between them."""
+    events = (
+        responses_event("response.created"),
+        responses_event("response.in_progress"),
+        responses_event("response.output_item.added"),
+        *(responses_event("response.output_text.delta", delta=w) for w in ("a", "b", "c")),
+        responses_event("response.output_text.done", text="abc"),
+        responses_event("response.completed"),
+    )
+    registry = CollectorRegistry()
+    body = {"model": "m", "input": "hi", "stream": True}
+    response = await call(RecordingEngine(events=events), "POST", RESPONSES_PATH, body, registry)
+    assert response.status_code == 200 and response.content == b"".join(events)
+    labels = {"model": "m", "endpoint": RESPONSES_PATH}
+    ttft = registry.get_sample_value("modelplane_time_to_first_token_seconds_count", labels)
+    itl = registry.get_sample_value("modelplane_inter_token_latency_seconds_count", labels)
+    assert (ttft, itl) == (1, 2)
 
 
 # --- the checks as pure functions ------------------------------------------------------

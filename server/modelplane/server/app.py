@@ -174,7 +174,8 @@ class ModelServerApp:
             if path in PROBE_PATHS:
                 await self._probe(path, send)
             elif path in ENGINE_PATHS:
-                await self._engine_request(scope, receive, _observe(send, exchange), exchange)
+                observed = _observe(send, exchange, path == RESPONSES_PATH)
+                await self._engine_request(scope, receive, observed, exchange)
             elif (stored := stored_response_route_problem(scope["method"], path)) is not None:
                 await send_error(send, stored.status, stored.message, param=stored.param)
                 exchange.status = stored.status
@@ -348,8 +349,14 @@ def _closing_while_draining(send: Send, lifecycle: Lifecycle) -> Send:
     return wrapped
 
 
-def _observe(send: Send, ex: _Exchange) -> Send:
-    """Note status, first-chunk time and chunk gaps as the response goes out."""
+# A Responses stream's events that carry generated text or arguments; its others (created,
+# in progress, item added, done...) are not tokens, and the first comes before any is made.
+_RESPONSES_TOKEN_EVENT = b'.delta"'
+
+
+def _observe(send: Send, ex: _Exchange, responses: bool = False) -> Send:
+    """Note status, first-chunk time and chunk gaps as the response goes out (of a
+    Responses stream, only its delta events count as chunks of tokens)."""
 
     async def wrapped(message: Message) -> None:
         if message["type"] == "http.response.start":
@@ -361,7 +368,9 @@ def _observe(send: Send, ex: _Exchange) -> Send:
             ex.ended = True
         if message["type"] == "http.response.body" and message.get("body"):
             now = time.perf_counter()
-            if ex.first_chunk_at is None:
+            if responses and ex.streaming and _RESPONSES_TOKEN_EVENT not in message["body"]:
+                ex.last_chunk_at = now
+            elif ex.first_chunk_at is None:
                 ex.first_chunk_at = now
             elif ex.last_chunk_at is not None:
                 ex.chunk_gaps.append(now - ex.last_chunk_at)
