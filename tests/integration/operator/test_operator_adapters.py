@@ -29,6 +29,9 @@ SMOLLM2 = {
     "resources": {"gpus": 0},
 }
 DEPLOYMENT_PATH = "/apis/apps/v1/namespaces/default/deployments/chat"
+# Shorter than the operator's periodic adapter pass (30s): what arrives within it came
+# from the LLMDeployment's or the pod's event.
+EVENT_DRIVEN_S = 10.0
 
 
 @pytest.fixture
@@ -80,7 +83,11 @@ def test_adapters_load_reload_and_unload_without_a_restart(
 
         # An adapter added: loaded on every ready replica at once.
         cluster.patch_llmd("chat", {"adapters": [SQL]})
-        wait_for("sql on both", lambda: entry(cluster, "sql")["state"] == "Loaded")
+        wait_for(
+            "sql on both",
+            lambda: entry(cluster, "sql")["state"] == "Loaded",
+            timeout=EVENT_DRIVEN_S,
+        )
         assert entry(cluster, "sql") == {
             "name": "sql",
             "revision": "main",
@@ -110,7 +117,12 @@ def test_adapters_load_reload_and_unload_without_a_restart(
         c_pod, c = start_replica(fake_pods, admins, "chat-c", ready=False)
         assert c.made() == []  # not ready: not yet
         fake_pods.set_ready(c_pod, True)
-        wait_for("both on the late one", lambda: c.holds() == {"sql": "main", "french": "v1"})
+        # Well within the 30s periodic pass: the pod's own event brings it.
+        wait_for(
+            "both on the late one",
+            lambda: c.holds() == {"sql": "main", "french": "v1"},
+            timeout=EVENT_DRIVEN_S,
+        )
         wait_for("3/3", lambda: entry(cluster, "french")["message"] == "Loaded on 3/3 replicas")
 
         # A new revision reloads; removing one unloads it.
