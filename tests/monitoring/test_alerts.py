@@ -48,6 +48,8 @@ def test_every_alert_says_what_happened_and_what_to_do() -> None:
         "ModelplaneKVCacheNearlyFull",
         "ModelplaneServerRestarting",
         "ModelplaneOperatorDown",
+        "ModelplaneTenantBudgetNearlySpent",
+        "ModelplaneTenantThrottled",
     ]
     for rule in alert_rules():
         assert rule["labels"]["severity"] in ("warning", "critical"), rule["alert"]
