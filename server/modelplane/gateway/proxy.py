@@ -61,6 +61,8 @@ HOP_BY_HOP = frozenset(
 _RESPONSE_DROP = HOP_BY_HOP - {b"content-length"}
 _SSE = b"text/event-stream"
 _SSE_END = b"data: [DONE]\n\n"  # the last event of an OpenAI stream
+# A Responses API stream has no `[DONE]`: it ends with its `response.completed` event.
+_RESPONSES_PATH = "/v1/responses"
 _MAX_ERROR_BODY_BYTES = 1 << 20  # read of a replica's error body, to rewrite it
 
 # Errors before the first byte that mean "this replica did not take the
@@ -322,7 +324,9 @@ class UpstreamPool:
                     self._failed(model, upstream, f"{upstream}: {response.status}")
                 outcome.status = response.status
                 body.release()  # no retry can need it now: not kept for the whole stream
-                await self._stream(model, response, send, outcome, tally)
+                await self._stream(
+                    model, response, send, outcome, tally, done=path != _RESPONSES_PATH
+                )
                 return
             finally:
                 self._release(upstream, in_flight)
@@ -372,7 +376,11 @@ class UpstreamPool:
         send: Send,
         outcome: Outcome,
         tally: TokenTally | None,
+        *,
+        done: bool = True,
     ) -> None:
+        """Pass the replica's answer through; a stream that breaks ends with an error event
+        (and, when `done`, the `data: [DONE]` of a chat or completions stream)."""
         headers = [
             (k.lower(), v) for k, v in response.raw_headers if k.lower() not in _RESPONSE_DROP
         ]
@@ -409,7 +417,9 @@ class UpstreamPool:
                 if not sse:
                     raise  # the server closes the connection: a cut body, not a wrong one
                 message = f"the replica's stream broke: {err.__class__.__name__}"
-                event = b"data: " + error_body(502, message) + b"\n\ndata: [DONE]\n\n"
+                event = b"data: " + error_body(502, message) + b"\n\n"
+                if done:
+                    event += _SSE_END
                 await send({"type": "http.response.body", "body": event, "more_body": True})
             if not ended:
                 await send({"type": "http.response.body", "body": b"", "more_body": False})

@@ -53,7 +53,7 @@ class StubReplica:
     async def start(self) -> StubReplica:
         app = web.Application(client_max_size=32 << 20)  # bodies as large as tests send
         app.router.add_get("/ready", self._ready)
-        for path in ("/v1/chat/completions", "/v1/completions", "/v1/embeddings"):
+        for path in ("/v1/chat/completions", "/v1/completions", "/v1/responses", "/v1/embeddings"):
             app.router.add_post(path, self._complete)
         self.runner = web.AppRunner(app)
         await self.runner.setup()
