@@ -13,8 +13,9 @@ and every answer is judged:
 - a status of 500 or above other than 503 is a server error;
 - an error status whose body is not the OpenAI envelope
   (`{"error": {"message": str, "type": str, ...}}`) is an envelope violation;
-- a 200 event stream must end with `data: [DONE]` (every third request that
-  does not say whether to stream asks for a stream);
+- a 200 event stream must end with `data: [DONE]`, a Responses API stream with
+  its `response.completed` (or `.incomplete`, `.failed`) event (every third
+  request that does not say whether to stream asks for a stream);
 - no HTTP answer at all (a dropped connection, no answer in `--request-timeout`
   seconds), or a process of the stack that exits or stops answering /health,
   is a crash.
@@ -52,8 +53,11 @@ SERVER, GATEWAY = "server", "gateway"
 # exercise anything new: they are clamped to the cap (larger values are left as they
 # are: the server must refuse them at once).
 CLAMPS: Final = {
-    "max_tokens": 8, "max_completion_tokens": 8, "min_tokens": 4, "n": 2, "best_of": 2,
+    "max_tokens": 8, "max_completion_tokens": 8, "max_output_tokens": 8, "min_tokens": 4,
+    "n": 2, "best_of": 2,
 }  # fmt: skip
+# The events a Responses API stream may end with (it has no `data: [DONE]`).
+RESPONSES_ENDS: Final = (b"response.completed", b"response.incomplete", b"response.failed")
 CLAMP_BELOW: Final = 4096
 BATCH: Final = 8  # cases per hypothesis run before moving to the next operation
 
@@ -73,7 +77,9 @@ def clamp_cost(body: Any, *, stream: bool = False) -> Any:
     return out
 
 
-def envelope_problem(status: int, content_type: str, body: bytes) -> str | None:
+def envelope_problem(
+    status: int, content_type: str, body: bytes, path: str = "/v1/chat/completions"
+) -> str | None:
     """What is wrong with an answer's body for its status, or None."""
     if status >= 400:
         try:
@@ -91,6 +97,11 @@ def envelope_problem(status: int, content_type: str, body: bytes) -> str | None:
     if status >= 300:
         return f"a {status} redirect"
     streamed = content_type.startswith("text/event-stream")
+    if streamed and path == "/v1/responses":
+        last = body.rstrip().rpartition(b"\n\n")[2]
+        if not last.startswith(tuple(b"event: " + end for end in RESPONSES_ENDS)):
+            return f"a Responses stream that does not end with its last event: ...{body[-120:]!r}"
+        return None
     if streamed and not body.rstrip().endswith(b"data: [DONE]"):
         return f"a stream that does not end with data: [DONE]: ...{body[-120:]!r}"
     return None
@@ -183,7 +194,7 @@ class Campaign:
             self._found("5xx", target, label, f"{status}: {response.content[:300]!r}", curl)
             return
         problem = envelope_problem(status, response.headers.get("content-type", ""),
-                                   response.content)  # fmt: skip
+                                   response.content, case.path)  # fmt: skip
         if problem is not None:
             self._found("envelope", target, label, problem, curl)
 

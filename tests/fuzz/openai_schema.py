@@ -20,6 +20,7 @@ from typing import Any, Final
 COST_CAPS: Final[dict[str, dict[str, Any]]] = {
     "max_tokens": {"type": "integer", "minimum": 1, "maximum": 8},
     "max_completion_tokens": {"type": "integer", "minimum": 1, "maximum": 8},
+    "max_output_tokens": {"type": "integer", "minimum": 1, "maximum": 8},
     "min_tokens": {"type": "integer", "minimum": 0, "maximum": 4},
     "n": {"type": "integer", "minimum": 1, "maximum": 2},
     "top_logprobs": {"type": "integer", "minimum": 0, "maximum": 5},
@@ -68,9 +69,68 @@ def _request_schema(
     return schema
 
 
+def _responses_schema(served_model: str) -> dict[str, Any]:
+    """The Responses API's main fields, written out: vLLM's `ResponsesRequest` lifts to
+    some 300 definitions (every item type of OpenAI's), too many to generate from in a
+    short campaign. Roles and item types are strings, not enums, so positive mode sends
+    unknown ones too; `previous_response_id` and `background` are there to be refused."""
+    text = {"type": "string", "maxLength": MAX_LENGTH}
+    part = {
+        "type": "object",
+        "required": ["type"],
+        "properties": {
+            "type": {"type": "string", "enum": ["input_text", "input_image"]},
+            "text": text,
+            "image_url": text,
+        },
+    }
+    message = {
+        "type": "object",
+        "required": ["role", "content"],
+        "properties": {
+            "type": {"type": "string", "maxLength": 20},
+            "role": {"type": "string", "maxLength": 20},
+            "content": {"anyOf": [text, {"type": "array", "items": part, "maxItems": MAX_ITEMS}]},
+        },
+    }
+    tool = {
+        "type": "object",
+        "required": ["type", "name"],
+        "properties": {
+            "type": {"type": "string", "enum": ["function"]},
+            "name": {"type": "string", "maxLength": 40},
+            "parameters": {"type": "object"},
+            "strict": {"type": "boolean"},
+        },
+    }
+    return {
+        "type": "object",
+        "required": ["model", "input"],
+        "properties": {
+            "model": {"type": "string", "enum": [served_model]},
+            "input": {"anyOf": [{**text, "minLength": 1},
+                                {"type": "array", "items": message, "minItems": 1,
+                                 "maxItems": MAX_ITEMS}]},
+            "instructions": {"anyOf": [text, {"type": "null"}]},
+            "max_output_tokens": {"anyOf": [COST_CAPS["max_output_tokens"], {"type": "null"}]},
+            "temperature": {"type": "number", "minimum": 0, "maximum": 2},
+            "top_p": {"type": "number", "minimum": 0, "maximum": 1},
+            "stream": {"type": "boolean"},
+            "store": {"type": "boolean"},
+            "background": {"type": "boolean"},
+            "previous_response_id": {"anyOf": [text, {"type": "null"}]},
+            "tools": {"type": "array", "items": tool, "maxItems": MAX_ITEMS},
+            "tool_choice": {"anyOf": [{"type": "string", "enum": ["auto", "none", "required"]},
+                                      {"type": "object"}]},
+            "metadata": {"type": "object"},
+        },
+    }  # fmt: skip
+
+
 def openai_schema(served_model: str) -> dict[str, Any]:
-    """OpenAPI 3.1 for POST /v1/chat/completions, /v1/completions, /v1/embeddings and
-    GET /v1/models, bodies as vLLM (this installed version) validates them."""
+    """OpenAPI 3.1 for POST /v1/chat/completions, /v1/completions, /v1/responses,
+    /v1/embeddings and GET /v1/models, bodies as vLLM (this installed version) validates
+    them (the Responses API's main fields: `_responses_schema`)."""
     from vllm.entrypoints.openai.chat_completion.protocol import ChatCompletionRequest
     from vllm.entrypoints.openai.completion.protocol import CompletionRequest
 
@@ -99,6 +159,7 @@ def openai_schema(served_model: str) -> dict[str, Any]:
         "paths": {
             "/v1/chat/completions": post(chat),
             "/v1/completions": post(completion),
+            "/v1/responses": post(_responses_schema(served_model)),
             "/v1/embeddings": post(embeddings),
             "/v1/models": {"get": {"responses": ANY_RESPONSE}},
         },

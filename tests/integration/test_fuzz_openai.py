@@ -4,7 +4,8 @@ The same campaign as `make fuzz` (tests/fuzz/campaign.py: schemathesis cases
 from vLLM's own request models, positive and negative, half to the server and
 half to the gateway), with a fixed seed and a small budget. What a client
 must never see: a 5xx other than 503, an error outside the OpenAI envelope, a
-stream without its `[DONE]`, or no answer at all.
+stream without its `[DONE]` (a Responses stream without its last event), or no
+answer at all.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from tests.fuzz.campaign import campaign, report
 
 pytestmark = pytest.mark.engine
 
-CASES = 48
+CASES = 64  # a batch of 8 per route and mode: chat, completions, responses, embeddings
 SEED = 20261206
 
 

@@ -1,4 +1,5 @@
-"""Start-up refusal, embeddings, and graceful drain on SIGTERM, against real vLLM on CPU."""
+"""Start-up refusal, embeddings, scoring, and graceful drain on SIGTERM, against real vLLM
+on CPU."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 
 from modelplane.server.model_build import embedding_model_dir
 from tests.conftest import MODELPLANE, ServerProcess
+from tests.integration.gateway.conftest import GatewayProcess
 
 pytestmark = pytest.mark.engine
 
@@ -43,7 +45,9 @@ def test_context_beyond_the_model_fails_at_start(smollm2_dir: Path) -> None:
 
 
 def test_embeddings_from_a_real_embedding_model(tmp_path: Path) -> None:
-    """all-MiniLM-L6-v2 with vLLM's pooling runner; API keys off (the API is open)."""
+    """all-MiniLM-L6-v2 with vLLM's pooling runner; API keys off (the API is open). It
+    also scores and reranks (by the cosine of embeddings: a bi-encoder), on the server and
+    through a gateway that routes by `model`."""
     server = ServerProcess(
         args=["--model", str(embedding_model_dir()), "--served-model-name", "minilm",
               "--runner", "pooling", "--enforce-eager"],
@@ -65,8 +69,39 @@ def test_embeddings_from_a_real_embedding_model(tmp_path: Path) -> None:
             client.chat.completions.create(
                 model="minilm", messages=[{"role": "user", "content": "hi"}]
             )
+        assert httpx.get(f"{server.url}/ready").json()["endpoints"] == [
+            "/v1/embeddings", "/v1/score", "/v1/rerank"
+        ]  # fmt: skip
+        gateway = GatewayProcess.static(tmp_path, "gateway", [server.url], model="minilm")
+        try:
+            for url in (server.url, gateway.start().wait_synced().url):
+                _scores_and_reranks(url, cos(vectors[0], vectors[1]))
+        finally:
+            gateway.stop()
     finally:
         server.stop()
+
+
+def _scores_and_reranks(url: str, cat_kitten: float) -> None:
+    documents = ["a tax form", "a kitten"]
+    for path in ("/v1/score", "/score"):
+        scored = httpx.post(
+            f"{url}{path}", json={"model": "minilm", "queries": "a cat", "documents": documents}
+        )
+        assert scored.status_code == 200, scored.text
+        scores = [d["score"] for d in scored.json()["data"]]
+        assert scores[1] > scores[0] and math.isclose(scores[1], cat_kitten, rel_tol=1e-3)
+    for path in ("/v1/rerank", "/rerank", "/v2/rerank"):
+        ranked = httpx.post(
+            f"{url}{path}", json={"model": "minilm", "query": "a cat", "documents": documents}
+        )
+        assert ranked.status_code == 200, ranked.text
+        assert [r["document"]["text"] for r in ranked.json()["results"]] == [
+            "a kitten", "a tax form"
+        ]  # fmt: skip
+        assert ranked.json()["usage"]["total_tokens"] > 0
+    refused = httpx.post(f"{url}/v1/score", json={"model": "minilm", "documents": 5})
+    assert refused.status_code == 400 and refused.json()["error"]["code"] == 400
 
 
 # Long enough to outlast SIGTERM, the readiness poll and the late request on a busy CI
