@@ -340,3 +340,26 @@ async def test_every_call_of_the_gateway_is_allowed_by_the_chart(
 def namespace_of(call: ApiCall) -> str | None:
     parts = call.path.strip("/").split("/")
     return parts[parts.index("namespaces") + 1] if "namespaces" in parts else None
+
+
+def test_operator_reads_model_keys_only_by_name_and_only_the_named_ones_when_listed() -> None:
+    """To load adapters into a model with a key; never a list (every Secret's data)."""
+    for watch in ([], WATCHED):
+        values: dict[str, Any] = {"operator": {"watchNamespaces": watch}}
+        kind = "Role" if watch else "ClusterRole"
+        for role in find_all(render(values), kind, "-operator"):
+            namespace = role["metadata"].get("namespace", "team")
+            listing = api_call("GET", f"/api/v1/namespaces/{namespace}/secrets", {})
+            one = api_call("GET", f"/api/v1/namespaces/{namespace}/secrets/db-password", {})
+            assert listing is not None and one is not None
+            assert allowed(one, role["rules"]) and not allowed(listing, role["rules"])
+        values["gateway"] = {"modelKeySecretNames": ["chat-keys"]}
+        for role in find_all(render(values), kind, "-operator"):
+            namespace = role["metadata"].get("namespace", "team")
+            base = f"/api/v1/namespaces/{namespace}/secrets"
+            named, other = (
+                api_call("GET", f"{base}/chat-keys", {}),
+                api_call("GET", f"{base}/db-password", {}),
+            )
+            assert named is not None and other is not None
+            assert allowed(named, role["rules"]) and not allowed(other, role["rules"])
