@@ -74,6 +74,11 @@ ANNOTATION_MODEL_SPEC_HASH: Final = f"{GROUP}/model-spec-hash"
 # several replicas it is a lower bound of what all of them hold; the autoscaler reads
 # it, with the time, as the arrival rate that sizes a start from zero.
 ANNOTATION_DEMAND_HELD: Final = f"{GROUP}/scale-from-zero-held-requests"
+# On the same Lease: requests a gateway replica has queued for the model because its
+# replicas were saturated (tenants' fair share: they wait at the gateway, not in vLLM's
+# queue, where the autoscaler would see them), as "COUNT@TIME" (TIME in RFC 3339 UTC).
+# Written apart from spec.renewTime, which stays the scale-from-zero signal alone.
+ANNOTATION_GATEWAY_QUEUED: Final = f"{GROUP}/gateway-queued-requests"
 # On an LLMDeployment: the autoscaler's remembered state (PolicyState as JSON),
 # so an operator restart neither scales down early nor loses the timers.
 ANNOTATION_AUTOSCALER_STATE: Final = f"{GROUP}/autoscaler-state"

@@ -44,6 +44,10 @@ LEASE_VERSION: Final = "v1"
 LEASE_PLURAL: Final = "leases"
 LEASE_KIND: Final = "Lease"
 DEMAND_HELD: Final = contract.ANNOTATION_DEMAND_HELD
+GATEWAY_QUEUED: Final = contract.ANNOTATION_GATEWAY_QUEUED
+# A queued count older than this is no longer demand: the gateway rewrites it every few
+# seconds while requests wait, and once more when its queue empties.
+QUEUED_MAX_AGE_S: Final = 30.0
 # The Lease's own labels: the operator lists and watches by them (server-side), and
 # the gateway writes no Lease that lacks them.
 COMPONENT_DEMAND: Final = "scale-from-zero-demand"
@@ -148,6 +152,7 @@ class DemandSignal:
     requested_at: str | None  # spec.renewTime
     held: str | None  # the held-requests annotation
     lease_seconds: int | None = None  # spec.leaseDurationSeconds: how long the demand stands
+    queued: str | None = None  # the gateway-queued-requests annotation ("COUNT@TIME")
 
     def requested_epoch(self) -> float | None:
         return demand_time(self.requested_at)
@@ -167,11 +172,30 @@ def demand_signal(lease: Mapping[str, Any]) -> DemandSignal:
     seconds = spec.get("leaseDurationSeconds")
     renew = spec.get("renewTime")
     held = annotations.get(DEMAND_HELD)
+    queued = annotations.get(GATEWAY_QUEUED)
     return DemandSignal(
         requested_at=renew if isinstance(renew, str) else None,
         held=held if isinstance(held, str) else None,
         lease_seconds=seconds if isinstance(seconds, int) and seconds > 0 else None,
+        queued=queued if isinstance(queued, str) else None,
     )
+
+
+def queued_renewal(queued: int, now: dt.datetime | None = None) -> dict[str, Any]:
+    """The merge patch a gateway writes for requests it queues (0 once its queue empties)."""
+    return {"metadata": {"annotations": {GATEWAY_QUEUED: f"{max(0, queued)}@{demand_stamp(now)}"}}}
+
+
+def queued_count(annotation: str | None, now: float, max_age_s: float = QUEUED_MAX_AGE_S) -> int:
+    """Requests queued at the gateway (the writing replica's; a lower bound with several),
+    0 when unknown, unreadable or older than `max_age_s`: a stale count is no demand."""
+    if not annotation or len(annotation) > 64:
+        return 0
+    count, _, stamp = annotation.partition("@")
+    at = demand_time(stamp)
+    if not count.isdecimal() or at is None or not (now - max_age_s <= at <= now + max_age_s):
+        return 0
+    return int(count)
 
 
 def demand_time(stamp: str | None) -> float | None:

@@ -58,7 +58,7 @@ from typing import Any, Final, Protocol, TypeVar
 import httpx
 
 from modelplane.api import contract
-from modelplane.api.demand import DemandSignal
+from modelplane.api.demand import DemandSignal, queued_count
 from modelplane.api.llmdeployment import LLMDeploymentSpec
 from modelplane.operator.autoscaler import (
     AutoscalingSpec,
@@ -71,7 +71,12 @@ from modelplane.operator.autoscaler import (
     decide,
 )
 from modelplane.operator.autoscaler.collector import DEFAULT_TIMEOUT_S
-from modelplane.operator.autoscaler.demand import answers_demand_now, held_demand, held_requests
+from modelplane.operator.autoscaler.demand import (
+    answers_demand_now,
+    held_demand,
+    held_requests,
+    with_gateway_queue,
+)
 from modelplane.operator.autoscaler.persistence import needs_storing, resume
 from modelplane.operator.autoscaler.plan import plan_autoscaling_off, plan_scaling
 from modelplane.operator.autoscaler.prometheus import collect_from_prometheus
@@ -316,8 +321,9 @@ class Autoscaler:
         signal = view.demand(key)
         demand_at = held_demand(signal, current, epoch_of(scaled_at), now)
         held = held_requests(signal, demand_at is not None, memory.state.woke_at)
+        queued = queued_count(signal.queued, now) if signal is not None else 0
         decision = decide(
-            collection.observations,
+            with_gateway_queue(collection.observations, queued),
             current,
             autoscaling,
             memory.state,

@@ -12,9 +12,11 @@ rules.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 from typing import Protocol
 
 from modelplane.api.demand import DemandSignal, held_count
+from modelplane.operator.autoscaler.observations import ReplicaObservation
 
 
 class Pod(Protocol):
@@ -94,3 +96,16 @@ def answers_demand_now(
     if not written or written == answered:
         return False
     return not any(p.serving for p in pods)
+
+
+def with_gateway_queue(
+    observations: Sequence[ReplicaObservation], queued: int
+) -> list[ReplicaObservation]:
+    """The replicas' observations with the requests queued at the gateway added to their
+    waiting, spread evenly over the measured ones: queued there, they are load the
+    engines' own queues do not show. Nothing changes when none is queued or none measured."""
+    measured = [o for o in observations if o.measured]
+    if queued <= 0 or not measured:
+        return list(observations)
+    share = queued / len(measured)
+    return [replace(o, waiting=o.waiting + share) if o.measured else o for o in observations]
