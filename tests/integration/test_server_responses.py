@@ -125,6 +125,24 @@ def test_a_named_tool_choice_gives_arguments_that_follow_the_schema(door: Door) 
     assert isinstance(arguments, dict) and isinstance(arguments.get("city"), str), arguments
 
 
+def test_a_named_tool_choice_streamed_gives_arguments_that_follow_the_schema(door: Door) -> None:
+    stream = door.client().responses.create(
+        model=MODEL,
+        input="What is the weather in Tokyo?",
+        tools=[WEATHER],
+        tool_choice={"type": "function", "name": "get_weather"},
+        max_output_tokens=60,
+        temperature=0,
+        stream=True,
+    )
+    final = list(stream)[-1]
+    assert final.type == "response.completed"
+    calls = [item for item in final.response.output if item.type == "function_call"]
+    assert calls and calls[0].name == "get_weather"
+    arguments = json.loads(calls[0].arguments)
+    assert isinstance(arguments, dict) and isinstance(arguments.get("city"), str), arguments
+
+
 def test_store_true_the_sdk_default_is_served_without_storing(door: Door) -> None:
     client = door.client()
     reply = client.responses.create(model=MODEL, input="Hi", store=True, max_output_tokens=4)
