@@ -22,6 +22,7 @@ from modelplane.api.demand import (
     demand_lease_name,
     demand_signal,
     held_count,
+    queued_count,
 )
 from modelplane.gateway.discovery.demand_leases import DemandLeases
 from modelplane.gateway.routing.routes import DemandTarget, ModelRoute
@@ -155,3 +156,22 @@ def test_a_garbled_lease_reads_as_no_demand(spec: dict[str, Any]) -> None:
     signal = demand_signal(lease)
     assert signal.requested_epoch() is None and held_count(signal.held) is None
     assert not signal.stale(0.0)
+
+
+async def test_queued_requests_are_recorded_without_renewing_the_scale_from_zero_demand(
+    cluster: tuple[EmulatorThread, Kubectl, client.ApiClient],
+) -> None:
+    """A saturated model's queue at the gateway: the count the autoscaler adds to its
+    replicas' waiting, written beside (not as) the scale-from-zero demand."""
+    _, kubectl, api = cluster
+    create_llmd(kubectl)
+    await writer(api, WOKE).record_queued(route("chat"), 7)  # no Lease yet: created
+    lease = kubectl.get(LEASES, "leases", NS, "chat-scale-from-zero")
+    assert queued_count(demand_signal(lease).queued, WOKE.timestamp()) == 7
+    assert held_count(demand_signal(lease).held) == 0
+    await writer(api, WOKE).record(route("chat"), 2)  # held once, at WOKE
+    later = WOKE + timedelta(seconds=5)
+    await writer(api, later).record_queued(route("chat"), 0)  # the queue emptied
+    signal = demand_signal(kubectl.get(LEASES, "leases", NS, "chat-scale-from-zero"))
+    assert queued_count(signal.queued, later.timestamp()) == 0
+    assert signal.requested_epoch() == WOKE.timestamp() and held_count(signal.held) == 2

@@ -36,6 +36,7 @@ from modelplane.api.demand import (
     demand_lease_name,
     demand_renewal,
     is_demand_lease,
+    queued_renewal,
 )
 from modelplane.gateway.routing.routes import DemandTarget, ModelRoute
 
@@ -85,10 +86,31 @@ class DemandLeases:
                     extra={"model": route.name, "llmdeployment": target.name, "held": held},
                 )
 
+    async def record_queued(self, route: ModelRoute, queued: int) -> None:
+        """Record how many requests this replica queues for a saturated model (0: none now)."""
+        for target in route.demand:
+            try:
+                await asyncio.to_thread(self.write_queued, target, queued)
+            except Exception as err:  # the queue goes on; the next change retries
+                log.warning(
+                    "could not record queued demand",
+                    extra={"model": route.name, "llmdeployment": target.name, "error": str(err)},
+                )
+
     # ---- thread side -----------------------------------------------------
 
     def write(self, target: DemandTarget, held: int) -> None:
         """Renew the demand Lease of one LLMDeployment, or create it (blocking; raises)."""
+        self._write(
+            target, held, demand_renewal(held, self.holder, self.hold_seconds, self.clock())
+        )
+
+    def write_queued(self, target: DemandTarget, queued: int) -> None:
+        """Set the queued count on the demand Lease (its renewTime untouched: that is the
+        scale-from-zero signal), creating the Lease first if there is none (blocking)."""
+        self._write(target, 0, queued_renewal(queued, self.clock()))
+
+    def _write(self, target: DemandTarget, held: int, body: dict[str, Any]) -> None:
         from kubernetes import client
         from kubernetes.client.exceptions import ApiException
 
@@ -107,7 +129,7 @@ class DemandLeases:
         except ApiException as err:
             if err.status != 404:
                 raise
-            self._create(objects, target, held)
+            self._create(objects, target, held, body["metadata"]["annotations"])
             return
         lease = json.loads(raw.data)
         if not is_demand_lease(lease, target.name):
@@ -115,7 +137,6 @@ class DemandLeases:
                 f"Lease {target.namespace}/{name} is not labelled as the demand Lease of "
                 f"LLMDeployment {target.name}; left alone"
             )
-        body = demand_renewal(held, self.holder, self.hold_seconds, self.clock())
         # The version read: a Lease that changed in between is not overwritten (409).
         body["metadata"]["resourceVersion"] = lease["metadata"]["resourceVersion"]
         objects.patch_namespaced_custom_object(
@@ -127,7 +148,9 @@ class DemandLeases:
             _request_timeout=REQUEST_TIMEOUT,
         )
 
-    def _create(self, objects: Any, target: DemandTarget, held: int) -> None:
+    def _create(
+        self, objects: Any, target: DemandTarget, held: int, annotations: dict[str, str]
+    ) -> None:
         """The first demand of this LLMDeployment: a Lease owned by it, deleted with it."""
         raw = objects.get_namespaced_custom_object(
             contract.GROUP,
@@ -142,6 +165,7 @@ class DemandLeases:
         body = demand_lease(
             target.namespace, target.name, uid, held, self.holder, self.hold_seconds, self.clock()
         )
+        body["metadata"]["annotations"].update(annotations)
         objects.create_namespaced_custom_object(
             LEASE_GROUP,
             LEASE_VERSION,
