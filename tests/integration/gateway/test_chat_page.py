@@ -168,9 +168,8 @@ def selected(driver: Any) -> str:
 
 
 def text_of(driver: Any, css: str) -> str:
-    from selenium.webdriver.common.by import By
-
     from selenium.common.exceptions import StaleElementReferenceException
+    from selenium.webdriver.common.by import By
 
     for _ in range(20):  # the page may replace the element between finding and reading it
         found = driver.find_elements(By.CSS_SELECTOR, css)
