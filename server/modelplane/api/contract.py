@@ -67,6 +67,10 @@ ANNOTATION_SPEC_HASH: Final = f"{GROUP}/spec-hash"
 # told apart from the model's own (and only the former waits for a rollout slot).
 ANNOTATION_MODEL_SPEC_HASH: Final = f"{GROUP}/model-spec-hash"
 
+# On a model Service: requests one replica runs at once (engine.maxNumSeqs), a decimal
+# integer; the gateway queues what exceeds replicas x this, by tenant weight.
+ANNOTATION_REPLICA_CONCURRENCY: Final = f"{GROUP}/replica-concurrency"
+
 # On the gateway's scale-from-zero demand Lease (coordination.k8s.io/v1, one per
 # LLMDeployment, `modelplane.api.demand`), beside its spec.renewTime (when it held a
 # request): how many requests that gateway replica held for the model then (a decimal

@@ -53,6 +53,11 @@ from modelplane.gateway.routing.adapters import adapter_key
 from modelplane.gateway.routing.affinity import affinity_key
 from modelplane.gateway.routing.balancing import stable_hash
 from modelplane.gateway.routing.routes import ModelRoute, Routing, RoutingTable
+from modelplane.gateway.tenants.admission import TenantRefusal
+from modelplane.gateway.tenants.config import Tenant
+from modelplane.gateway.tenants.fair_queue import FairQueue, QueueFullError
+from modelplane.gateway.tenants.stores import StoreUnavailableError
+from modelplane.gateway.tenants.tenancy import DEFAULT_TENANT, Tenancy
 from modelplane.http.asgi import Receive, Scope, Send, header
 from modelplane.http.auth import presented_key
 from modelplane.http.errors import send_error, send_json
@@ -121,6 +126,18 @@ async def _no_demand_hook(route: ModelRoute, held: int) -> None:
     return None
 
 
+def _store_down(tenant: Tenant) -> TenantRefusal:
+    """The limits live in Redis, which cannot be reached, and the gateway fails closed."""
+    return TenantRefusal(
+        503,
+        "service_unavailable",
+        "limits_unavailable",
+        f"the limits of tenant {tenant.name} cannot be checked now; retry shortly",
+        "store_unavailable",
+        BUSY_RETRY_AFTER_S,
+    )
+
+
 class GatewayApp:
     def __init__(
         self,
@@ -135,6 +152,7 @@ class GatewayApp:
         on_demand: DemandHook = _no_demand_hook,
         demand_throttle: DemandThrottle | None = None,
         keys: ApiKeys | None = None,
+        tenancy: Tenancy | None = None,
     ) -> None:
         self.settings = settings
         # Re-read from their file by the runner; fixed when given as settings.api_keys.
@@ -154,6 +172,9 @@ class GatewayApp:
         self._latency: dict[str, Any] = {}
         self._background: set[asyncio.Task[None]] = set()
         self._holding: dict[str, int] = {}  # requests held now, per model
+        # Teams' keys, limits, budgets and turns (tenants.tenancy); None: no tenants, no
+        # gateway queue.
+        self.tenancy = tenancy
         self._tracing = self.tracer.provider is not None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -179,10 +200,16 @@ class GatewayApp:
         else:
             await send_error(send, 404, f"no route {scope['method']} {path}")
 
+    def _tenant(self, key: str | None) -> Tenant | None:
+        return self.tenancy.tenant_for(key) if self.tenancy is not None else None
+
     def _authorized(self, scope: Scope) -> tuple[bool, str]:
         """Whether the request may pass, and the identity its limits are kept under: the
         key, or with no keys configured the client's address (a made-up key per request
         would otherwise be a fresh identity each time)."""
+        if self.tenancy is not None and self.tenancy.tenants is not None:
+            key = presented_key(scope) or ""
+            return self.tenancy.tenant_for(key) is not None, key  # a tenant's key, or none
         if not self.keys.required:
             client = scope.get("client")
             return True, client[0] if client else "anonymous"
@@ -195,10 +222,16 @@ class GatewayApp:
             await _unauthorized(send)
             return
         routes, adapters = self.table.routes, self.table.adapters.models
-        data = [_model_entry(routes[name], self._started) for name in sorted(routes)]
+        tenant = self._tenant(presented_key(scope))
+        data = [
+            _model_entry(routes[name], self._started)
+            for name in sorted(routes)
+            if tenant is None or tenant.may_use(name)
+        ]
         data += [
             _adapter_entry(routes[model], adapter, self._started)
             for adapter, model in sorted(adapters.items())
+            if tenant is None or tenant.may_use(adapter) or tenant.may_use(model)
         ]
         await send_json(send, 200, json.dumps({"object": "list", "data": data}).encode())
 
@@ -282,9 +315,12 @@ class GatewayApp:
             self._count("", 400, "none")
             return
         resolved = self.table.resolve(summary.model)
+        tenant = self._tenant(identity)
         if resolved is None:
             model = summary.model
-            known = ", ".join(sorted([*self.table.routes, *self.table.adapters.models])) or "none"
+            names = [*self.table.routes, *self.table.adapters.models]
+            known = ", ".join(sorted(n for n in names if tenant is None or tenant.may_use(n)))
+            known = known or "none"
             await send_error(
                 send, 404, f"the model {model!r} does not exist; available: {known}", param="model"
             )
@@ -294,16 +330,29 @@ class GatewayApp:
             return
         route, adapter = resolved
         model = route.name  # an adapter's requests count against its base model's caps
-        refusal = self.gate.enter_model(model)
-        if refusal is not None:
-            await self._refuse(send, refusal, model, adapter=adapter)
-            return
+        ticket = uuid.uuid4().hex  # the request's concurrency slot, when its tenant has a cap
+        if tenant is not None:
+            # The allow-list names models or adapters: an adapter listed by name may be
+            # used, and so may every adapter of a listed model.
+            asked = adapter if adapter is not None and tenant.may_use(adapter) else model
+            turned = await self._tenant_admits(send, tenant, asked, ticket, model, adapter)
+            if not turned:
+                return
         try:
-            await self._serve(
-                scope, receive, send, identity, arrived, route, adapter, summary, body
-            )
+            refusal = self.gate.enter_model(model)
+            if refusal is not None:
+                await self._refuse(send, refusal, model, adapter=adapter)
+                return
+            try:
+                await self._serve(
+                    scope, receive, send, identity, arrived, route, adapter, summary, body,
+                    tenant,
+                )  # fmt: skip
+            finally:
+                self.gate.leave_model(model)
         finally:
-            self.gate.leave_model(model)
+            if tenant is not None and self.tenancy is not None:
+                self._spawn(self.tenancy.limits.finished(tenant, ticket), "tenant-finished")
 
     async def _serve(
         self,
@@ -316,6 +365,7 @@ class GatewayApp:
         adapter: str | None,
         summary: _Summary,
         body: BufferedBody,
+        tenant: Tenant | None = None,
     ) -> None:
         model = route.name
         tally: TokenTally | None = None
@@ -324,7 +374,18 @@ class GatewayApp:
             if not decision.allowed:
                 await self._rate_limited(send, decision, model, adapter=adapter)
                 return
-        if self.limiter.counts_tokens or adapter is not None:  # adapters' tokens are counted
+        if tenant is not None and self.tenancy is not None:
+            try:
+                tenant_refusal = await self.tenancy.limits.reserve_tokens(tenant, summary.tokens)
+            except StoreUnavailableError:
+                tenant_refusal = _store_down(tenant)
+            if tenant_refusal is not None:
+                await self._tenant_refused(send, tenant, tenant_refusal, model, adapter)
+                if self.limiter.counts_tokens:
+                    self.limiter.settle_tokens(identity, summary.tokens, 0)
+                return
+        if self.limiter.counts_tokens or adapter is not None or tenant is not None:
+            # Adapters' and tenants' tokens are counted.
             tally = TokenTally(body.size, streaming=summary.streaming)
         request_id = _request_id(scope)
         outcome = Outcome()
@@ -350,24 +411,42 @@ class GatewayApp:
                         self._count(model, 503, "none", adapter)
                         return
                     route = ready_route
-                key_hash = _prefix_hash(route, summary.affinity)
-                if adapter is not None:
-                    # Only its holders; by the conversation when the model is prefix-routed,
-                    # else by the adapter's name.
-                    if key_hash is None:
-                        key_hash = stable_hash(adapter_key(adapter))
-                    route = route.for_adapter(adapter)
-                with self.tracer.span(scope, request_id) as span:
-                    headers = _upstream_headers(scope, request_id, self._tracing)
-                    await self.pool.forward(
-                        route, scope["path"], body, headers, key_hash, send, tally, outcome
-                    )
-                    span.finish(outcome.status)
+                # A saturated model: wait here for a turn, by tenant weight (tenants.fair_queue).
+                queue = self.tenancy.queue_for(route) if self.tenancy is not None else None
+                if queue is not None and not await self._take_turn(
+                    send, queue, route, identity, tenant, adapter
+                ):
+                    return
+                try:
+                    key_hash = _prefix_hash(route, summary.affinity)
+                    if adapter is not None:
+                        # Only its holders; by the conversation when the model is
+                        # prefix-routed, else by the adapter's name.
+                        if key_hash is None:
+                            key_hash = stable_hash(adapter_key(adapter))
+                        route = route.for_adapter(adapter)
+                    with self.tracer.span(scope, request_id) as span:
+                        headers = _upstream_headers(scope, request_id, self._tracing)
+                        await self.pool.forward(
+                            route, scope["path"], body, headers, key_hash, send, tally, outcome
+                        )
+                        span.finish(outcome.status)
+                finally:
+                    if queue is not None:
+                        queue.release()
         finally:
-            if tally is not None and self.limiter.counts_tokens:
+            used = 0
+            if tally is not None and outcome.first_byte_at is not None:
                 # Settled even when cancelled; nothing is charged for what no replica answered.
-                outcome.tokens = tally.total() if outcome.first_byte_at is not None else 0
-                self.limiter.settle_tokens(identity, summary.tokens, outcome.tokens)
+                used = tally.total()
+            if tally is not None and self.limiter.counts_tokens:
+                outcome.tokens = used
+                self.limiter.settle_tokens(identity, summary.tokens, used)
+            if tenant is not None and tally is not None:
+                split = tally.split() if used else (0, 0)
+                self._spawn(
+                    self._settle_tenant(tenant, model, summary.tokens, used, split), "settle"
+                )
         if watch.client_gone:
             outcome.status = 499  # client closed the request (nginx's convention)
         self._record(model, outcome, arrived, held_s)
@@ -375,6 +454,97 @@ class GatewayApp:
             self._record_adapter(model, adapter, outcome, tally)
         if self.settings.access_log or outcome.status >= 500 or outcome.attempts > 1:
             _log_access(scope, model, outcome, arrived, request_id)
+
+    def _spawn(self, work: Coroutine[Any, Any, Any], name: str) -> None:
+        """Bookkeeping that must not delay the response (or be lost when it is cancelled)."""
+        task = asyncio.create_task(work, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _tenant_admits(
+        self,
+        send: Send,
+        tenant: Tenant,
+        asked: str,
+        ticket: str,
+        model: str,
+        adapter: str | None,
+    ) -> bool:
+        """The tenant's allow-list, budget, concurrency and request rate; False once refused."""
+        assert self.tenancy is not None
+        try:
+            refusal = await self.tenancy.limits.admit(tenant, asked, ticket)
+        except StoreUnavailableError:
+            refusal = _store_down(tenant)
+        if refusal is not None:
+            await self._tenant_refused(send, tenant, refusal, model, adapter)
+            return False
+        self.tenancy.metrics.admitted(tenant.name, model)
+        return True
+
+    async def _tenant_refused(
+        self, send: Send, tenant: Tenant, refusal: TenantRefusal, model: str, adapter: str | None
+    ) -> None:
+        assert self.tenancy is not None
+        self.tenancy.metrics.refused(tenant.name, refusal.reason)
+        await send_error(
+            send,
+            refusal.status,
+            refusal.message,
+            retry_after=refusal.retry_after_s,
+            type_=refusal.type,
+            code=refusal.code,
+        )
+        self._count(model, refusal.status, "none", adapter)
+
+    async def _take_turn(
+        self,
+        send: Send,
+        queue: FairQueue,
+        route: ModelRoute,
+        identity: str,
+        tenant: Tenant | None,
+        adapter: str | None,
+    ) -> bool:
+        """A slot on the saturated model, after the tenants ahead by weight; False once
+        refused (the tenant already has as many requests waiting as it may)."""
+        assert self.tenancy is not None
+        key, weight = (tenant.name, tenant.weight) if tenant is not None else (identity, 1.0)
+        label = tenant.name if tenant is not None else DEFAULT_TENANT
+        try:
+            await self.tenancy.wait_turn(queue, route, key, weight, label)
+        except QueueFullError:
+            limit = self.tenancy.max_queued_per_tenant
+            self.tenancy.metrics.refused(label, "queue_full")
+            await send_error(
+                send,
+                429,
+                f"{'tenant ' + label if tenant is not None else 'this client'} already has "
+                f"{limit} requests waiting for model {route.name!r}, which is saturated",
+                retry_after=BUSY_RETRY_AFTER_S,
+                type_="requests",
+                code="rate_limit_exceeded",
+            )
+            self._count(route.name, 429, "none", adapter)
+            return False
+        return True
+
+    async def _settle_tenant(
+        self, tenant: Tenant, model: str, reserved: int, used: int, split: tuple[int, int]
+    ) -> None:
+        """Usage counted, the token reservation corrected, the budget charged."""
+        assert self.tenancy is not None
+        self.tenancy.metrics.used(tenant.name, model, *split)
+        try:
+            state = await self.tenancy.limits.settle(tenant, reserved, used)
+        except StoreUnavailableError:
+            log.warning("tenant usage not counted: the shared limit store is unreachable",
+                        extra={"tenant": tenant.name, "tokens": used})  # fmt: skip
+            return
+        if state is not None and tenant.budget_period is not None:
+            self.tenancy.metrics.budget(
+                tenant.name, tenant.budget_period.value, state.limit, state.spent
+            )
 
     async def _rate_limited(
         self, send: Send, decision: Decision, model: str, *, adapter: str | None = None

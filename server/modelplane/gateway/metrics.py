@@ -116,6 +116,14 @@ class GatewayMetrics:
             ("model",),
             registry=registry,
         )
+        self.shared_store_up = Gauge(
+            "modelplane_gateway_shared_store_up",
+            "1 while the Redis that tenants' limits are shared in answers, 0 while it does "
+            "not (the gateway then counts in its own memory, or answers 503: "
+            "--redis-failure); absent without Redis.",
+            ("store",),
+            registry=registry,
+        )
         # LoRA adapters: `adapter` is only ever a configured adapter's name (a request's
         # `model` that discovery did not list as an adapter is never a label value).
         self.adapter_requests = Counter(

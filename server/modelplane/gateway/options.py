@@ -54,9 +54,28 @@ class GatewayOptions(BaseModel):
     max_buffered_bytes: Annotated[int, Field(ge=1024 * 1024)] = 512 * 1024 * 1024
     max_upstream_connections: Count = 1024
     drain_timeout: Annotated[float, Field(ge=0)] = 30.0
+    tenants: Path | None = None
+    redis_url: str | None = Field(None, repr=False)  # may hold a password
+    redis_failure: Literal["open", "closed"] = "open"
+    replica_concurrency: Annotated[int, Field(ge=1, le=4096)] | None = None
+    max_queued_per_tenant: Count = 256
     otlp_traces_endpoint: str | None = None
     log_format: Literal["json", "text"] = "json"
     access_log: bool = False
+
+    @model_validator(mode="after")
+    def _keys_from_one_place(self) -> GatewayOptions:
+        if self.tenants is not None and self.api_key_file is not None:
+            raise ValueError(
+                "give tenants or api_key_file, not both: the tenants file holds every key"
+            )
+        if self.redis_url is not None and self.tenants is None:
+            raise ValueError("redis_url shares tenants' limits: it needs tenants")
+        if self.redis_url is not None and not self.redis_url.startswith(
+            ("redis://", "rediss://", "unix://")
+        ):
+            raise ValueError("redis_url must start with redis://, rediss:// or unix://")
+        return self
 
     @model_validator(mode="after")
     def _ports_differ(self) -> GatewayOptions:
@@ -214,6 +233,41 @@ def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
         "--demand-interval",
         type=float,
         help="Least seconds between scale-from-zero signals per model (2).",
+    )
+    t = parser.add_argument_group("tenants")
+    t.add_argument(
+        "--tenants",
+        type=Path,
+        metavar="FILE",
+        help="Tenants file: each team's keys, weight, limits, budget and models (instead of "
+        "--api-key-file). Re-read every --key-reload-interval seconds; a bad reload keeps "
+        "the tenants read before.",
+    )
+    t.add_argument(
+        "--redis-url",
+        metavar="URL",
+        help="Redis shared by the gateway replicas, so a tenant's limits and budget hold "
+        "across them and survive restarts (redis://host:6379/0; default: this process).",
+    )
+    t.add_argument(
+        "--redis-failure",
+        choices=("open", "closed"),
+        help="With Redis unreachable: count in this replica's memory until it is back "
+        "(open, the default) or answer 503 (closed).",
+    )
+    t.add_argument(
+        "--replica-concurrency",
+        type=int,
+        metavar="N",
+        help="Requests one replica runs at once, for models whose discovery does not say "
+        "(engine.maxNumSeqs, or the static file's concurrency); past replicas x N the "
+        "gateway queues requests and serves them by tenant weight (default: no queue).",
+    )
+    t.add_argument(
+        "--max-queued-per-tenant",
+        type=int,
+        metavar="N",
+        help="Requests one tenant may have waiting for a saturated model (256); one more is a 429.",
     )
     o = parser.add_argument_group("observability")
     o.add_argument(

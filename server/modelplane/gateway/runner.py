@@ -42,6 +42,17 @@ from modelplane.gateway.options import GatewayOptions
 from modelplane.gateway.proxy import ProxySettings, UpstreamPool
 from modelplane.gateway.routing.resilience import OutlierDetector, RetryBudget
 from modelplane.gateway.routing.routes import ModelRoute, RoutingTable
+from modelplane.gateway.tenants.admission import TenantLimits
+from modelplane.gateway.tenants.budgets import Budgets
+from modelplane.gateway.tenants.config import TenantsFileWatch
+from modelplane.gateway.tenants.metrics import TenantMetrics
+from modelplane.gateway.tenants.stores import (
+    FailoverLimitStore,
+    LimitStore,
+    MemoryLimitStore,
+    RedisLimitStore,
+)
+from modelplane.gateway.tenants.tenancy import Tenancy
 from modelplane.http.connections import ConnectionLimits, guarded_protocol
 from modelplane.http.key_store import ApiKeys
 from modelplane.http.logs import logging_config
@@ -61,12 +72,51 @@ class Gateway:
     metrics_app: MetricsApp
 
 
+REDIS_TIMEOUT_S = 0.5  # per call: a limiter that answers later than this is down
+
+
+def build_tenancy(
+    options: GatewayOptions,
+    registry: CollectorRegistry,
+    watch: TenantsFileWatch | None,
+    store_up: Callable[[bool], None] = lambda up: None,
+) -> Tenancy | None:
+    """Tenants' limits and the gateway queue, when either is configured."""
+    if watch is None and options.replica_concurrency is None:
+        return None
+    store: LimitStore = MemoryLimitStore()
+    if options.redis_url is not None:
+        from redis.asyncio import Redis
+
+        client = Redis.from_url(
+            options.redis_url,
+            socket_timeout=REDIS_TIMEOUT_S,
+            socket_connect_timeout=REDIS_TIMEOUT_S,
+        )
+        store = FailoverLimitStore(
+            RedisLimitStore(client),
+            MemoryLimitStore(),
+            fail_open=options.redis_failure == "open",
+            on_state=store_up,
+        )
+        store_up(True)  # until a call finds it down
+    return Tenancy(
+        TenantLimits(store, Budgets(store)),
+        TenantMetrics(registry),
+        watch=watch,
+        default_concurrency=options.replica_concurrency,
+        max_queued_per_tenant=options.max_queued_per_tenant,
+        queue_signal_interval_s=options.demand_interval,
+    )
+
+
 def build_gateway(
     options: GatewayOptions,
     keys: ApiKeys | tuple[str, ...],
     registry: CollectorRegistry,
     *,
     static_config: StaticConfig | None = None,
+    tenants: TenantsFileWatch | None = None,
 ) -> Gateway:
     """Everything but the listening socket. Must run inside the event loop."""
     metrics = GatewayMetrics(registry)
@@ -96,6 +146,15 @@ def build_gateway(
         service_name="modelplane-gateway",
     )
     on_demand = None
+    on_queued = None
+    tenancy = build_tenancy(
+        options, registry, tenants, lambda up: metrics.shared_store_up.labels("redis").set(up)
+    )
+    if tenancy is not None:
+        table.listeners.append(tenancy.update_capacities)
+        table.listeners.append(lambda routes: tenancy.prepare(list(routes)))
+        if tenants is not None:
+            tenants.on_change = lambda _: tenancy.prepare(list(table.routes))
     discover: Callable[[], Coroutine[Any, Any, None]]
     if options.discovery == "kubernetes":
         kube = KubernetesDiscovery(
@@ -106,7 +165,7 @@ def build_gateway(
             on_conflicts=_conflicts_gauge(metrics),
         )
         demand = DemandLeases(default_api_client, hold_seconds=options.hold_timeout)
-        discover, on_demand = kube.run, demand.record
+        discover, on_demand, on_queued = kube.run, demand.record, demand.record_queued
     else:
         static = StaticDiscovery(
             table,
@@ -138,8 +197,11 @@ def build_gateway(
         tracer=tracer,
         demand_throttle=DemandThrottle(options.demand_interval),
         keys=keys if isinstance(keys, ApiKeys) else ApiKeys.fixed(keys),
+        tenancy=tenancy,
         **({"on_demand": on_demand} if on_demand is not None else {}),
     )
+    if tenancy is not None and on_queued is not None:
+        tenancy.on_queued = on_queued
     return Gateway(app, table, pool, discover, tracer, MetricsApp(registry))
 
 
@@ -243,6 +305,13 @@ async def serve_gateway(gateway: Gateway, options: GatewayOptions, stop: asyncio
     keys_task = asyncio.create_task(
         gateway.app.keys.watch(options.key_reload_interval), name="key-reload"
     )
+    tenancy = gateway.app.tenancy
+    tenants_task = asyncio.create_task(
+        tenancy.watch.watch(options.key_reload_interval)
+        if tenancy is not None and tenancy.watch is not None
+        else asyncio.Event().wait(),
+        name="tenants-reload",
+    )
     stop_task = asyncio.create_task(stop.wait(), name="stop")
     done, _ = await asyncio.wait(
         {http_task, metrics_task, discovery_task, stop_task}, return_when=asyncio.FIRST_COMPLETED
@@ -263,9 +332,9 @@ async def serve_gateway(gateway: Gateway, options: GatewayOptions, stop: asyncio
     # Scraped until the API has drained, so the drain shows on the dashboards.
     scrapes.should_exit = True
     await metrics_task
-    for task in (discovery_task, keys_task, stop_task):
+    for task in (discovery_task, keys_task, tenants_task, stop_task):
         task.cancel()
-    await asyncio.gather(discovery_task, keys_task, stop_task, return_exceptions=True)
+    await asyncio.gather(discovery_task, keys_task, tenants_task, stop_task, return_exceptions=True)
     await gateway.pool.close()
     gateway.tracer.shutdown()
     log.info("stopped", extra={"exit_code": code})
@@ -277,6 +346,14 @@ def run_gateway(options: GatewayOptions) -> int:
     logging.config.dictConfig(logging_config(options.log_format))
     try:
         keys = ApiKeys(options.api_key_file)
+        tenants = TenantsFileWatch(options.tenants) if options.tenants is not None else None
+        if options.redis_url is not None:
+            try:
+                import redis  # noqa: F401
+            except ImportError as err:
+                raise ConfigError(
+                    "--redis-url needs the `redis` client: pip install 'modelplane[gateway]'"
+                ) from err
         if options.discovery == "kubernetes":
             try:
                 import kubernetes  # noqa: F401
@@ -295,13 +372,13 @@ def run_gateway(options: GatewayOptions) -> int:
         return 2
     import uvloop
 
-    return int(uvloop.run(_main(options, keys)))
+    return int(uvloop.run(_main(options, keys, tenants)))
 
 
-async def _main(options: GatewayOptions, keys: ApiKeys) -> int:
+async def _main(options: GatewayOptions, keys: ApiKeys, tenants: TenantsFileWatch | None) -> int:
     stop = asyncio.Event()
     install_stop_signals(stop)
-    gateway = build_gateway(options, keys, REGISTRY)
+    gateway = build_gateway(options, keys, REGISTRY, tenants=tenants)
     log.info(
         "gateway starting",
         extra={

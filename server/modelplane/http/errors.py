@@ -51,14 +51,23 @@ def error_type(status: int) -> str:
     return "invalid_request_error" if 400 <= status < 500 else "server_error"
 
 
-def error_body(status: int, message: str, *, param: str | None = None) -> bytes:
-    """The JSON body of an OpenAI-style error for this HTTP status."""
+def error_body(
+    status: int,
+    message: str,
+    *,
+    param: str | None = None,
+    type_: str | None = None,
+    code: str | None = None,
+) -> bytes:
+    """The JSON body of an OpenAI-style error for this HTTP status. `type_` and `code`
+    replace the status's own where OpenAI's clients look for a specific pair (a spent
+    quota is `insufficient_quota` in both)."""
     payload = {
         "error": {
             "message": message,
-            "type": error_type(status),
+            "type": type_ or error_type(status),
             "param": param,
-            "code": status,
+            "code": code if code is not None else status,
         }
     }
     return json.dumps(payload).encode()
@@ -155,6 +164,8 @@ async def send_error(
     param: str | None = None,
     retry_after: int | None = None,
     close: bool = False,
+    type_: str | None = None,
+    code: str | None = None,
 ) -> None:
     """Send the envelope; `close` also ends the connection after it (the request's
     body may be half read, so the connection cannot carry another request)."""
@@ -165,4 +176,5 @@ async def send_error(
         headers.append((b"retry-after", str(retry_after).encode()))
     if status == 401:
         headers.append((b"www-authenticate", b"Bearer"))
-    await send_json(send, status, error_body(status, message, param=param), headers)
+    body = error_body(status, message, param=param, type_=type_, code=code)
+    await send_json(send, status, body, headers)

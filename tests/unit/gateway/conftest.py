@@ -27,6 +27,7 @@ from modelplane.gateway.metrics import GatewayMetrics, MetricsApp
 from modelplane.gateway.proxy import ProxySettings, UpstreamPool
 from modelplane.gateway.routing.resilience import RetryBudget
 from modelplane.gateway.routing.routes import ModelRoute, Routing, RoutingTable, Track
+from modelplane.gateway.tenants.tenancy import Tenancy
 from modelplane.http.key_store import ApiKeys
 from modelplane.http.server import SignalFreeServer
 from modelplane.http.tracing import RequestTracer
@@ -214,10 +215,14 @@ async def serve_gateway() -> AsyncIterator[GatewayFactory]:
         on_demand: DemandHook | None = None,
         demand_throttle: DemandThrottle | None = None,
         keys: ApiKeys | None = None,
+        tenancy: Callable[[CollectorRegistry], Tenancy] | None = None,
     ) -> ServedGateway:
         registry = CollectorRegistry()
         metrics = GatewayMetrics(registry)
         table = RoutingTable()
+        served_tenancy = tenancy(registry) if tenancy is not None else None
+        if served_tenancy is not None:
+            table.listeners.append(served_tenancy.update_capacities)
         table.replace(routes)
         pool = UpstreamPool.open(proxy or ProxySettings(connect_timeout_s=1), metrics)
         if budget is not None:
@@ -232,6 +237,7 @@ async def serve_gateway() -> AsyncIterator[GatewayFactory]:
             tracer=tracer,
             demand_throttle=demand_throttle,
             keys=keys,
+            tenancy=served_tenancy,
             **({"on_demand": on_demand} if on_demand is not None else {}),
         )
         server, task, port = await _serve(app)

@@ -2,7 +2,8 @@
 
 The annotations are the gateway's contract (modelplane.api.contract): the
 served model name, this track's share of traffic, the revision it serves,
-the balancing strategy, and the names of the model's LoRA adapters.
+the balancing strategy, the names of the model's LoRA adapters, and how many
+requests one replica runs at once (when the engine is told).
 """
 
 from __future__ import annotations
@@ -19,6 +20,12 @@ def _adapters_annotation(spec: LLMDeploymentSpec) -> dict[str, str]:
     if not spec.adapters:
         return {}
     return {contract.ANNOTATION_ADAPTERS: ",".join(a.name for a in spec.adapters)}
+
+
+def _concurrency_annotation(spec: LLMDeploymentSpec) -> dict[str, str]:
+    """What one replica runs at once, when the engine is told: the gateway's queue bound."""
+    seqs = spec.engine.max_num_seqs
+    return {} if seqs is None else {contract.ANNOTATION_REPLICA_CONCURRENCY: str(seqs)}
 
 
 def build_service(
@@ -45,6 +52,7 @@ def build_service(
                 contract.ANNOTATION_REVISION: revision or spec.model.revision,
                 contract.ANNOTATION_ROUTING: routing_strategy(spec),
                 **_adapters_annotation(spec),
+                **_concurrency_annotation(spec),
             },
         },
         "spec": {

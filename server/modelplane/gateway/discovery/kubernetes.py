@@ -100,6 +100,7 @@ class ModelService:
     owner_reference: tuple[str, str] | None = None  # (name, uid) of its LLMDeployment
     adapters: frozenset[str] = frozenset()  # LoRA adapters configured for the model
     adapter_problems: tuple[str, ...] = ()  # names in the annotation that were left out
+    concurrency: int | None = None  # requests one replica runs at once, when the Service says
 
 
 def model_service(obj: Mapping[str, Any]) -> ModelService | None:
@@ -132,7 +133,16 @@ def model_service(obj: Mapping[str, Any]) -> ModelService | None:
         owner_reference=llmdeployment_reference(meta),
         adapters=frozenset(adapters.names),
         adapter_problems=adapters.problems,
+        concurrency=replica_concurrency(annotations.get(contract.ANNOTATION_REPLICA_CONCURRENCY)),
     )
+
+
+def replica_concurrency(annotation: object) -> int | None:
+    """The Service's replica-concurrency annotation; anything but 1..4096 is unknown."""
+    if not isinstance(annotation, str) or not annotation.isdecimal() or len(annotation) > 4:
+        return None
+    value = int(annotation)
+    return value if 1 <= value <= 4096 else None
 
 
 def slice_endpoints(obj: Mapping[str, Any]) -> tuple[ObjectKey, tuple[str, ...]] | None:
@@ -229,6 +239,9 @@ def routes_from_cluster(
             upstream_key_problem=problem,
             adapters=adapters,
             loaded={u: names for u, names in held.items() if names},
+            concurrency=min(
+                (s.concurrency for s in members if s.concurrency is not None), default=None
+            ),
         )
     return ClusterRoutes(routes, conflicts, untrusted)
 

@@ -21,6 +21,8 @@ whose `/ready` lists it as loaded, and is held while none does.
         upstreams: [http://127.0.0.1:8001, http://127.0.0.1:8002]
         upstreamApiKeyFile: smollm2.key   # optional
         adapters: [sql-lora]              # optional: LoRA adapters served by these replicas
+        concurrency: 8                    # optional: requests one replica runs at once; the
+                                          # gateway queues what exceeds it by tenant weight
       llama:
         routing: prefix              # least-load (default) | prefix | round-robin
         tracks:                      # weighted split, e.g. a canary
@@ -72,6 +74,8 @@ class StaticModel(_Strict):
     tracks: dict[str, StaticTrack] = {}
     upstream_api_key_file: Path | None = Field(None, alias="upstreamApiKeyFile")
     adapters: list[str] = []
+    # Requests one replica runs at once; past replicas x this the gateway queues by tenant.
+    concurrency: Annotated[int, Field(ge=1, le=4096)] | None = None
 
     @field_validator("adapters")
     @classmethod
@@ -158,6 +162,7 @@ def routes_from_static(
             endpoints=_model_endpoints(model, endpoints),
             adapters=frozenset(model.adapters),
             loaded=_model_loaded(model, ready_set, loaded),
+            concurrency=model.concurrency,
             upstream_key=keys.get(name),
             upstream_key_problem=(
                 f"no key read from {model.upstream_api_key_file}"

@@ -26,6 +26,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+MAX_REMEMBERED = 4096  # tenants' last finish tags kept before the passed ones are dropped
+
 
 class QueueFullError(Exception):
     """The tenant already has as many requests waiting for this model as it may."""
@@ -93,6 +95,10 @@ class FairQueue:
     def _tag(self, tenant: str, weight: float) -> float:
         start = max(self._virtual, self._finish.get(tenant, 0.0))
         self._finish[tenant] = start + 1.0 / weight
+        if len(self._finish) > MAX_REMEMBERED:
+            # A tenant whose last finish V has passed starts at V anyway: forgetting it
+            # changes no tag, and keeps the memory bounded by the tenants still ahead.
+            self._finish = {t: f for t, f in self._finish.items() if f > self._virtual}
         return start
 
     def _forget(self, waiter: _Waiter) -> None:
