@@ -67,7 +67,8 @@ ANNOTATION_SPEC_HASH: Final = f"{GROUP}/spec-hash"
 # told apart from the model's own (and only the former waits for a rollout slot).
 ANNOTATION_MODEL_SPEC_HASH: Final = f"{GROUP}/model-spec-hash"
 
-# On a model Service: requests one replica runs at once (engine.maxNumSeqs), a decimal
+# On a model Service: requests one replica runs at once (`--max-num-seqs` in the engine's
+# extraArgs), a decimal
 # integer; the gateway queues what exceeds replicas x this, by tenant weight.
 ANNOTATION_REPLICA_CONCURRENCY: Final = f"{GROUP}/replica-concurrency"
 

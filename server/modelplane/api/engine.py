@@ -138,13 +138,6 @@ class EngineConfig(BaseModel):
     max_model_len: Annotated[Annotated[int, Field(ge=16)] | None, Flag("--max-model-len")] = Field(
         None, description="Context length in tokens; defaults to the model's own."
     )
-    max_num_seqs: Annotated[Annotated[int, Field(ge=1, le=4096)] | None, Flag("--max-num-seqs")] = (
-        Field(
-            None,
-            description="Requests one replica runs at once (its batch); the gateway queues "
-            "what exceeds it by tenant weight. Unset: the engine's default.",
-        )
-    )
     gpu_memory_utilization: Annotated[
         float,
         Field(gt=0.0, le=1.0),

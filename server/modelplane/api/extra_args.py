@@ -234,3 +234,18 @@ def extra_args_problem(
     if expecting is not None and values == 0:
         return f"extraArgs sets {expecting} without a value"
     return None
+
+
+def flag_value(items: Sequence[str], flag: str) -> str | None:
+    """The value `items` (already checked by `extra_args_problem`) give `flag` (a long
+    flag, e.g. `--max-num-seqs`), the last one when given twice; None when not given."""
+    found: str | None = None
+    for index, item in enumerate(items):
+        if not item.startswith("-") or canonical_flag(item)[0] != flag:
+            continue
+        inline = canonical_flag(item)[1]
+        if inline is not None:
+            found = inline
+        elif index + 1 < len(items) and not items[index + 1].startswith("-"):
+            found = items[index + 1]
+    return found

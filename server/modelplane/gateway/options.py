@@ -260,7 +260,8 @@ def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help="Requests one replica runs at once, for models whose discovery does not say "
-        "(engine.maxNumSeqs, or the static file's concurrency); past replicas x N the "
+        "(--max-num-seqs in engine.extraArgs, or the static file's concurrency); past "
+        "replicas x N the "
         "gateway queues requests and serves them by tenant weight (default: no queue).",
     )
     t.add_argument(

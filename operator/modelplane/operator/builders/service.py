@@ -3,7 +3,7 @@
 The annotations are the gateway's contract (modelplane.api.contract): the
 served model name, this track's share of traffic, the revision it serves,
 the balancing strategy, the names of the model's LoRA adapters, and how many
-requests one replica runs at once (when the engine is told).
+requests one replica runs at once (when `--max-num-seqs` tells the engine).
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from modelplane.api import contract
+from modelplane.api.extra_args import flag_value
 from modelplane.api.llmdeployment import LLMDeploymentSpec, routing_strategy, served_model_name
 from modelplane.operator.builders.naming import child_labels, pod_selector, service_name
 
@@ -23,9 +24,12 @@ def _adapters_annotation(spec: LLMDeploymentSpec) -> dict[str, str]:
 
 
 def _concurrency_annotation(spec: LLMDeploymentSpec) -> dict[str, str]:
-    """What one replica runs at once, when the engine is told: the gateway's queue bound."""
-    seqs = spec.engine.max_num_seqs
-    return {} if seqs is None else {contract.ANNOTATION_REPLICA_CONCURRENCY: str(seqs)}
+    """What one replica runs at once when the engine is told (`--max-num-seqs` in
+    `engine.extraArgs`): where the gateway starts queueing by tenant weight."""
+    seqs = flag_value(spec.engine.extra_args, "--max-num-seqs")
+    if seqs is None or not seqs.isdecimal() or not 1 <= int(seqs) <= 4096:
+        return {}
+    return {contract.ANNOTATION_REPLICA_CONCURRENCY: str(int(seqs))}
 
 
 def build_service(

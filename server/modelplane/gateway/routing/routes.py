@@ -65,7 +65,7 @@ class ModelRoute:
     # The adapters each replica (by URL) has loaded, as its `/ready` said; a replica
     # that said none is absent.
     loaded: Mapping[str, frozenset[str]] = field(default_factory=dict, hash=False)
-    # Requests one replica runs at once (engine.maxNumSeqs, or the static file's
+    # Requests one replica runs at once (`--max-num-seqs` in engine.extraArgs, or the static file's
     # `concurrency`); None: unknown, the gateway's --replica-concurrency applies.
     concurrency: int | None = None
 
