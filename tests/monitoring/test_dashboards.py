@@ -29,7 +29,7 @@ from tests.monitoring.dashboards import (
 )
 from tests.monitoring.prometheus import promtool
 
-VALUES = {"namespace": "ml", "model": "chat", "datasource": "prometheus"}
+VALUES = {"namespace": "ml", "model": "chat", "tenant": "team-a", "datasource": "prometheus"}
 
 MODELS_PANELS = {
     "Requests/s by status", "Error ratio (5xx)", "Tokens/s in and out", "Running requests",
@@ -37,7 +37,9 @@ MODELS_PANELS = {
     "KV-cache usage", "Prefix-cache hit rate", "GPU utilization", "GPU memory used",
     "Replicas: desired vs ready", "Gateway requests/s by code", "Gateway added latency",
     "Gateway retries and ejections", "Held requests", "Adapter requests/s by code",
-    "Adapter tokens/s", "Adapter replicas",
+    "Adapter tokens/s", "Adapter replicas", "Tenant requests/s", "Tenant tokens/s",
+    "Tenant share of model tokens", "Tenant throttled requests/s", "Tenant budget used",
+    "Tenant queue wait (p95)", "Tenant requests waiting", "Tenant limit store up",
 }  # fmt: skip
 OPERATOR_PANELS = {
     "Reconciles/s by result", "Reconcile errors", "Reconcile duration", "Operator replicas up",
@@ -85,15 +87,22 @@ def test_dashboard_is_loadable_by_grafana(path: Path) -> None:
             assert used <= defined, f"{panel['title']}: undefined {used - defined}"
 
 
-def test_models_dashboard_filters_by_namespace_and_model() -> None:
+def test_models_dashboard_filters_by_namespace_model_and_tenant() -> None:
     dash = board("Modelplane / Models")
     names = variables(dash)
-    for name in ("namespace", "model"):
+    for name in ("namespace", "model", "tenant"):
         assert names[name]["multi"] and names[name]["includeAll"]
         label_values_query(names[name]["query"]["query"])
     assert "$namespace" in names["model"]["query"]["query"]
+    assert "$model" in names["tenant"]["query"]["query"]
     for query in queries(dash):
-        if query.panel.startswith(("Gateway", "Held", "Adapter")):
+        if query.panel.startswith("Tenant"):
+            # Gateway series too; a tenant's limits, budget and the shared store have no model.
+            if "shared_store_up" not in query.expr:
+                assert "$tenant" in query.expr, query
+            if re.search(r"tenant_(requests|tokens)_total|queue_(seconds|waiting)", query.expr):
+                assert "$model" in query.expr, query
+        elif query.panel.startswith(("Gateway", "Held", "Adapter")):
             # The gateway runs in the chart's namespace, whatever the model's.
             assert "$model" in query.expr or "added_latency" in query.expr, query
         else:
