@@ -51,6 +51,7 @@ from modelplane.gateway.tenants.stores import (
     LimitStore,
     MemoryLimitStore,
     RedisLimitStore,
+    redis_client,
 )
 from modelplane.gateway.tenants.tenancy import Tenancy
 from modelplane.http.connections import ConnectionLimits, guarded_protocol
@@ -86,15 +87,8 @@ def build_tenancy(
         return None
     store: LimitStore = MemoryLimitStore()
     if options.redis_url is not None:
-        from redis.asyncio import Redis
-
-        client = Redis.from_url(
-            options.redis_url,
-            socket_timeout=REDIS_TIMEOUT_S,
-            socket_connect_timeout=REDIS_TIMEOUT_S,
-        )
         store = FailoverLimitStore(
-            RedisLimitStore(client),
+            RedisLimitStore(redis_client(options.redis_url, REDIS_TIMEOUT_S)),
             MemoryLimitStore(),
             fail_open=options.redis_failure == "open",
             on_state=store_up,

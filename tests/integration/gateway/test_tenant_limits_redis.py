@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
+import httpx
 import pytest
 from redis.asyncio import Redis
 
@@ -24,8 +25,12 @@ from modelplane.gateway.tenants.stores import (
     MemoryLimitStore,
     RedisLimitStore,
     StoreUnavailableError,
+    redis_client,
 )
+from tests.integration.gateway.conftest import GatewayProcess
 from tests.support.redis_server import REDIS_SERVER, RedisServer
+from tests.unit.gateway.conftest import StubFactory
+from tests.unit.gateway.conftest import stub_replicas as stub_replicas  # a fixture
 
 pytestmark = pytest.mark.skipif(
     not Path(REDIS_SERVER).exists(), reason="redis-server is installed by `make test`"
@@ -58,7 +63,7 @@ def team_a() -> Tenant:
 
 def replica(url: str, *, fail_open: bool = True, clock: list[float] | None = None) -> TenantLimits:
     """One gateway replica's view: its own connection, its own memory to fall back on."""
-    client = Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
+    client = redis_client(url, 1.0)
     now = clock if clock is not None else [0.0]
     store = FailoverLimitStore(
         RedisLimitStore(client, prefix="test"),
@@ -148,3 +153,65 @@ def test_with_redis_gone_a_fail_closed_replica_refuses(redis_server: RedisServer
             await limits.admit(a, "m", "r2")
 
     asyncio.run(scenario())
+
+
+# ---- two gateway processes ----------------------------------------------------------------
+
+SHARED = """
+tenants:
+  team-a:
+    keys: [sk-team-a-0001]
+    budget: {tokens: 10, period: month}
+"""
+
+
+async def _ask(gateway: GatewayProcess, client: httpx.AsyncClient) -> httpx.Response:
+    return await client.post(
+        f"{gateway.url}/v1/chat/completions",
+        headers={"Authorization": "Bearer sk-team-a-0001"},
+        json={"model": "smollm2", "messages": [{"role": "user", "content": "hi"}]},
+    )
+
+
+async def test_two_gateway_processes_share_one_budget_through_redis_and_outlive_it(
+    tmp_path: Path, redis_server: RedisServer, stub_replicas: StubFactory
+) -> None:
+    """Each stub answer uses 7 tokens; the budget is 10. One request through each gateway
+    spends it for both. Redis restarts empty (no persistence here): the count starts again.
+    Redis gone: the fail-open gateway serves on, counting in its own memory; the
+    fail-closed one answers 503."""
+    (replica,) = await stub_replicas(1)
+    tenants = tmp_path / "tenants.yaml"
+    tenants.write_text(SHARED)
+
+    def gateway(name: str, failure: str) -> GatewayProcess:
+        return GatewayProcess.static(
+            tmp_path, name, [replica.url], "--tenants", str(tenants),
+            "--redis-url", redis_server.url, "--redis-failure", failure,
+        ).start()  # fmt: skip
+
+    one, two = gateway("one", "open"), gateway("two", "closed")
+    try:
+        await one.wait_synced_async()
+        await two.wait_synced_async()
+        async with httpx.AsyncClient(timeout=10) as client:
+            assert (await _ask(one, client)).status_code == 200  # 7 of 10
+            assert (await _ask(two, client)).status_code == 200  # 14: spent, for both
+            spent = await _ask(one, client)
+            assert spent.status_code == 429, spent.text
+            assert spent.json()["error"]["code"] == "insufficient_quota"
+
+            redis_server.stop()
+            redis_server.start()  # empty: the month's count starts again
+            assert (await _ask(two, client)).status_code == 200
+
+            redis_server.stop()
+            assert (await _ask(one, client)).status_code == 200  # open: its own memory
+            closed = await _ask(two, client)
+            assert closed.status_code == 503, closed.text
+            assert closed.json()["error"]["code"] == "limits_unavailable"
+            assert closed.headers["retry-after"] == "1"
+        assert one.metric("modelplane_gateway_shared_store_up", store="redis") == 0
+    finally:
+        one.stop()
+        two.stop()

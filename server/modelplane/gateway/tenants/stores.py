@@ -219,6 +219,24 @@ class RedisLimitStore:
         return int(total)
 
 
+def redis_client(url: str, timeout_s: float) -> Any:
+    """A `redis.asyncio.Redis` for `url`: each call bounded by `timeout_s`, and a call that
+    meets a connection Redis closed (a restart) tried once more on a fresh one, so a
+    restart costs no request."""
+    from redis.asyncio import Redis
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    return Redis.from_url(
+        url,
+        socket_timeout=timeout_s,
+        socket_connect_timeout=timeout_s,
+        retry=Retry(NoBackoff(), 1),
+        retry_on_error=[RedisConnectionError],
+    )
+
+
 def _unreachable_errors() -> tuple[type[BaseException], ...]:
     from redis.exceptions import ConnectionError as RedisConnectionError
     from redis.exceptions import TimeoutError as RedisTimeoutError
