@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -14,6 +16,8 @@ from modelplane.gateway.routing.routes import Routing
 
 PositiveSeconds = Annotated[float, Field(gt=0)]
 Count = Annotated[int, Field(ge=1)]
+# --redis-url's default: a URL with a password belongs in a Secret, not on the command line.
+REDIS_URL_ENV = "MODELPLANE_REDIS_URL"
 
 
 class GatewayOptions(BaseModel):
@@ -70,7 +74,10 @@ class GatewayOptions(BaseModel):
                 "give tenants or api_key_file, not both: the tenants file holds every key"
             )
         if self.redis_url is not None and self.tenants is None:
-            raise ValueError("redis_url shares tenants' limits: it needs tenants")
+            raise ValueError(
+                f"redis_url (--redis-url or {REDIS_URL_ENV}) shares tenants' limits: "
+                "it needs tenants"
+            )
         if self.redis_url is not None and not self.redis_url.startswith(
             ("redis://", "rediss://", "unix://")
         ):
@@ -247,7 +254,9 @@ def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
         "--redis-url",
         metavar="URL",
         help="Redis shared by the gateway replicas, so a tenant's limits and budget hold "
-        "across them and survive restarts (redis://host:6379/0; default: this process).",
+        f"across them and survive restarts (redis://host:6379/0; default: ${REDIS_URL_ENV} "
+        "if set, else this process). A URL with a password is better given in "
+        f"{REDIS_URL_ENV} than here, where `ps` shows it.",
     )
     t.add_argument(
         "--redis-failure",
@@ -291,8 +300,14 @@ def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
 _FIELDS = tuple(GatewayOptions.model_fields)
 
 
-def options_from_args(args: argparse.Namespace, **overrides: Any) -> GatewayOptions:
+def options_from_args(
+    args: argparse.Namespace, environ: Mapping[str, str] | None = None, **overrides: Any
+) -> GatewayOptions:
+    """The flags given, over the environment (`environ`, default os.environ), over defaults."""
     given = {name: getattr(args, name) for name in _FIELDS if getattr(args, name, None) is not None}
+    env_redis_url = (os.environ if environ is None else environ).get(REDIS_URL_ENV)
+    if env_redis_url and "redis_url" not in given:
+        given["redis_url"] = env_redis_url
     try:
         return GatewayOptions.model_validate({**given, **overrides})
     except ValidationError as err:
