@@ -61,6 +61,22 @@ MATRIX: dict[str, dict[str, Any]] = {
         "gateway": {"enabled": True, "requestsPerMinute": 600, "extraArgs": ["--max-attempts=2"]},
         "monitoring": MONITORING_ON,
     },
+    "gateway-tenants-redis-secret": {
+        "gateway": {
+            "enabled": True,
+            "tenants": {"secretName": "llm-tenants"},
+            "redis": {"urlSecret": {"name": "redis-auth", "key": "url"}, "failure": "closed"},
+            "replicaConcurrency": 16,
+        },
+        "monitoring": MONITORING_ON,
+    },
+    "gateway-tenants-redis-url": {
+        "gateway": {
+            "enabled": True,
+            "tenants": {"secretName": "llm-tenants"},
+            "redis": {"url": "redis://redis.infra:6379/0"},
+        },
+    },
     "gateway-one-replica-own-image": {
         "gateway": {
             "enabled": True,
@@ -97,7 +113,13 @@ def operator_args(docs: list[dict[str, Any]]) -> list[str]:
 
 @pytest.mark.parametrize(
     "case",
-    ["defaults", "monitoring-on", "cluster-wide-2-replicas", "namespaced-2-replicas-gateway"],
+    [
+        "defaults",
+        "monitoring-on",
+        "cluster-wide-2-replicas",
+        "namespaced-2-replicas-gateway",
+        "gateway-tenants-redis-secret",
+    ],
 )
 def test_helm_lint_strict_is_clean(case: str) -> None:
     result = lint(MATRIX[case])

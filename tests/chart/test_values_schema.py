@@ -68,6 +68,35 @@ BAD_VALUES: list[tuple[dict[str, Any], str]] = [
         "at '/gateway/apiKeys': additional properties 'secret'",
     ),
     (
+        {"gateway": {"tenants": {"secret": "x"}}},
+        "at '/gateway/tenants': additional properties 'secret'",
+    ),
+    (
+        {"gateway": {"tenants": {"secretKey": "teams/a.yaml"}}},
+        "at '/gateway/tenants/secretKey': 'teams/a.yaml' does not match pattern",
+    ),
+    (
+        {"gateway": {"redis": {"failure": "maybe"}}},
+        "at '/gateway/redis/failure': value must be one of 'open', 'closed'",
+    ),
+    (
+        {"gateway": {"redis": {"url": "http://redis:6379"}}},
+        "at '/gateway/redis/url': 'http://redis:6379' does not match pattern",
+    ),
+    (
+        {"gateway": {"redis": {"urlSecret": {"nam": "x"}}}},
+        "at '/gateway/redis/urlSecret': additional properties 'nam'",
+    ),
+    (
+        {"gateway": {"replicaConcurrency": 0}},
+        "at '/gateway/replicaConcurrency': minimum: got 0, want 1",
+    ),
+    (
+        {"gateway": {"replicaConcurrency": "8"}},
+        "at '/gateway/replicaConcurrency': got string, want null or integer",
+    ),
+    ({"gateway": {"maxQueuedPerTenant": 0}}, "at '/gateway/maxQueuedPerTenant': minimum: got 0"),
+    (
         {"gateway": {"service": {"type": "Ingress"}}},
         "at '/gateway/service/type': value must be one of",
     ),
