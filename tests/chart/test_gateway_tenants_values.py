@@ -3,7 +3,8 @@
 The chart is rendered by the real helm binary; the gateway container's args
 go through `modelplane`'s own parser and the gateway's option model, with
 the environment the kubelet would give the container (env from a Secret
-resolved to the Secret's value). The tenants Secret is laid out the way the
+resolved to the Secret's value), and the real `modelplane gateway` process
+is shown to read the Redis URL from the variable the chart sets. The tenants Secret is laid out the way the
 kubelet mounts and updates a Secret volume (tests/support/secret_volume.py)
 at the path the args name, and read by the gateway's own tenants loader: a
 tenant's `keyFile` is found beside the tenants file, and an updated Secret
@@ -12,6 +13,8 @@ is seen by a reload without a restart.
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +24,7 @@ from modelplane.cli import build_parser
 from modelplane.gateway.options import REDIS_URL_ENV, GatewayOptions, options_from_args
 from modelplane.gateway.tenants.config import TenantsFileWatch
 from tests.chart.helm import container, find, render, template
+from tests.conftest import MODELPLANE
 from tests.support.secret_volume import SecretVolume
 
 TENANTS_SECRET = "llm-tenants"
@@ -122,6 +126,19 @@ def test_a_redis_url_flag_wins_over_the_environment() -> None:
     )
     options = options_from_args(args, environ={REDIS_URL_ENV: "redis://env:6379/0"})
     assert options.redis_url == "redis://flag:6379/0"
+
+
+def test_the_gateway_process_reads_the_redis_url_from_its_environment() -> None:
+    """The real `modelplane gateway`, given the variable the chart sets but no tenants file,
+    refuses to start naming both places a Redis URL comes from."""
+    result = subprocess.run(
+        [*MODELPLANE, "gateway", "--config", "unused.yaml"],
+        env={**os.environ, REDIS_URL_ENV: "redis://redis.infra:6379/0"},
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert result.returncode == 2
+    assert f"redis_url (--redis-url or {REDIS_URL_ENV})" in result.stderr
+    assert "it needs tenants" in result.stderr
 
 
 def test_the_tenants_secret_is_mounted_whole_read_only_and_updatable() -> None:
