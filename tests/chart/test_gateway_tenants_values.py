@@ -4,11 +4,11 @@ The chart is rendered by the real helm binary; the gateway container's args
 go through `modelplane`'s own parser and the gateway's option model, with
 the environment the kubelet would give the container (env from a Secret
 resolved to the Secret's value), and the real `modelplane gateway` process
-is shown to read the Redis URL from the variable the chart sets. The tenants Secret is laid out the way the
-kubelet mounts and updates a Secret volume (tests/support/secret_volume.py)
-at the path the args name, and read by the gateway's own tenants loader: a
-tenant's `keyFile` is found beside the tenants file, and an updated Secret
-is seen by a reload without a restart.
+is shown to read the Redis URL from the variable the chart sets. The tenants
+Secret is laid out the way the kubelet mounts and updates a Secret volume
+(tests/support/secret_volume.py) at the path the args name, and read by the
+gateway's own tenants loader: a tenant's `keyFile` is found beside the
+tenants file, and an updated Secret is seen by a reload without a restart.
 """
 
 from __future__ import annotations
