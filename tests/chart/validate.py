@@ -11,6 +11,10 @@ CRD does (durations, relabel actions, ...). Like the API server, the models
 silently drop fields they do not know, so strictness is added here: any field
 of the input missing from what the model kept is reported as unknown.
 
+KEDA kinds (ScaledObject, TriggerAuthentication), for the examples in
+manifests/autoscaling/: the typed models of cloudcoil-models-keda, generated
+from KEDA's CRDs (v2.16), made strict in the same way.
+
 Kinds the chart's own CRDs define (LLMDeployment, kopf's peering objects):
 the CRD's openAPIV3Schema (read from the repository's crds/, which the
 chart's copies equal) with jsonschema, made strict the way the API server's
@@ -27,6 +31,7 @@ from typing import Any
 import jsonschema
 import kubernetes_validate
 import yaml
+from cloudcoil.models.keda import v1alpha1 as keda_v1alpha1
 from cloudcoil.models.prometheus_operator import v1 as monitoring_v1
 from pydantic import BaseModel, ValidationError
 
@@ -35,6 +40,11 @@ MONITORING_MODELS: dict[str, type[BaseModel]] = {
     "PodMonitor": monitoring_v1.PodMonitor,
     "ServiceMonitor": monitoring_v1.ServiceMonitor,
     "PrometheusRule": monitoring_v1.PrometheusRule,
+}
+KEDA_API = "keda.sh/v1alpha1"
+KEDA_MODELS: dict[str, type[BaseModel]] = {
+    "ScaledObject": keda_v1alpha1.ScaledObject,
+    "TriggerAuthentication": keda_v1alpha1.TriggerAuthentication,
 }
 
 
@@ -117,6 +127,18 @@ def validate_monitoring(doc: dict[str, Any]) -> list[str]:
     model = MONITORING_MODELS.get(doc["kind"])
     if model is None or doc["apiVersion"] != MONITORING_API:
         return [f"no schema for {doc['apiVersion']} {doc['kind']}"]
+    return validate_typed(doc, model)
+
+
+def validate_keda(doc: dict[str, Any]) -> list[str]:
+    model = KEDA_MODELS.get(doc["kind"])
+    if model is None or doc["apiVersion"] != KEDA_API:
+        return [f"no schema for {doc['apiVersion']} {doc['kind']}"]
+    return validate_typed(doc, model)
+
+
+def validate_typed(doc: dict[str, Any], model: type[BaseModel]) -> list[str]:
+    """Errors of `doc` against a model generated from a CRD, unknown fields included."""
     try:
         parsed = model.model_validate(doc)
     except ValidationError as e:
@@ -129,6 +151,8 @@ def validate(doc: dict[str, Any], kube_version: str) -> list[str]:
     """Errors for one object; empty when valid."""
     if doc["apiVersion"].startswith("monitoring.coreos.com/"):
         return validate_monitoring(doc)
+    if doc["apiVersion"].startswith("keda.sh/"):
+        return validate_keda(doc)
     custom = validate_custom_resource(doc)
     if custom is not None:
         return custom
