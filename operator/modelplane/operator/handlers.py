@@ -32,7 +32,7 @@ import contextlib
 import copy
 import logging
 import os
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any, Final
 
 import kopf
@@ -230,15 +230,16 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
     adapter_every = min(config.resync_seconds, ADAPTER_RESYNC_SECONDS)
     memo.tasks = [
         asyncio.create_task(
-            _resync_forever(reconciler, view, config.resync_seconds, memo.indexed, gate)
+            _every(lambda: reconciler.resync(view), config.resync_seconds, memo.indexed, gate)
         ),
         asyncio.create_task(
             _measure_forever(
                 autoscaler, canary, view, config.autoscaler_interval_seconds, memo.indexed, gate
             )
         ),
+        # Every model's LoRA adapters again: a failed load is retried, a missed event caught.
         asyncio.create_task(
-            _sync_adapters_forever(adapters, view, adapter_every, memo.indexed, gate)
+            _every(lambda: _now(adapters.tick, view), adapter_every, memo.indexed, gate)
         ),
     ]
     log.info(
@@ -252,18 +253,22 @@ async def start(settings: kopf.OperatorSettings, memo: kopf.Memo, **indexes: Any
     )
 
 
-async def _resync_forever(
-    reconciler: Reconciler,
-    view: IndexView,
+async def _every(
+    work: Callable[[], Awaitable[None]],
     every: float,
     indexed: asyncio.Event,
     gate: ActivityGate,
 ) -> None:
+    """`work` every `every` seconds while this replica is the active one, once indexed."""
     await indexed.wait()
     while True:
         await asyncio.sleep(every)
         if await gate.active():
-            await reconciler.resync(view)
+            await work()
+
+
+async def _now(step: Callable[[IndexView], None], view: IndexView) -> None:
+    step(view)
 
 
 async def _measure_forever(
@@ -283,21 +288,6 @@ async def _measure_forever(
             await asyncio.gather(autoscaler.tick(view), canary.tick(view))
         # A tick that took long (slow scrapes) shortens the wait, never stacks ticks up.
         await asyncio.sleep(max(0.0, every - (loop.time() - started)))
-
-
-async def _sync_adapters_forever(
-    adapters: AdapterSync,
-    view: IndexView,
-    every: float,
-    indexed: asyncio.Event,
-    gate: ActivityGate,
-) -> None:
-    """Every model's LoRA adapters again: a failed load is retried, a missed event caught."""
-    await indexed.wait()
-    while True:
-        await asyncio.sleep(every)
-        if await gate.active():
-            adapters.tick(view)
 
 
 @kopf.on.cleanup()

@@ -63,6 +63,15 @@ class SourceScheme(StrEnum):
 
 
 SOURCE_PATTERN: Final = r"^(hf|pvc|s3|file)://.+"
+
+
+def known_source_scheme(value: str, field: str) -> str:
+    """`value` when it is a source of a scheme Modelplane fetches; else a ValueError."""
+    if not re.match(SOURCE_PATTERN, value):
+        raise ValueError(f"{field} must start with hf://, pvc://, s3:// or file:// (got {value!r})")
+    return value
+
+
 CREDENTIALS_RULE: Final = _rule(
     "!has(self.credentialsSecretRef) || self.source.startsWith('hf://') || "
     "self.source.startsWith('s3://')",
@@ -137,11 +146,7 @@ class ModelSpec(ResourceModel):
     @field_validator("source")
     @classmethod
     def _source_has_a_known_scheme(cls, value: str) -> str:
-        if not re.match(SOURCE_PATTERN, value):
-            raise ValueError(
-                f"model.source must start with hf://, pvc://, s3:// or file:// (got {value!r})"
-            )
-        return value
+        return known_source_scheme(value, "model.source")
 
     @model_validator(mode="after")
     def _settings_fit_the_source(self) -> ModelSpec:
@@ -415,11 +420,7 @@ class AdapterSpec(ResourceModel):
     @field_validator("source")
     @classmethod
     def _source_has_a_known_scheme(cls, value: str) -> str:
-        if not re.match(SOURCE_PATTERN, value):
-            raise ValueError(
-                f"adapters[].source must start with hf://, pvc://, s3:// or file:// (got {value!r})"
-            )
-        return value
+        return known_source_scheme(value, "adapters[].source")
 
     @property
     def scheme(self) -> SourceScheme:
