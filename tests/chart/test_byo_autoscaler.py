@@ -8,7 +8,9 @@ project's CRD schema, its CEL rules and the operator's own model. The KEDA
 trigger's query is asked of a real Prometheus (Debian's package) scraping
 pods with real /metrics endpoints, through the scrape job the chart's
 PodMonitor becomes (tests/monitoring/pod_monitors.py), so a label it selects
-on that the series do not carry shows up as a wrong sum. That the operator
+on that the series do not carry shows up as a wrong sum; every trigger's
+query (the how-to's scale-to-zero ScaledObject too) is parsed by promtool.
+That the operator
 follows a write of the scale subresource and its autoscaler stands aside is
 tested against the emulator (tests/integration/operator/test_operator_byo_autoscaler.py).
 """
@@ -16,6 +18,7 @@ tested against the emulator (tests/integration/operator/test_operator_byo_autosc
 from __future__ import annotations
 
 import copy
+import re
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,11 +33,12 @@ from tests.chart.helm import REPO, find, render
 from tests.chart.validate import validate
 from tests.integration.operator.fake_pods import FakePod
 from tests.monitoring.pod_monitors import discovered, scrape_job
-from tests.monitoring.prometheus import PrometheusServer
+from tests.monitoring.prometheus import PrometheusServer, promtool
 from tests.unit.test_crd import cel_failures
 
 EXAMPLES = REPO / "manifests" / "autoscaling"
 KEDA = EXAMPLES / "keda-scaledobject.yaml"
+HOW_TO = REPO / "docs" / "how-to" / "bring-your-own-autoscaler.md"
 KUBE_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())
 SCRAPE = {"enabled": True, "interval": "1s", "scrapeTimeout": "1s"}
 
@@ -48,12 +52,23 @@ def of_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, Any]:
     return doc
 
 
+def how_to_documents() -> list[dict[str, Any]]:
+    """The YAML blocks of the how-to page."""
+    blocks = re.findall(r"^```yaml\n(.*?)^```", HOW_TO.read_text(), re.M | re.S)
+    return [doc for block in blocks for doc in yaml.safe_load_all(block) if doc]
+
+
 def example_documents() -> list[tuple[str, dict[str, Any]]]:
-    return [
+    files = [
         (f"{path.name}:{doc['kind']}", doc)
         for path in sorted(EXAMPLES.glob("*.yaml"))
         for doc in documents(path)
     ]
+    return files + [(f"{HOW_TO.name}:{doc['kind']}", doc) for doc in how_to_documents()]
+
+
+def scaled_objects() -> list[dict[str, Any]]:
+    return [doc for _, doc in example_documents() if doc["kind"] == "ScaledObject"]
 
 
 @pytest.mark.parametrize("version", KUBE_VERSIONS)
@@ -81,14 +96,29 @@ def test_the_check_refuses_a_broken_scaledobject() -> None:
         assert validate(broken, KUBE_VERSIONS[0]) != []
 
 
-def test_the_scaledobject_targets_the_llmdeployment_beside_it_which_leaves_it_replicas() -> None:
+def test_the_scaledobjects_target_the_example_llmdeployment_which_leaves_them_replicas() -> None:
     """One writer of spec.replicas: the target's own autoscaler is off."""
-    docs = documents(KEDA)
-    target = of_kind(docs, "ScaledObject")["spec"]["scaleTargetRef"]
-    llmd = of_kind(docs, contract.KIND)
-    assert (target["apiVersion"], target["kind"]) == (contract.API_VERSION, contract.KIND)
-    assert target["name"] == llmd["metadata"]["name"]
+    llmd = of_kind(documents(KEDA), contract.KIND)
     assert llmd["spec"]["autoscaling"]["enabled"] is False
+    assert len(scaled_objects()) == 2  # the example's and the how-to's scale-to-zero one
+    for scaled in scaled_objects():
+        target = scaled["spec"]["scaleTargetRef"]
+        assert (target["apiVersion"], target["kind"]) == (contract.API_VERSION, contract.KIND)
+        assert target["name"] == llmd["metadata"]["name"]
+
+
+def test_every_trigger_query_parses(tmp_path: Path) -> None:
+    queries = [
+        trigger["metadata"]["query"]
+        for scaled in scaled_objects()
+        for trigger in scaled["spec"]["triggers"]
+    ]
+    assert len(queries) == 4
+    rules = [{"record": f"keda:query_{i}", "expr": q} for i, q in enumerate(queries)]
+    path = tmp_path / "queries.yaml"
+    path.write_text(yaml.safe_dump({"groups": [{"name": "keda", "rules": rules}]}))
+    result = promtool("check", "rules", str(path))
+    assert result.returncode == 0, result.stdout + result.stderr
 
 
 @pytest.fixture
