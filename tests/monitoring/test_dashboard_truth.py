@@ -10,7 +10,12 @@ What runs, all real and as users run it:
   object's podIP and `http` container port lead to it);
 - two gateway replicas (`modelplane gateway`, static discovery): A, in
   front of the server from before it is ready, so its first request is held
-  until the model has loaded, and listing the adapter; B, listing the server and a replica that
+  until the model has loaded, and listing the adapter; A has tenants (a
+  tenants file of two teams: team-a, and team-b with one request a minute and a
+  token budget), keeps their limits in a real `redis-server` (Debian's package, as
+  in cluster setups with several gateway replicas), and runs one request at a
+  time per replica (the static file's `concurrency: 1`), so a second request at
+  once waits in its queue; B, listing the server and a replica that
   passed B's readiness check and died before B's first request (a bare HTTP
   server answering /ready, then stopped), so that request fails over: a
   retry and an ejection;
@@ -29,7 +34,8 @@ gateway and operator Deployments. A user scales the model's Deployment to 2
 by hand; the autoscaler, on the real server's metrics, takes it back to 1: a
 real scaling decision.
 
-After a little traffic (streamed and not, one for the adapter, plus a client error), each panel
+After a little traffic (streamed and not, one for the adapter, plus a client error; team-a's
+and team-b's, team-b throttled, team-a's second request at once queued), each panel
 query with Grafana's variables substituted goes through Prometheus' HTTP API
 and must return data. Panels fed by exporters that cannot run here are listed
 in ABSENT with the reason; their queries must still parse and, to keep the
@@ -48,6 +54,7 @@ from typing import Any
 
 import httpx
 import pytest
+import yaml
 
 from modelplane.api import contract
 from tests.chart.helm import find, render
@@ -68,6 +75,7 @@ from tests.monitoring.prometheus import PrometheusServer
 from tests.monitoring.truth_stack import DoomedReplica, ModelServerPod, chart_pod, operator_process
 from tests.support.kube_emulator import EmulatorThread
 from tests.support.lora_adapter import write_random_adapter
+from tests.support.redis_server import REDIS_SERVER, RedisServer
 
 pytestmark = pytest.mark.engine
 
@@ -75,7 +83,23 @@ MODEL = "smollm2"
 ADAPTER = "sql"
 NAMESPACE = "ml-demo"
 POD = "smollm2-6c9f7d-x2x4q"
-VALUES = {"namespace": NAMESPACE, "model": MODEL, "datasource": "prometheus"}
+TEAM_A, TEAM_B = "team-a", "team-b"
+KEYS = {TEAM_A: "sk-truth-team-a-0001", TEAM_B: "sk-truth-team-b-0001"}
+BUDGET = 100_000  # team-b's tokens a month: spent a little, never all
+TENANTS = {
+    "tenants": {
+        TEAM_A: {"keys": [KEYS[TEAM_A]], "weight": 2},
+        TEAM_B: {
+            "keys": [KEYS[TEAM_B]],
+            "requestsPerMinute": 1,
+            "budget": {"tokens": BUDGET, "period": "month"},
+        },
+    }
+}
+# Grafana's values when the dashboard opens on this model: every tenant (All).
+VALUES = {"namespace": NAMESPACE, "model": MODEL, "tenant": ".*", "datasource": "prometheus"}
+# What each template variable must offer.
+OFFERED = {"namespace": {NAMESPACE}, "model": {MODEL}, "tenant": {TEAM_A, TEAM_B}}
 SCRAPE = {"enabled": True, "interval": "1s", "scrapeTimeout": "1s"}
 CHART_VALUES = {
     "gateway": {"enabled": True},
@@ -113,20 +137,26 @@ def absent_reason(query: Query) -> str | None:
     )
 
 
-def chat(url: str, **extra: Any) -> int:
-    with httpx.Client(base_url=url, timeout=600) as client:
-        return client.post(
-            "/v1/chat/completions", json={**CHAT, "max_tokens": 8, **extra}
-        ).status_code
+def auth(tenant: str | None) -> dict[str, str]:
+    return {"Authorization": f"Bearer {KEYS[tenant]}"} if tenant else {}
+
+
+def ask(url: str, tenant: str | None = TEAM_A, **extra: Any) -> httpx.Response:
+    with httpx.Client(base_url=url, timeout=600, headers=auth(tenant)) as client:
+        return client.post("/v1/chat/completions", json={**CHAT, "max_tokens": 8, **extra})
+
+
+def chat(url: str, tenant: str | None = TEAM_A, **extra: Any) -> int:
+    return ask(url, tenant, **extra).status_code
 
 
 def send_traffic(gateway_url: str, server_url: str) -> None:
-    """Through the gateway: one plain and two streamed requests, and one for the adapter. To
-    the server itself: one for a model it does not have (the gateway would answer that one
-    itself)."""
+    """Through the gateway, as team-a: one plain and two streamed requests, and one for the
+    adapter. To the server itself: one for a model it does not have (the gateway would answer
+    that one itself)."""
     assert chat(gateway_url) == 200
     assert chat(gateway_url, model=ADAPTER) == 200
-    with httpx.Client(base_url=gateway_url, timeout=120) as client:
+    with httpx.Client(base_url=gateway_url, timeout=120, headers=auth(TEAM_A)) as client:
         for path, body in (
             ("/v1/chat/completions", {**CHAT, "max_tokens": 16, "stream": True}),
             (
@@ -137,7 +167,29 @@ def send_traffic(gateway_url: str, server_url: str) -> None:
             with client.stream("POST", path, json=body) as response:
                 assert response.status_code == 200
                 assert any(line == "data: [DONE]" for line in response.iter_lines())
-    assert chat(server_url, model="no-such-model") == 404
+    assert chat(server_url, None, model="no-such-model") == 404
+
+
+def team_b_twice(gateway_url: str) -> list[tuple[int, str | None]]:
+    """Two requests of team-b, one after the other; its limit is one a minute. Status and
+    error code of each."""
+    answers = [ask(gateway_url, TEAM_B) for _ in range(2)]
+    return [(a.status_code, a.json().get("error", {}).get("code")) for a in answers]
+
+
+def team_a_queued(gateway_url: str) -> None:
+    """Two requests of team-a at once on a model that runs one at a time per replica: the
+    second waits at the gateway until the first, streaming, has finished."""
+    first = {**CHAT, "max_tokens": 48, "ignore_eos": True, "stream": True}
+    with (
+        httpx.Client(base_url=gateway_url, timeout=120, headers=auth(TEAM_A)) as client,
+        client.stream("POST", "/v1/chat/completions", json=first) as running,
+    ):
+        assert running.status_code == 200
+        lines = running.iter_lines()
+        assert next(line for line in lines if line.startswith("data: "))  # it holds the slot
+        assert chat(gateway_url) == 200  # waits for the slot
+        assert any(line == "data: [DONE]" for line in lines)
 
 
 def scrape_jobs(
@@ -192,10 +244,20 @@ def stack(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         )  # fmt: skip
         stop.callback(server.stop)
         server.start()
+        if not Path(REDIS_SERVER).exists():
+            pytest.fail("no redis-server: `make redis` installs Debian's package")
+        redis = RedisServer(tmp)
+        stop.callback(redis.stop)
+        redis.start()
+        (tmp / "tenants.yaml").write_text(yaml.safe_dump(TENANTS))
+        (tmp / "gateway-a.yaml").write_text(yaml.safe_dump({"models": {MODEL: {
+            "upstreams": [server.url], "adapters": [ADAPTER], "concurrency": 1,
+        }}}))  # fmt: skip
         # Gateway A is up before the model is: its first request waits for it.
-        front = GatewayProcess.static(
-            tmp, "gateway-a", [server.url], "--health-interval", "0.25", "--hold-timeout", "600",
-            adapters=[ADAPTER],
+        front = GatewayProcess.with_args(
+            tmp, "gateway-a", "--config", str(tmp / "gateway-a.yaml"),
+            "--health-interval", "0.25", "--hold-timeout", "600",
+            "--tenants", str(tmp / "tenants.yaml"), "--redis-url", redis.url,
         )  # fmt: skip
         stop.callback(front.stop)
         front.start()
@@ -244,17 +306,28 @@ def stack(smollm2_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         prom.wait_for(f"modelplane_gateway_retries_total{{{gateway_b}}} == 0")
         prom.wait_for('modelplane_operator_scaling_decisions_total{direction="down"} == 0')
         served = f'sum(modelplane_requests_total{{job="{contract.JOB_MODEL_SERVER}"}})'
+        throttled = f'modelplane_gateway_tenant_throttled_total{{tenant="{TEAM_B}"}}'
         send_traffic(front.url, server.url)
-        # A scrape after each wave, so counters and histograms have two points to rate.
-        prom.wait_for(f"{served} >= 5")
-        assert chat(failover.url) == 200  # the dead replica first, then retried on the server
+        assert team_b_twice(front.url) == [(200, None), (429, "rate_limit_exceeded")]
+        team_a_queued(front.url)
+        # A scrape after each wave, so counters and histograms have two points to rate:
+        # 1 held + 5 + 1 of team-b + 2 queued.
+        prom.wait_for(f"{served} >= 9")
+        prom.wait_for(f"{throttled} == 1")  # the series from its first refusal on
+        assert chat(failover.url, None) == 200  # the dead replica first, then retried
         # Someone scales the model to 2 by hand (`kubectl scale llmd`); the autoscaler
         # takes it back to 1.
         pod.scale_by_hand(2)
         prom.wait_for('modelplane_operator_scaling_decisions_total{direction="down"} == 1')
         pod.report_the_only_replica()
         send_traffic(front.url, server.url)
-        prom.wait_for(f"{served} >= 10")
+        # team-b's minute may have passed since its first request, or not.
+        first, second = team_b_twice(front.url)
+        assert first in ((200, None), (429, "rate_limit_exceeded"))
+        assert second == (429, "rate_limit_exceeded")
+        team_a_queued(front.url)
+        prom.wait_for(f"{served} >= 17")  # 9 + 1 retried + 5 + 2 queued (+ team-b's)
+        prom.wait_for(f"{throttled} >= 2")
         prom.wait_for(f"modelplane_gateway_retries_total{{{gateway_b}}} == 1")
         prom.wait_for(
             f'modelplane_llmdeployment_phase{{phase="Ready", namespace="{NAMESPACE}"}} == 1'
@@ -277,7 +350,7 @@ def test_every_panel_with_an_exporter_here_shows_data(stack: Stack) -> None:
             empty.append(f"{query}: {found}")
         served += 1
     assert not empty, "panels without data:\n" + "\n".join(empty)
-    assert served == 45
+    assert served == 54
 
 
 def test_panels_of_absent_exporters_parse_and_are_listed_truthfully(stack: Stack) -> None:
@@ -300,7 +373,7 @@ def test_template_variables_offer_the_served_namespace_and_model(stack: Stack) -
             if (board["title"], name) in ABSENT_VARIABLES:
                 assert offered == []
             else:
-                assert VALUES[name] in offered, f"{board['title']} ${name}: {offered}"
+                assert OFFERED[name] <= set(offered), f"{board['title']} ${name}: {offered}"
 
 
 def panel_samples(stack: Stack, dashboard: str, panel: str, ref_id: str) -> list[Any]:
@@ -335,7 +408,7 @@ def test_gateway_panels_show_the_hold_the_retry_and_the_ejection(stack: Stack) -
         return panel_samples(stack, MODELS, name, ref_id)
 
     codes = {m["code"] for m, v in panel("Gateway requests/s by code") if v > 0}
-    assert codes == {"200"}  # the retried request too
+    assert codes == {"200", "429"}  # the retried request too; team-b throttled
     for ref_id in "ABC":
         ((_, added),) = panel("Gateway added latency", ref_id)
         assert 0 <= added < 5
@@ -379,3 +452,34 @@ def test_operator_panels_show_the_deployment_and_the_scale_down(stack: Stack) ->
     assert {m["result"] for m, v in panel("Reconciles/s by result") if v > 0} == {"ok"}
     ((_, error_ratio),) = panel("Reconcile errors", "B")
     assert error_ratio == 0
+
+
+def test_tenant_panels_show_who_used_what_and_who_was_throttled(stack: Stack) -> None:
+    def panel(name: str, ref_id: str = "A") -> list[Any]:
+        return panel_samples(stack, MODELS, name, ref_id)
+
+    requests = {(m["tenant"], m["model"]) for m, v in panel("Tenant requests/s") if v > 0}
+    assert requests == {(TEAM_A, MODEL), (TEAM_B, MODEL)}  # the adapter's under its model
+    for ref_id in "AB":  # prompt, completion
+        assert {m["tenant"] for m, v in panel("Tenant tokens/s", ref_id) if v > 0} == {
+            TEAM_A,
+            TEAM_B,
+        }
+    shares = {m["tenant"]: v for m, v in panel("Tenant share of model tokens")}
+    assert shares.keys() == {TEAM_A, TEAM_B} and shares[TEAM_A] > shares[TEAM_B] > 0
+    assert sum(shares.values()) == pytest.approx(1)
+    ((labels, throttled),) = panel("Tenant throttled requests/s")
+    assert labels == {"tenant": TEAM_B, "reason": "requests_per_minute"} and throttled > 0
+    ((labels, used),) = panel("Tenant budget used")
+    assert labels == {"tenant": TEAM_B, "period": "month"} and 0 < used < 1
+    waits = {m["tenant"]: v for m, v in panel("Tenant queue wait (p95)") if math.isfinite(v)}
+    assert 0 <= waits[TEAM_A] < 60
+    # team-a's second request at once waited for the first one's slot.
+    waited = (
+        f'sum(modelplane_gateway_queue_seconds_count{{tenant="{TEAM_A}"}})'
+        f' - sum(modelplane_gateway_queue_seconds_bucket{{tenant="{TEAM_A}", le="0.005"}})'
+    )
+    assert samples(stack.prometheus.query(waited))[0][1] >= 2
+    assert panel("Tenant requests waiting") == [({"model": MODEL, "tenant": TEAM_A}, 0)]
+    ((labels, up),) = panel("Tenant limit store up")
+    assert labels["store"] == "redis" and up == 1
