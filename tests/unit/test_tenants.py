@@ -434,3 +434,15 @@ def test_usage_rows_sum_replicas_and_give_each_model_s_shares() -> None:
     assert model_shares(rows) == {("a", "m"): 0.75, ("b", "m"): 0.25}
     table = render_table(rows, "title")
     assert "30 of 100 (30%)" in table and "m 75%" in table
+
+
+def test_a_tenant_s_series_exist_at_zero_before_the_first_count() -> None:
+    """So the first refusal or queue wait shows in rate(), and reaches the alert."""
+    registry = CollectorRegistry()
+    TenantMetrics(registry).prepare("team-a", ["m"])
+    value = registry.get_sample_value
+    throttled = {"tenant": "team-a", "reason": "requests_per_minute"}
+    assert value("modelplane_gateway_tenant_throttled_total", throttled) == 0
+    assert value("modelplane_gateway_queue_seconds_count", {"model": "m", "tenant": "team-a"}) == 0
+    tokens = {"tenant": "team-a", "model": "m", "kind": "prompt"}
+    assert value("modelplane_gateway_tenant_tokens_total", tokens) == 0

@@ -12,6 +12,17 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+# The `reason` of a tenant's refusal (`admission.TenantRefusal.reason`, and the gateway's
+# own queue_full and store_unavailable).
+REFUSAL_REASONS = (
+    "requests_per_minute",
+    "tokens_per_minute",
+    "max_concurrent",
+    "budget",
+    "queue_full",
+    "model",
+    "store_unavailable",
+)
 QUEUE_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -75,10 +86,14 @@ class TenantMetrics:
         return values
 
     def prepare(self, tenant: str, models: Iterable[str]) -> None:
-        """Create the tenant's counters at zero for these models, before they count: a
-        series whose first scrape already shows a count loses that count in `increase()`."""
+        """Create the tenant's counters and queue histogram at zero for these models, before
+        they count: a series whose first scrape already shows a count loses that count in
+        `rate()` and `increase()` (a tenant's first refusal would never reach the alert)."""
+        for reason in REFUSAL_REASONS:
+            self.throttled.labels(*self._labels(self.throttled, tenant, tenant, reason))
         for model in models:
             self.requests.labels(*self._labels(self.requests, tenant, tenant, model))
+            self.queue.labels(*self._labels(self.queue, tenant, model, tenant))
             for kind in ("prompt", "completion"):
                 self.tokens.labels(*self._labels(self.tokens, tenant, tenant, model, kind))
 
