@@ -54,7 +54,9 @@ def test_what_the_operator_and_autoscaler_need_is_allowed() -> None:
 
 def test_least_privilege_refuses_what_it_should() -> None:
     refused: list[tuple[str, str, dict[str, str]]] = [
-        ("GET", "/api/v1/namespaces/a/secrets/x", {}),
+        # A model's key Secret by name, yes (to load adapters); every Secret's data, no.
+        ("GET", "/api/v1/namespaces/a/secrets", {}),
+        ("POST", "/api/v1/namespaces/a/secrets", {}),
         ("POST", "/api/v1/namespaces/a/pods/x/exec", {}),
         ("DELETE", "/apis/modelplane.io/v1alpha1/namespaces/a/llmdeployments/x", {}),
         ("PUT", "/apis/modelplane.io/v1alpha1/namespaces/a/llmdeployments/x", {}),
