@@ -62,9 +62,18 @@ def logging_config(log_format: str, level: str = "INFO") -> dict[str, Any]:
     }
 
 
-def configure_logging(log_format: str) -> None:
-    """Configure this process, and export the config for the vLLM engine process."""
+def configure_logging(
+    log_format: str, vllm_handlers: dict[str, dict[str, Any]] | None = None
+) -> None:
+    """Configure this process, and export the config for the vLLM engine process.
+
+    `vllm_handlers`: more handlers (name -> dictConfig entry) for the `vllm`
+    loggers, in this process and the engine's (the start-up phases' marks)."""
     config = logging_config(log_format)
+    if vllm_handlers:
+        config["handlers"].update(vllm_handlers)
+        vllm = config["loggers"]["vllm"]  # shared with other loggers: replaced, not changed
+        config["loggers"]["vllm"] = {**vllm, "handlers": [*vllm["handlers"], *vllm_handlers]}
     logging.config.dictConfig(config)
     fd, path = tempfile.mkstemp(prefix="modelplane-logging-", suffix=".json")
     with os.fdopen(fd, "w") as f:

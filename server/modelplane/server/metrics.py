@@ -3,12 +3,15 @@
 vLLM exports the engine's view (`vllm:*`); these add the HTTP view the SLOs
 are written against: request counts by status code, end-to-end latency,
 time to first token and inter-token latency as the client sees them, the
-requests in flight and whether the server is draining. Latency buckets
+requests in flight and whether the server is draining, and where the
+replica's start-up went (`startup_phases`). Latency buckets
 include 0.1, 0.25, 0.5, 1, 2 and 5 s so common SLO thresholds are exact
 (vLLM's own TTFT histogram has no 2 s bound).
 """
 
 from __future__ import annotations
+
+from collections.abc import Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -69,3 +72,22 @@ class ServerMetrics:
             "1 once weights are loaded and a warm-up request was served.",
             registry=registry,
         )
+        self.startup = Gauge(
+            "modelplane_server_startup_seconds",
+            "Seconds this replica's start-up spent in each phase (set once, at ready; "
+            "a phase that could not be measured has no series).",
+            ("model", "phase"),
+            registry=registry,
+        )
+        self.startup_total = Gauge(
+            "modelplane_server_startup_total_seconds",
+            "Seconds from this replica's process start to ready (set once, at ready).",
+            ("model",),
+            registry=registry,
+        )
+
+    def record_startup(self, model: str, phases: Mapping[str, float], total: float | None) -> None:
+        for phase, seconds in phases.items():
+            self.startup.labels(model, phase).set(seconds)
+        if total is not None:
+            self.startup_total.labels(model).set(total)

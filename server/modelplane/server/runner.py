@@ -19,7 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import sys
+import tempfile
+import time
+from pathlib import Path
 
 import uvicorn
 from prometheus_client import REGISTRY
@@ -44,6 +48,15 @@ from modelplane.server.examples import usage_examples
 from modelplane.server.lifecycle import Lifecycle
 from modelplane.server.metrics import ServerMetrics
 from modelplane.server.options import ServeOptions
+from modelplane.server.startup_phases import (
+    EngineMarkHandler,
+    StartupClock,
+    phases_line,
+    process_start_time,
+    read_marks,
+    startup_phases,
+    total_seconds,
+)
 
 log = logging.getLogger("modelplane.server")
 
@@ -59,7 +72,23 @@ ADMIN_MAX_CONNECTIONS = 16
 
 def serve(options: ServeOptions) -> int:
     """Entry point of `modelplane serve`; returns the process exit code."""
-    configure_logging(options.log_format)
+    clock = StartupClock(process_started=process_start_time(), serve_entered=time.time())
+    fd, marks_path = tempfile.mkstemp(prefix="modelplane-startup-marks-", suffix=".jsonl")
+    os.close(fd)
+    try:
+        configure_logging(options.log_format, _marks_handler(marks_path))
+        return _serve_logged(options, clock, Path(marks_path))
+    finally:
+        Path(marks_path).unlink(missing_ok=True)
+
+
+def _marks_handler(path: str) -> dict[str, dict[str, str]]:
+    """The logging handler that keeps the engine's start-up marks in `path`."""
+    handler = f"{EngineMarkHandler.__module__}.{EngineMarkHandler.__qualname__}"
+    return {"startup_marks": {"()": handler, "path": path}}
+
+
+def _serve_logged(options: ServeOptions, clock: StartupClock, marks_path: Path) -> int:
     try:
         keys = ApiKeys(options.api_key_file)
     except ValueError as err:
@@ -82,10 +111,12 @@ def serve(options: ServeOptions) -> int:
         return 2
     import uvloop
 
-    return int(uvloop.run(_serve(options, keys)))
+    return int(uvloop.run(_serve(options, keys, clock, marks_path)))
 
 
-async def _serve(options: ServeOptions, keys: ApiKeys) -> int:
+async def _serve(
+    options: ServeOptions, keys: ApiKeys, clock: StartupClock, marks_path: Path
+) -> int:
     from modelplane.server.vllm_engine import open_vllm_engine
 
     lifecycle = Lifecycle()
@@ -165,9 +196,11 @@ async def _serve(options: ServeOptions, keys: ApiKeys) -> int:
 
     async def run_engine() -> None:
         try:
-            async with open_vllm_engine(options) as engine:
+            async with open_vllm_engine(options, clock) as engine:
                 if options.warmup:
                     await engine.warm_up(options.model_name)
+                clock.ready = time.time()
+                _report_startup(options.model_name, clock, marks_path, metrics)
                 front.attach_engine(engine)
                 loaded = {a.name: a.path.absolute() for a in options.adapters}
                 registry.attach_engine(engine, loaded)
@@ -209,6 +242,18 @@ async def _serve(options: ServeOptions, keys: ApiKeys) -> int:
     tracer.shutdown()
     log.info("stopped", extra={"exit_code": code})
     return code
+
+
+def _report_startup(
+    model: str, clock: StartupClock, marks_path: Path, metrics: ServerMetrics
+) -> None:
+    """Log the start-up's phases in one line and export them; the engine's marks are read
+    once, and their file removed (later marks are dropped)."""
+    phases = startup_phases(clock, read_marks(marks_path))
+    marks_path.unlink(missing_ok=True)
+    total = total_seconds(clock)
+    metrics.record_startup(model, phases, total)
+    log.info(phases_line(phases, total), extra={"startup_seconds": phases, "total_s": total})
 
 
 async def _drain(lifecycle: Lifecycle, metrics: ServerMetrics, timeout_s: float) -> None:

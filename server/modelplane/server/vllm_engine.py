@@ -39,6 +39,7 @@ from modelplane.server.app import (
 from modelplane.server.options import ServeOptions
 from modelplane.server.request_checks import RESPONSES_PATH
 from modelplane.server.request_errors import describe_validation_errors
+from modelplane.server.startup_phases import StartupClock
 
 log = logging.getLogger("modelplane.server.engine")
 
@@ -232,8 +233,14 @@ def install_error_handlers(app: Any) -> None:
 
 
 @asynccontextmanager
-async def open_vllm_engine(options: ServeOptions) -> AsyncIterator[VllmEngine]:
-    """Create the engine (in a worker thread: it blocks for the whole load) and vLLM's app."""
+async def open_vllm_engine(
+    options: ServeOptions, clock: StartupClock | None = None
+) -> AsyncIterator[VllmEngine]:
+    """Create the engine (in a worker thread: it blocks for the whole load) and vLLM's app.
+
+    `clock` is given the times the engine's configuration was resolved and the engine
+    was up (the start-up phases)."""
+    clock = clock or StartupClock()
     os.environ.setdefault("VLLM_WORKER_MULTIPROC_METHOD", "spawn")
     os.environ.setdefault("VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS", str(WORKER_SHUTDOWN_TIMEOUT_S))
     # A media host on engine.allowedMediaDomains must not redirect the engine elsewhere.
@@ -254,6 +261,7 @@ async def open_vllm_engine(options: ServeOptions) -> AsyncIterator[VllmEngine]:
 
     def create() -> Any:
         vllm_config = engine_args.create_engine_config(usage_context=usage)
+        clock.engine_configured = clock.now()
         return AsyncLLM.from_vllm_config(
             vllm_config=vllm_config,
             usage_context=usage,
@@ -262,6 +270,7 @@ async def open_vllm_engine(options: ServeOptions) -> AsyncIterator[VllmEngine]:
         )
 
     client = await asyncio.to_thread(create)
+    clock.engine_returned = clock.now()
     try:
         tasks = tuple(await client.get_supported_tasks())
         app = build_app(args, tasks, client.model_config)
