@@ -30,6 +30,9 @@ RESULT_ERROR: Final = "error"
 RESULT_INVALID: Final = "invalid"
 REPLICA_KINDS: Final = ("desired", "ready", "updated")
 SCALING_DIRECTIONS: Final = ("up", "down")
+# Replica start-ups run from seconds (a warm CPU replica) to tens of minutes (a large
+# model downloaded at start).
+STARTUP_BUCKETS: Final = (5, 10, 20, 30, 45, 60, 90, 120, 180, 300, 600, 1200, 1800, 3600)
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,14 @@ class OperatorMetrics:
             [*labels, "phase"],
             registry=r,
         )
+        self.replica_startup = Histogram(
+            "modelplane_llmdeployment_replica_startup_seconds",
+            "Time from a replica pod's scheduling to its readiness (PodScheduled -> Ready), "
+            "observed once per pod.",
+            labels,
+            buckets=STARTUP_BUCKETS,
+            registry=r,
+        )
         self._samples: dict[tuple[str, str], ResourceSample] = {}
         self._server: Any = None
         self._count_phases()
@@ -169,8 +180,14 @@ class OperatorMetrics:
             self.target_ttft.labels(*base).set(sample.target_ttft_p95_seconds)
         for phase in Phase:
             self.phase.labels(*base, phase.value).set(1 if phase is sample.phase else 0)
+        # From 0 on, so increase() sees the first replica's start-up.
+        self.replica_startup.labels(*base)
         self._samples[key] = sample
         self._count_phases()
+
+    def observe_startup(self, sample: ResourceSample, seconds: float) -> None:
+        """One replica's scheduled -> ready time (`record` the sample first)."""
+        self.replica_startup.labels(sample.namespace, sample.name, sample.model).observe(seconds)
 
     def forget(self, namespace: str, name: str) -> None:
         before = self._samples.pop((namespace, name), None)
@@ -191,6 +208,8 @@ class OperatorMetrics:
         self._remove(self.target_ttft, base)
         for phase in Phase:
             self._remove(self.phase, (*base, phase.value))
+        with contextlib.suppress(KeyError):
+            self.replica_startup.remove(*base)
 
     @staticmethod
     def _remove(metric: Gauge, labels: tuple[str, ...]) -> None:

@@ -723,6 +723,11 @@ class LLMDeploymentStatus(StatusModel):
     canary: CanaryStatus | None = Field(
         None, description="The canary rollout in progress, or the last one aborted."
     )
+    last_replica_startup_seconds: float | None = Field(
+        None,
+        description="Seconds the most recently ready replica took from its pod's scheduling "
+        "to readiness (PodScheduled -> Ready): image pull, model load, compilation, warm-up.",
+    )
     adapters: list[AdapterStatus] | None = Field(
         None,
         description="Each LoRA adapter of spec.adapters: on how many serving replicas it is "

@@ -7,7 +7,9 @@ metrics port is the container port named `http` (the one the Service and
 the chart's PodMonitor use), falling back to the server's port when a pod
 has no such name, so the operator scrapes exactly what Prometheus would.
 The admin port (LoRA adapters) is the container port named `admin`; a pod
-without one serves no adapters.
+without one serves no adapters. A ready pod's start-up is the time from its
+`PodScheduled` condition's transition to its `Ready` one (whole seconds, as
+the kubelet writes them): image pull, container start, model load, warm-up.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from modelplane.api import contract
+from modelplane.operator.timestamps import epoch_of
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,8 @@ class ObservedPod:
     terminating: bool  # deletionTimestamp set: going away, neither capacity nor loading
     template_hash: str | None = None  # which pod template (revision and settings) it runs
     admin_port: int | None = None  # the admin API's (LoRA adapters), when the pod has one
+    ready_at: float | None = None  # epoch s of the Ready condition's turn to True, when ready
+    startup_seconds: float | None = None  # PodScheduled -> Ready, when both are known
 
     @property
     def admin_url(self) -> str | None:
@@ -63,13 +68,27 @@ def _http_port(spec: Mapping[str, Any]) -> int:
     return _named_port(spec, contract.SERVER_PORT_NAME) or contract.SERVER_PORT
 
 
+def _transition(conditions: list[Any], type_: str) -> float | None:
+    """When the condition of `type_` last turned True (epoch s); None unless it is True."""
+    for c in conditions:
+        if isinstance(c, Mapping) and c.get("type") == type_ and c.get("status") == "True":
+            return epoch_of(c.get("lastTransitionTime"))
+    return None
+
+
+def scheduled_to_ready(conditions: list[Any]) -> float | None:
+    """Seconds from the pod's scheduling to its readiness; None while it is not ready."""
+    scheduled, ready = _transition(conditions, "PodScheduled"), _transition(conditions, "Ready")
+    if scheduled is None or ready is None or ready < scheduled:
+        return None
+    return ready - scheduled
+
+
 def observe_pod(body: Mapping[str, Any]) -> ObservedPod:
     meta = body.get("metadata", {})
     status = body.get("status") or {}
-    ready = any(
-        c.get("type") == "Ready" and c.get("status") == "True"
-        for c in status.get("conditions") or []
-    )
+    conditions = status.get("conditions") or []
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in conditions)
     return ObservedPod(
         name=str(meta.get("name", "")),
         track=str((meta.get("labels") or {}).get(contract.LABEL_TRACK, contract.TRACK_STABLE)),
@@ -79,4 +98,6 @@ def observe_pod(body: Mapping[str, Any]) -> ObservedPod:
         terminating=bool(meta.get("deletionTimestamp")),
         template_hash=(meta.get("annotations") or {}).get(contract.ANNOTATION_TEMPLATE_HASH),
         admin_port=_named_port(body.get("spec") or {}, contract.SERVER_ADMIN_PORT_NAME),
+        ready_at=_transition(conditions, "Ready"),
+        startup_seconds=scheduled_to_ready(conditions),
     )

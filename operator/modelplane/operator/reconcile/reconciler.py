@@ -78,6 +78,7 @@ from modelplane.operator.reconcile.rollout_limit import (
     rolling_out,
     template_change,
 )
+from modelplane.operator.reconcile.startups import ReplicaStartups, latest_startup
 from modelplane.operator.reconcile.status import Observation, compute_status, status_patch
 from modelplane.operator.status_model import parse_status
 from modelplane.operator.timestamps import rfc3339
@@ -147,6 +148,7 @@ class Reconciler:
         self.api = api
         self.config = config
         self.metrics = metrics
+        self._startups = ReplicaStartups()
         self.service_monitor_api = service_monitor_api
         self._expect = expectations or Expectations()
         self._now = now
@@ -222,6 +224,7 @@ class Reconciler:
         self._claims_fine.pop(key, None)
         self._tolerated.pop(key, None)
         self._queued.discard(key)
+        self._startups.forget(key)
         if key in self._rolling:
             self._rolling.discard(key)
             self._wake_queued()
@@ -306,6 +309,7 @@ class Reconciler:
                 served_revision=previous.served_revision,
             )
         served = served_model_name(name, spec) if spec is not None else name
+        pods = view.pods(key)
         obs = Observation(
             name=name,
             namespace=namespace,
@@ -319,6 +323,7 @@ class Reconciler:
             canary=canary if spec is not None and not problems else None,
             download=download,
             queued=queued.message if queued.hold else None,
+            replica_startup_seconds=latest_startup(pods),
             previous=previous,
         )
         wanted = compute_status(obs)
@@ -333,18 +338,19 @@ class Reconciler:
             if canary.event is not None and "canary" in patch:
                 await self._post_event(body, *canary.event)
         phase = Phase(wanted["phase"])
-        self.metrics.record(
-            sample_of(
-                namespace,
-                name,
-                served,
-                phase,
-                spec,
-                desired=deployment.spec_replicas if deployment else None,
-                ready=deployment.ready_replicas if deployment else None,
-                updated=deployment.updated_replicas if deployment else None,
-            )
+        sample = sample_of(
+            namespace,
+            name,
+            served,
+            phase,
+            spec,
+            desired=deployment.spec_replicas if deployment else None,
+            ready=deployment.ready_replicas if deployment else None,
+            updated=deployment.updated_replicas if deployment else None,
         )
+        self.metrics.record(sample)
+        for seconds in self._startups.newly_ready(key, pods):
+            self.metrics.observe_startup(sample, seconds)
         return RESULT_INVALID if problems else RESULT_OK
 
     async def _post_event(

@@ -61,6 +61,7 @@ class Observation:
     canary: CanaryPlan | None = None  # where a Canary rollout stands (None: spec not servable)
     download: DownloadState | None = None  # a cache profile's download, when there is one
     queued: str | None = None  # why an operator change of the template waits for a slot
+    replica_startup_seconds: float | None = None  # the last ready pod's scheduled -> ready
     previous: LLMDeploymentStatus = field(default_factory=LLMDeploymentStatus)
 
 
@@ -224,6 +225,11 @@ def compute_status(obs: Observation) -> dict[str, Any]:
             obs.rollout.served_revision if obs.rollout else obs.previous.served_revision
         ),
         canary=(obs.canary.status if obs.canary is not None else obs.previous.canary),
+        last_replica_startup_seconds=(
+            obs.replica_startup_seconds
+            if obs.replica_startup_seconds is not None
+            else obs.previous.last_replica_startup_seconds
+        ),
     )
     d = obs.deployment
     if d is not None:
@@ -253,6 +259,7 @@ _OWNED_FIELDS: Final = {
     "endpoint",
     "selector",
     "canary",
+    "last_replica_startup_seconds",
 }
 
 
