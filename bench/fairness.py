@@ -20,8 +20,10 @@ Heavy output tokens/s is counted over the window in which the light tenant
 runs (completions inside it); the flood is then cancelled and the engine
 left to go idle before the next phase.
 
-Printed: one table (light TTFT p50/p95 and their ratio to alone through the
-same gateway, heavy tokens/s, errors), `heavy_throughput_ratio_fair=<fair/fifo>`,
+Printed: one table (light TTFT p50/p95 and the p95's ratio to alone, alone
+being both gateways' light-only phases together; the light tenant's mean wait
+at the fair gateway from its queue_seconds; heavy and light tokens/s; how long
+a heavy request holds a slot; errors), `heavy_throughput_ratio_fair=<fair/fifo>`,
 and as the last line
 `light_ttft_p95_ratio_fifo=<x> light_ttft_p95_ratio_fair=<y>`.
 
@@ -194,6 +196,10 @@ def main() -> None:
         "--max-num-seqs", type=int, default=4,
         help="the engine's slots, and the fair gateway's concurrency (4)",
     )  # fmt: skip
+    parser.add_argument(
+        "--fair-headroom", type=int, default=0,
+        help="the fair gateway's concurrency above --max-num-seqs: requests vLLM holds ready (0)",
+    )  # fmt: skip
     parser.add_argument("--heavy-concurrency", type=int, default=32)
     parser.add_argument("--heavy-tokens", type=int, default=32, help="per heavy request (32)")
     parser.add_argument(
@@ -231,7 +237,7 @@ def main() -> None:
     gateways: dict[str, tuple[Child, str, str]] = {}
     for name in GATEWAYS:
         config = tmp / f"{name}.yaml"
-        concurrency = args.max_num_seqs if name == "fair" else None
+        concurrency = args.max_num_seqs + args.fair_headroom if name == "fair" else None
         config.write_text(static_yaml(args.served_model_name, server_url, concurrency))
         port, metrics_port = free_port(), free_port()
         child = Child(
@@ -281,7 +287,8 @@ def main() -> None:
     spread = f"{args.heavy_tokens}" + (f"+-{args.heavy_spread}" if args.heavy_spread else "")
     print(
         f"\nmachine: {started_at}; model {Path(args.model).name}, --enforce-eager, "
-        f"--max-num-seqs={args.max_num_seqs} (the fair gateway's concurrency); heavy "
+        f"--max-num-seqs={args.max_num_seqs} (the fair gateway's concurrency: "
+        f"{args.max_num_seqs + args.fair_headroom}); heavy "
         f"c={args.heavy_concurrency} x {spread} tokens (weight {args.heavy_weight:g}), light one "
         f"at a time x {args.light_tokens} tokens (weight {args.light_weight:g}); {args.rounds} "
         f"alternating rounds of {args.seconds:g} s under the flood"
