@@ -459,3 +459,58 @@ def test_a_tenant_s_series_exist_at_zero_before_the_first_count() -> None:
     assert value("modelplane_gateway_queue_seconds_count", {"model": "m", "tenant": "team-a"}) == 0
     tokens = {"tenant": "team-a", "model": "m", "kind": "prompt"}
     assert value("modelplane_gateway_tenant_tokens_total", tokens) == 0
+
+
+def test_a_freed_slot_waits_briefly_for_its_tenant_when_the_queue_would_serve_it_first() -> None:
+    """Anticipation: a one-at-a-time client of short requests gets its slot back instead of
+    waiting a whole turnover behind a flood of long ones; if it does not come back, the
+    slot goes to the queue after the short wait."""
+
+    async def scenario() -> None:
+        queue = FairQueue(capacity=1, anticipation_s=0.05)
+        assert await queue.acquire("light", 1, cost=1) == 0.0  # tags: light 0, next 1
+        flood = [asyncio.create_task(queue.acquire("heavy", 1, cost=10)) for _ in range(3)]
+        await asyncio.sleep(0)  # heavy's tags: 0, 10, 20
+        queue.release("light")  # heavy's first (tag 0) is due before light's next (1)
+        await asyncio.wait_for(asyncio.shield(flood[0]), 1)
+        light = asyncio.create_task(queue.acquire("light", 1, cost=1))  # tag 1
+        await asyncio.sleep(0)
+        queue.release("heavy")  # heavy still waits, so nothing is kept: light goes
+        await asyncio.wait_for(light, 1)
+        queue.release("light")  # light's next tag (2) comes before heavy's (10): kept
+        await asyncio.sleep(0.01)
+        assert not flood[1].done()
+        assert await queue.acquire("light", 1, cost=1) == 0.0  # at once
+        queue.release("light")  # kept again, but light does not come back
+        assert await asyncio.wait_for(asyncio.shield(flood[1]), 1) > 0.0
+        queue.release("heavy")
+        await asyncio.wait_for(asyncio.shield(flood[2]), 1)
+        queue.release("heavy")
+        assert queue.running == 0 and queue.waiting == 0
+
+    asyncio.run(scenario())
+
+
+def test_costs_share_the_model_s_work_not_request_counts() -> None:
+    """While both wait, a tenant of requests ten times shorter gets ten turns per turn."""
+
+    async def scenario() -> list[str]:
+        queue = FairQueue(capacity=1)
+        await queue.acquire("busy", 1)
+        order: list[str] = []
+
+        async def one(tenant: str, cost: float) -> None:
+            await queue.acquire(tenant, 1, cost)
+            order.append(tenant)
+
+        tasks = [asyncio.create_task(one("long", 10)) for _ in range(3)]
+        tasks += [asyncio.create_task(one("short", 1)) for _ in range(20)]
+        await asyncio.sleep(0)
+        for _ in range(23):
+            queue.release()
+            await asyncio.sleep(0)
+        await asyncio.gather(*tasks)
+        return order
+
+    order = asyncio.run(scenario())
+    assert order[:12].count("short") >= 10, order

@@ -413,8 +413,9 @@ class GatewayApp:
                     route = ready_route
                 # A saturated model: wait here for a turn, by tenant weight (tenants.fair_queue).
                 queue = self.tenancy.queue_for(route) if self.tenancy is not None else None
+                turn = tenant.name if tenant is not None else identity  # whose turn it is
                 if queue is not None and not await self._take_turn(
-                    send, queue, route, identity, tenant, adapter
+                    send, queue, route, identity, tenant, adapter, summary.tokens
                 ):
                     return
                 try:
@@ -433,7 +434,7 @@ class GatewayApp:
                         span.finish(outcome.status)
                 finally:
                     if queue is not None:
-                        queue.release()
+                        queue.release(turn)
         finally:
             used = 0
             if tally is not None and outcome.first_byte_at is not None:
@@ -505,14 +506,16 @@ class GatewayApp:
         identity: str,
         tenant: Tenant | None,
         adapter: str | None,
+        cost: int,
     ) -> bool:
-        """A slot on the saturated model, after the tenants ahead by weight; False once
-        refused (the tenant already has as many requests waiting as it may)."""
+        """A slot on the saturated model, after the tenants ahead by weight (and by the
+        work they asked for: `cost` is the request's token estimate); False once refused
+        (the tenant already has as many requests waiting as it may)."""
         assert self.tenancy is not None
         key, weight = (tenant.name, tenant.weight) if tenant is not None else (identity, 1.0)
         label = tenant.name if tenant is not None else DEFAULT_TENANT
         try:
-            await self.tenancy.wait_turn(queue, route, key, weight, label)
+            await self.tenancy.wait_turn(queue, route, key, weight, label, max(1, cost))
         except QueueFullError:
             limit = self.tenancy.max_queued_per_tenant
             self.tenancy.metrics.refused(label, "queue_full")

@@ -63,6 +63,7 @@ class GatewayOptions(BaseModel):
     redis_failure: Literal["open", "closed"] = "open"
     replica_concurrency: Annotated[int, Field(ge=1, le=4096)] | None = None
     max_queued_per_tenant: Count = 256
+    queue_anticipation: Annotated[float, Field(ge=0, le=1)] = 0.02
     otlp_traces_endpoint: str | None = None
     log_format: Literal["json", "text"] = "json"
     access_log: bool = False
@@ -278,6 +279,14 @@ def add_gateway_arguments(parser: argparse.ArgumentParser) -> None:
         type=int,
         metavar="N",
         help="Requests one tenant may have waiting for a saturated model (256); one more is a 429.",
+    )
+    t.add_argument(
+        "--queue-anticipation",
+        type=float,
+        metavar="SECONDS",
+        help="A saturated model's slot freed by a tenant is kept this long for that "
+        "tenant's next request when the queue would serve it first anyway (0.02; 0: off): "
+        "a client sending one request at a time then does not wait a whole slot turnover.",
     )
     o = parser.add_argument_group("observability")
     o.add_argument(

@@ -100,6 +100,7 @@ def build_tenancy(
         watch=watch,
         default_concurrency=options.replica_concurrency,
         max_queued_per_tenant=options.max_queued_per_tenant,
+        anticipation_s=options.queue_anticipation,
         queue_signal_interval_s=options.demand_interval,
     )
 

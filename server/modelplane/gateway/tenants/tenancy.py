@@ -44,6 +44,7 @@ class Tenancy:
     watch: TenantsFileWatch | None = None  # None: no tenants file
     default_concurrency: int | None = None  # per replica, for routes that do not say
     max_queued_per_tenant: int = 256
+    anticipation_s: float = 0.0  # a freed slot kept for its tenant (fair_queue says why)
     on_queued: QueueHook = _no_queue_hook
     queue_signal_interval_s: float = 2.0
     clock: Callable[[], float] = time.monotonic
@@ -95,19 +96,28 @@ class Tenancy:
         queue = self.queues.get(route.name)
         if queue is None:
             queue = self.queues[route.name] = FairQueue(
-                capacity, max_waiting_per_tenant=self.max_queued_per_tenant, clock=self.clock
+                capacity,
+                max_waiting_per_tenant=self.max_queued_per_tenant,
+                clock=self.clock,
+                anticipation_s=self.anticipation_s,
             )
         return queue
 
     async def wait_turn(
-        self, queue: FairQueue, route: ModelRoute, key: str, weight: float, label: str
+        self,
+        queue: FairQueue,
+        route: ModelRoute,
+        key: str,
+        weight: float,
+        label: str,
+        cost: float = 1.0,
     ) -> float:
         """Wait for a slot (QueueFullError when the tenant's queue is full); seconds waited."""
         if queue.running < queue.capacity and not queue.waiting:
-            waited = await queue.acquire(key, weight)  # a free slot: no task, no wait
+            waited = await queue.acquire(key, weight, cost)  # a free slot: no task, no wait
             self.metrics.queued(route.name, label, waited)
             return waited
-        waiting = asyncio.ensure_future(queue.acquire(key, weight))
+        waiting = asyncio.ensure_future(queue.acquire(key, weight, cost))
         await asyncio.sleep(0)  # acquire enqueues (or refuses), so the counts include it
         self._signal(route, queue)
         self.metrics.waiting_now(route.name, label, queue.waiting_for(key))
