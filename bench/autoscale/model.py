@@ -75,6 +75,15 @@ class Profile:
     # rate on this workload): the unit in which traces are written.
     unit_rps: float
     source: str = ""
+    # Where `startup_s` goes, as (phase, seconds); empty: one opaque delay.
+    startup_phases: tuple[tuple[str, float], ...] = ()
+
+    @property
+    def startup_note(self) -> str:
+        """The start-up's phases in one line, or where the figure comes from."""
+        if not self.startup_phases:
+            return "no breakdown"
+        return ", ".join(f"{name} {secs:g}s" for name, secs in self.startup_phases)
 
     def prefill_work(self, prompt: int) -> float:
         return self.prefill_per_token_s * prompt + self.prefill_per_token2_s * prompt * prompt

@@ -26,13 +26,16 @@ def write_picture(
     description: str,
     rows: Sequence[Any],
     out: Path,
+    goal: str = "",
 ) -> Path:
-    """One PNG: a panel per policy for one calibration and trace."""
+    """One PNG: a panel per policy for one calibration and trace; `goal` under the title
+    (ours against R, the reference attainment it is judged by)."""
     out.mkdir(parents=True, exist_ok=True)
     fig, axes = plt.subplots(len(rows), 1, figsize=(11, 2.1 * len(rows)), sharex=True)
     for ax, row in zip(np.atleast_1d(axes), rows, strict=True):
         _panel(ax, row, slo_s)
-    fig.suptitle(f"{profile_name}: {trace_name} ({description})", fontsize=10, y=0.995)
+    title = f"{profile_name}: {trace_name} ({description})"
+    fig.suptitle(f"{title}\n{goal}" if goal else title, fontsize=10, y=0.995)
     fig.supxlabel("minutes")
     fig.tight_layout()
     path = out / f"autoscale-{profile_name}-{trace_name}.png"

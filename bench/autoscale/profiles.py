@@ -12,9 +12,17 @@ on one RTX 4090 (24 GB), vLLM OpenAI server, 256 input / 128 output tokens,
 https://mushfiqrahman.dev/?p=1668). Its KV cache is not in the post; it is
 derived from the model's shape: 0.9 x 24 GB minus 14.5 GB of bf16 weights
 and about 1.5 GB of activations leaves about 5.6 GB, at 128 KiB per token
-(32 layers x 8 KV heads x 128 x 2 x bf16) about 42,000 tokens. Start-up is
-an assumption, not a measurement: 60 s for a 7B model whose weights and
-compile cache are already on the node.
+(32 layers x 8 KV heads x 128 x 2 x bf16) about 42,000 tokens.
+
+Start-up, phase by phase. CPU: one eager `modelplane serve` start on this
+machine, read off its own log (`CPU_STARTUP_PHASES`).
+GPU: a published cached start of vLLM with an 8B model, Llama-3.1-8B-Instruct
+on one L40S with the Hugging Face, torch.compile and other caches kept on a
+volume under /root/.cache (S. Rawat, "Reducing GPU Cold Start Time when using
+vLLM", Tensorfuse, 1 September 2025,
+https://tensorfuse.io/docs/blogs/reducing_gpu_cold_start): 82 s, against
+294 s with nothing cached. The simulator's replica is ready that long after
+it is asked for; scheduling and image pull are left out (a warm node).
 
 `python -m bench.autoscale.profiles` re-runs both fits (a grid search that
 replays each measured closed-loop run in the simulator) and prints the
@@ -44,7 +52,20 @@ CPU_SWEEP = {
     64: (3.468, 274.8, 5358.0),
 }
 CPU_SWEEP_SHAPE = (128, 48)
-CPU_READY_S = 30.6  # process start to /ready 200 (weights loaded, warm-up served)
+# One eager start (`modelplane serve --enforce-eager`, SmolLM2-135M, 2 cores shared
+# with other work), from the process start to the server's "ready" log line.
+# Read off the server's log lines (the first phase, which the log cannot see,
+# from a second start); load average about 6 during it, like the calibration.
+# Most of it is Python starting processes and importing torch and vLLM.
+CPU_STARTUP_PHASES = (
+    ("process start and imports", 11.1),
+    ("API server up, engine configured", 13.2),
+    ("engine process started", 21.7),
+    ("worker process started", 25.0),
+    ("weights loaded", 1.1),
+    ("KV cache and engine warm-up", 6.9),
+    ("API routes and warm-up request", 5.8),
+)
 CPU_KV_TOKENS = 46_592  # engine log: "CPU KV cache size: 46,592 tokens"
 
 # --- GPU: published --------------------------------------------------------
@@ -57,6 +78,15 @@ GPU_SWEEP = {
     48: (11.87, 1190.0, 667.0, 840.0),
 }
 GPU_SWEEP_SHAPE = (256, 128)
+# Tensorfuse's cached start of Llama-3.1-8B-Instruct on an L40S (see above):
+# nothing to download, every cache warm.
+GPU_STARTUP_PHASES = (
+    ("weights loaded", 18.0),
+    ("dynamo bytecode transform", 10.0),
+    ("graph compilation (cached)", 13.0),
+    ("CUDA graph capture", 7.0),
+    ("imports and engine init", 34.0),
+)
 
 CPU = Profile(
     name="cpu",
@@ -67,7 +97,8 @@ CPU = Profile(
     chunk_tokens=2048,  # vLLM's CPU default max_num_batched_tokens
     max_num_seqs=128,  # vLLM's CPU default for the OpenAI server
     kv_tokens=CPU_KV_TOKENS,
-    startup_s=CPU_READY_S,
+    startup_s=sum(secs for _, secs in CPU_STARTUP_PHASES),
+    startup_phases=CPU_STARTUP_PHASES,
     prompt=(48.0, 0.6, 8, 512),
     output=(32.0, 0.5, 4, 128),
     slo_ttft_s=1.0,
@@ -84,7 +115,8 @@ GPU = Profile(
     chunk_tokens=2048,  # vLLM's default max_num_batched_tokens below 70 GB of GPU memory
     max_num_seqs=256,
     kv_tokens=42_000,
-    startup_s=60.0,
+    startup_s=sum(secs for _, secs in GPU_STARTUP_PHASES),
+    startup_phases=GPU_STARTUP_PHASES,
     prompt=(256.0, 0.7, 16, 2048),
     output=(160.0, 0.6, 8, 1024),
     slo_ttft_s=1.0,

@@ -58,8 +58,9 @@ class ScaleToTwoAtStart(Policy):
 
 def test_a_new_replica_serves_nothing_while_it_loads() -> None:
     rate = 3.0
-    workload = make_workload(lambda t: np.full_like(t, rate), rate, 120.0, CPU, seed=5)
-    result = simulate(CPU, workload, ScaleToTwoAtStart(), 120.0, initial=1)
+    profile = replace(CPU, startup_s=30.6)
+    workload = make_workload(lambda t: np.full_like(t, rate), rate, 120.0, profile, seed=5)
+    result = simulate(profile, workload, ScaleToTwoAtStart(), 120.0, initial=1)
     ready = {t: r for t, r, _ in result.samples}
     loading = {t: n for t, _, n in result.samples}
     assert ready[10.0] == 1 and loading[10.0] == 1  # asked for at 1 s, loads 30.6 s
