@@ -38,7 +38,7 @@ help:
 	@echo "make lint          ruff + mypy --strict"
 	@echo "make bench-server  modelplane serve vs vLLM's own OpenAI server, side by side"
 	@echo "make tools         helm (into .tools/) and Prometheus + promtool, for the chart tests"
-	@echo "make bench-autoscale  autoscaling policies side by side in a simulator (about 30 s)"
+	@echo "make bench-autoscale  autoscaling policies side by side in a simulator, seeds 1-10 (minutes)"
 	@echo "make bench-gateway the gateway's overhead: direct vs through it, and vs nginx"
 	@echo "make bench-prefix  round-robin vs least-load vs prefix-affine routing on two servers"
 	@echo "make bench-lora    the base model alone vs the base plus 1 and 4 LoRA adapters (c=16)"
