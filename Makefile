@@ -23,7 +23,7 @@ export MODELPLANE_MODELS_DIR := $(MODELS_DIR)
 
 .PHONY: help venv model run test test-fast lint bench-server bench-autoscale clean tools helm prometheus
 .PHONY: chromium redis bench-tools bench-gateway bench-prefix
-.PHONY: crd bench-operator images bench-lora bench-fairness
+.PHONY: crd bench-operator images bench-lora bench-fairness bench-startup
 .PHONY: chart-crds chart-schema manifests e2e fuzz
 
 help:
@@ -43,6 +43,7 @@ help:
 	@echo "make bench-prefix  round-robin vs least-load vs prefix-affine routing on two servers"
 	@echo "make bench-lora    the base model alone vs the base plus 1 and 4 LoRA adapters (c=16)"
 	@echo "make bench-fairness  a light tenant's TTFT beside a flooding one (c=32): FIFO vs fair share"
+	@echo "make bench-startup  the compiled server's start-up phases, cold vs warm compile cache (~7 min)"
 	@echo "make crd           regenerate crds/ from the typed LLMDeployment model (and the chart's copies)"
 	@echo "make chart-schema  regenerate operator.config's schema in the chart's values.schema.json"
 	@echo "make manifests     render manifests/install.yaml (kubectl apply bundle) from the chart"
@@ -135,6 +136,11 @@ bench-lora: $(STAMP)
 bench-fairness: $(STAMP)
 	@$(BIN)/modelplane model build >/dev/null
 	$(BIN)/python -m bench.fairness --model "$$($(BIN)/modelplane model build --quiet)"
+
+# The compiled server started twice on a cold compile cache and twice on a warm one.
+bench-startup: $(STAMP)
+	@$(BIN)/modelplane model build >/dev/null
+	$(BIN)/python -m bench.startup --model "$$($(BIN)/modelplane model build --quiet)"
 
 bench-operator: $(STAMP)
 	$(BIN)/python -m bench.operator_scale

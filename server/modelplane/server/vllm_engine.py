@@ -54,6 +54,13 @@ ENGINE_SHUTDOWN_TIMEOUT_S = 30.0
 WORKER_SHUTDOWN_TIMEOUT_S = 20
 
 
+# vLLM 0.32 on CPUs saves its ahead-of-time compiled model but cannot load it back ("'function'
+# object has no attribute 'finalize_loading'"), so every start compiled again. Without AOT
+# compilation it keeps Inductor's compiled graphs in VLLM_CACHE_ROOT and loads them at the
+# next start (Dynamo still traces the model, a few seconds). An explicit setting wins.
+CPU_AOT_COMPILE = "0"
+
+
 # A tool call's arguments follow the tool's `parameters` schema, as if every tool said
 # `strict: true`: vLLM's default ("auto") constrains only the call's envelope for a tool
 # without `strict`, so a named `tool_choice` could be answered with arguments like
@@ -245,6 +252,8 @@ async def open_vllm_engine(
     os.environ.setdefault("VLLM_WORKER_SHUTDOWN_TIMEOUT_SECONDS", str(WORKER_SHUTDOWN_TIMEOUT_S))
     # A media host on engine.allowedMediaDomains must not redirect the engine elsewhere.
     os.environ["VLLM_MEDIA_URL_ALLOW_REDIRECTS"] = "0"
+    if not running_on_gpu():
+        os.environ.setdefault("VLLM_USE_AOT_COMPILE", CPU_AOT_COMPILE)
     from vllm.engine.arg_utils import AsyncEngineArgs
     from vllm.entrypoints.launchers.api_server.app_state import init_app_state
     from vllm.entrypoints.launchers.app import build_app
