@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import copy
 import threading
+import time
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -21,6 +22,7 @@ from typing import Any
 import yaml
 
 from modelplane.api import contract
+from modelplane.operator.timestamps import rfc3339
 from tests.chart.helm import find, operator_config
 from tests.conftest import free_port
 from tests.integration.gateway.conftest import Process
@@ -53,6 +55,7 @@ class ModelServerPod:
             cluster, namespace, deployment, name,
         )  # fmt: skip
         self.manifest: dict[str, Any] = {}
+        self.scheduled_at = 0.0  # when the scheduler bound it (its creation, here)
 
     def create(self, port: int) -> ModelServerPod:
         found = wait_for(
@@ -68,14 +71,27 @@ class ModelServerPod:
         self.manifest = {"apiVersion": "v1", "kind": "Pod", "metadata": meta,
                          "spec": template["spec"]}  # fmt: skip
         self.cluster.kubectl.create("pods", self.manifest)
+        self.scheduled_at = time.time()
         return self
 
     def report(self, *, ready: bool) -> None:
-        """Play the kubelet: running on 127.0.0.1, passing its readiness probe or not yet."""
+        """Play the kubelet: running on 127.0.0.1, passing its readiness probe or not yet,
+        with the conditions' transition times (the operator's scheduled -> ready)."""
         status = {
             "phase": "Running",
             "podIP": "127.0.0.1",
-            "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+            "conditions": [
+                {
+                    "type": "PodScheduled",
+                    "status": "True",
+                    "lastTransitionTime": rfc3339(self.scheduled_at),
+                },
+                {
+                    "type": "Ready",
+                    "status": "True" if ready else "False",
+                    "lastTransitionTime": rfc3339(time.time()),
+                },
+            ],
         }
         self.cluster.kubectl.patch(
             "v1", "pods", self.namespace, self.name, {"status": status}, subresource="status"
