@@ -12,8 +12,8 @@ baselines at >= 99% attainment (else the one with the highest attainment),
 and R is the highest attainment among the references that cost no more
 replica-hours than it: the surprise bound (autoscale_policies.SurpriseBound,
 the most any policy that sizes on the load it has seen can attain), ours+1
-and ours x1.5 (our reactive policy with a fixed headroom bought up front,
-autoscale_policies.Padded). A run (one seed, calibration and trace) meets the
+and ours x1.5 (ours with a fixed headroom bought up front on top of what it
+asks for, autoscale_policies.Padded). A run (one seed, calibration and trace) meets the
 goal when ours attains at least min(99%, R - 0.25 points) and costs no more
 replica-hours than the best baseline. If no reference stays within that
 budget, R is the best baseline's own attainment.
