@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -344,17 +346,26 @@ def test_a_spent_budget_answers_insufficient_quota_until_the_period_ends() -> No
     assert "120 used" in refusal.message and "budget of 100 tokens this day" in refusal.message
 
 
-def _log_lines(name: str) -> list[str]:
-    """What the logger `name` writes from now on, whatever the process's logging set-up
-    (another test's may have stopped it propagating to pytest's capture)."""
+@contextlib.contextmanager
+def _log_lines(name: str) -> Iterator[list[str]]:
+    """What the logger `name` writes meanwhile, whatever the process's logging set-up: an
+    earlier test's dictConfig may have disabled it or cut it off from pytest's capture."""
     lines: list[str] = []
 
     class Keep(logging.Handler):
         def emit(self, record: logging.LogRecord) -> None:
             lines.append(record.getMessage())
 
-    logging.getLogger(name).addHandler(Keep(logging.WARNING))
-    return lines
+    logger = logging.getLogger(name)
+    handler, disabled, level = Keep(logging.WARNING), logger.disabled, logger.level
+    logger.addHandler(handler)
+    logger.disabled = False
+    logger.setLevel(logging.WARNING)
+    try:
+        yield lines
+    finally:
+        logger.removeHandler(handler)
+        logger.disabled, logger.level = disabled, level
 
 
 def test_a_bad_reload_keeps_the_tenants_read_before_and_says_why(tmp_path: Path) -> None:
@@ -362,10 +373,10 @@ def test_a_bad_reload_keeps_the_tenants_read_before_and_says_why(tmp_path: Path)
     path.write_text("tenants:\n  team-a: {keys: [sk-team-a-0001]}\n")
     changes: list[Tenants] = []
     watch = TenantsFileWatch(path, on_change=changes.append)
-    logged = _log_lines("modelplane.gateway.tenants")
     assert not watch.reload()  # unchanged
     path.write_text("tenants:\n  team-a: {keys: [sk-team-a-0001], weight: -3}\n")
-    assert not watch.reload()
+    with _log_lines("modelplane.gateway.tenants") as logged:
+        assert not watch.reload()
     assert watch.problem is not None and "tenants.team-a.weight" in watch.problem
     assert any("keeping the tenants read before" in line for line in logged)
     assert watch.tenants.for_key("sk-team-a-0001") is not None
