@@ -8,11 +8,9 @@ pays for it on every bursty one. So the policy learns which load it has,
 from what it has seen:
 
 * A *surprise* is a decision at which demand went past the fleet's
-  capacity: the fleet's TTFT p95 broke its target with no replica loading
-  and none asked for in the last two load times (steady load, yet not enough
-  replicas; right after a scale-up the ready replicas still drain what
-  queued while the new ones loaded), or the arrivals jumped past what the
-  ready replicas carry. Surprises within one load time of each other
+  capacity: with no replica loading, the fleet's TTFT p95 broke its target
+  (steady load, yet not enough replicas), or the arrivals jumped past what
+  the ready replicas carry. Surprises within one load time of each other
   are one (a burst still rising, a breach that lasts).
 * The headroom is `HEADROOM_PER_SURPRISE` of the arrival level for each
   surprise in the last `SURPRISE_MEMORY_S`, at most `MAX_HEADROOM`: the

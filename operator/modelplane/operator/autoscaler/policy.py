@@ -212,12 +212,8 @@ def decide(
         burst_needs = _burst_need(
             arrivals, jumped_from, len(ready), capacity, state.proven_rps, horizon(state)
         )
-    # Demand went past capacity: a jump past the ready replicas, or a breach on
-    # a fleet that has had a load time to settle since it last grew (right after
-    # a scale-up the ready replicas still drain what queued while it loaded).
-    settled = state.last_scale_up_at is None or now - state.last_scale_up_at > 2 * horizon(state)
-    if burst_needs or (steady and settled and _breached(measured, spec.scaling_targets)):
-        state = note_surprise(state, now)
+    if burst_needs or (steady and _breached(measured, spec.scaling_targets)):
+        state = note_surprise(state, now)  # demand went past capacity
     state = replace(state, surprises=recent_surprises(state, now))
     spare = headroom(state, now)
     # Sized on the level of the last half minute, or on this window's rate
