@@ -67,7 +67,6 @@ from modelplane.operator.autoscaler.bursts import (
     reserve,
     start_burst,
 )
-from modelplane.operator.autoscaler.headroom import headroom, note_surprise, recent_surprises
 from modelplane.operator.autoscaler.observations import Histogram, ReplicaObservation
 from modelplane.operator.autoscaler.state import PolicyState
 
@@ -207,33 +206,21 @@ def decide(
         level_per_replica=recent / len(ready) if recent is not None and steady else None,
     )
     capacity = state.capacity_rps
-    burst_needs: list[_Need] = []
-    if jumped_from is not None and arrivals is not None:
-        burst_needs = _burst_need(
-            arrivals, jumped_from, len(ready), capacity, state.proven_rps, horizon(state)
-        )
-    if burst_needs or (steady and _breached(measured, spec.scaling_targets)):
-        state = note_surprise(state, now)  # demand went past capacity
-    state = replace(state, surprises=recent_surprises(state, now))
-    spare = headroom(state, now)
     # Sized on the level of the last half minute, or on this window's rate
-    # when it jumped (a burst is no noise to smooth away), with the headroom
-    # this load has shown it needs (headroom.py).
+    # when it jumped (a burst is no noise to smooth away).
     sized_on = arrivals if jumped_from is not None else recent
-    if sized_on is not None and spare:
-        sized_on *= 1.0 + spare
     needs = _needs(measured, len(ready), sized_on, spec.scaling_targets, capacity, state.proven_rps)
-    needs.extend(burst_needs)
+    if jumped_from is not None and arrivals is not None:
+        needs.extend(
+            _burst_need(
+                arrivals, jumped_from, len(ready), capacity, state.proven_rps, horizon(state)
+            )
+        )
     top = max(needs, key=lambda n: n.replicas) if needs else None
     need = top.replicas if top else 0.0
     driver = top.driver if top else DRIVER_NO_METRICS
     wanted = max(math.ceil(need - EPSILON), 1 if active else 0)
     why = top.detail if top else "no target has data yet"
-    if spare and top is not None and top.driver == TTFT:
-        why += (
-            f"; sized {spare:.0%} over the arrivals: demand outran the fleet "
-            f"{len(recent_surprises(state, now))} time(s) in the last hour"
-        )
     if failed:
         left_out = ", ".join(f"{o.name} ({o.error})" for o in failed)
         why += f"; left out {left_out}, scaled on the {len(measured)} other(s)"
@@ -398,15 +385,6 @@ def _arrivals(measured: Sequence[ReplicaObservation], failed: int) -> float | No
     if not rated or len(rated) < len(measured):
         return None
     return sum(rated) * (len(rated) + failed) / len(rated)
-
-
-def _breached(measured: Sequence[ReplicaObservation], targets: AutoscalingTargets) -> bool:
-    """The fleet's TTFT p95 over its target in this window (enough first tokens to say)."""
-    if targets.ttft_p95_seconds is None:
-        return False
-    fleet = Histogram.merge(o.ttft for o in measured if o.ttft is not None)
-    p95 = _p95(fleet, MIN_FIRST_TOKENS)
-    return p95 is not None and p95 > targets.ttft_p95_seconds
 
 
 def _demand_is_new(

@@ -66,16 +66,12 @@ class PolicyState:
     # The request rate per replica at which the fleet last broke its TTFT
     # target under steady load: the knee estimate is never probed past it.
     hot_rps: float | None = None
-    # When demand went past the fleet's capacity, the last hour (see headroom.py):
-    # how much spare capacity to keep is learned from how often that happens.
-    surprises: tuple[float, ...] = ()
     version: int = field(default=STATE_VERSION)
 
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["recent_needs"] = [[t, n] for t, n in self.recent_needs]
         data["bursts"] = [[t, r] for t, r in self.bursts]
-        data["surprises"] = list(self.surprises)
         del data["rates"]
         return data
 
@@ -105,7 +101,6 @@ class PolicyState:
                 proven_rps=_positive(data.get("proven_rps")),
                 cool_since=_time(data.get("cool_since")),
                 hot_rps=_positive(data.get("hot_rps")),
-                surprises=_times(data.get("surprises", ())),
             )
         except (TypeError, ValueError):
             return cls()
@@ -132,13 +127,6 @@ def _pairs(values: Any) -> tuple[tuple[float, float], ...]:
     if not all(math.isfinite(a) and math.isfinite(b) for a, b in pairs):
         raise ValueError("not a time series")
     return pairs
-
-
-def _times(values: Any) -> tuple[float, ...]:
-    times = tuple(float(t) for t in values)
-    if not all(math.isfinite(t) for t in times):
-        raise ValueError("not a time series")
-    return times
 
 
 def _positive(value: Any) -> float | None:
