@@ -28,7 +28,6 @@ import argparse
 import asyncio
 import os
 import platform
-import statistics
 import sys
 import tempfile
 from dataclasses import dataclass
@@ -36,7 +35,7 @@ from pathlib import Path
 
 import psutil
 
-from bench.server_overhead import Phase, Server, drive, free_port, pct
+from bench.server_overhead import Phase, Server, drive, free_port, summarize
 from tests.support.lora_adapter import write_random_adapter
 
 CONCURRENCY = 16
@@ -69,18 +68,6 @@ def serve_command(args: argparse.Namespace, port: int, adapters: dict[str, Path]
     for name, path in adapters.items():
         command += ["--adapter", f"{name}={path}"]
     return command
-
-
-def summary(phases: list[Phase]) -> dict[str, float]:
-    ttft = [t for p in phases for t in p.ttft]
-    e2e = [t for p in phases for t in p.e2e]
-    return {
-        "tps": statistics.median(p.tokens / p.wall_s for p in phases),
-        "ttft50": pct(ttft, 0.5),
-        "ttft95": pct(ttft, 0.95),
-        "e2e50": pct(e2e, 0.5),
-        "errors": sum(p.errors for p in phases),
-    }
 
 
 def main() -> None:
@@ -148,7 +135,7 @@ def main() -> None:
     )
     print(header)
     print("-" * len(header))
-    table = {name: summary(phases) for name, phases in results.items()}
+    table = {name: summarize(phases) for name, phases in results.items()}
     base = table["base"]
     for name, s in table.items():
         print(

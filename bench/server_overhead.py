@@ -185,6 +185,19 @@ def pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
 
 
+def summarize(phases: list[Phase]) -> dict[str, float]:
+    """Median tokens/s over rounds; TTFT p50/p95 and e2e p50 over all requests; errors."""
+    ttft = [t for p in phases for t in p.ttft]
+    e2e = [t for p in phases for t in p.e2e]
+    return {
+        "tps": statistics.median(p.tokens / p.wall_s for p in phases),
+        "ttft50": pct(ttft, 0.5),
+        "ttft95": pct(ttft, 0.95),
+        "e2e50": pct(e2e, 0.5),
+        "errors": sum(p.errors for p in phases),
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawTextHelpFormatter
@@ -258,16 +271,7 @@ def main() -> None:
             server.stop()
 
     def summary(name: str, conc: int) -> dict[str, float]:
-        phases = results[(name, conc)]
-        ttft = [t for p in phases for t in p.ttft]
-        e2e = [t for p in phases for t in p.e2e]
-        return {
-            "tps": statistics.median(p.tokens / p.wall_s for p in phases),
-            "ttft50": pct(ttft, 0.5),
-            "ttft95": pct(ttft, 0.95),
-            "e2e50": pct(e2e, 0.5),
-            "errors": sum(p.errors for p in phases),
-        }
+        return summarize(results[(name, conc)])
 
     cpu = platform.processor() or platform.machine()
     print(

@@ -134,17 +134,22 @@ def key_digest(key: str) -> bytes:
     return hashlib.sha256(key.encode("utf-8", "surrogateescape")).digest()
 
 
-def _read_key_file(path: Path, tenant: str) -> tuple[list[str], bytes]:
+def _read_text(path: Path, what: str) -> tuple[str, bytes]:
+    """A small UTF-8 file's text and bytes; ConfigError starting with `what` otherwise."""
     try:
         raw = path.read_bytes()
     except OSError as err:
-        raise ConfigError(f"tenants.{tenant}.keyFile: cannot read {path}: {err.strerror}") from err
+        raise ConfigError(f"{what}: cannot read {path}: {err.strerror}") from err
     if len(raw) > MAX_FILE_BYTES:
-        raise ConfigError(f"tenants.{tenant}.keyFile: {path} is larger than 4 MiB")
+        raise ConfigError(f"{what}: {path} is larger than 4 MiB")
     try:
-        text = raw.decode("utf-8")
+        return raw.decode("utf-8"), raw
     except UnicodeDecodeError as err:
-        raise ConfigError(f"tenants.{tenant}.keyFile: {path} is not UTF-8 text") from err
+        raise ConfigError(f"{what}: {path} is not UTF-8 text") from err
+
+
+def _read_key_file(path: Path, tenant: str) -> tuple[list[str], bytes]:
+    text, raw = _read_text(path, f"tenants.{tenant}.keyFile")
     keys = [k for k in (line.strip() for line in text.splitlines()) if k and not k.startswith("#")]
     if not keys:
         raise ConfigError(f"tenants.{tenant}.keyFile: {path} holds no key")
@@ -202,16 +207,7 @@ def parse_tenants(text: str, folder: Path, source: str = "tenants file") -> Tena
 
 def read_tenants(path: Path) -> Tenants:
     """The tenants file at `path` (its key files beside it)."""
-    try:
-        raw = path.read_bytes()
-    except OSError as err:
-        raise ConfigError(f"cannot read tenants file {path}: {err.strerror}") from err
-    if len(raw) > MAX_FILE_BYTES:
-        raise ConfigError(f"tenants file {path} is larger than 4 MiB")
-    try:
-        text = raw.decode("utf-8")
-    except UnicodeDecodeError as err:
-        raise ConfigError(f"tenants file {path} is not UTF-8 text") from err
+    text, _ = _read_text(path, "tenants file")
     return parse_tenants(text, path.parent, source=str(path))
 
 
