@@ -330,8 +330,9 @@ class GatewayApp:
             return
         route, adapter = resolved
         model = route.name  # an adapter's requests count against its base model's caps
-        ticket = uuid.uuid4().hex  # the request's concurrency slot, when its tenant has a cap
+        ticket = ""  # the request's concurrency slot, when its tenant has a cap
         if tenant is not None:
+            ticket = uuid.uuid4().hex
             # The allow-list names models or adapters: an adapter listed by name may be
             # used, and so may every adapter of a listed model.
             asked = adapter if adapter is not None and tenant.may_use(adapter) else model

@@ -29,6 +29,7 @@ import uvicorn
 from prometheus_client import REGISTRY
 
 from modelplane.api.engine import engine_config_problems
+from modelplane.http.asgi import ASGIApp
 from modelplane.http.connections import ConnectionLimits, guarded_protocol
 from modelplane.http.key_store import ApiKeys
 from modelplane.http.logs import configure_logging
@@ -144,44 +145,10 @@ async def _serve(
         keys=keys,
         adapters=registry.loaded_names,
     )
-    server = SignalFreeServer(
-        uvicorn.Config(
-            front,
-            host=options.host,
-            port=options.port,
-            lifespan="off",
-            access_log=False,
-            log_config=None,
-            timeout_graceful_shutdown=CLOSE_TIMEOUT_S,
-            # A deadline for request heads and a connection cap answered in the envelope;
-            # bodies have theirs in the app.
-            http=guarded_protocol(
-                ConnectionLimits(
-                    header_timeout_s=options.header_timeout,
-                    max_connections=options.max_connections,
-                )
-            ),
-        )
-    )
+    server = _listener(front, options, options.port, options.max_connections)
     # The admin listener: same host, its own port, never the public one.
     admin = (
-        SignalFreeServer(
-            uvicorn.Config(
-                AdminApp(registry, keys),
-                host=options.host,
-                port=options.admin_port,
-                lifespan="off",
-                access_log=False,
-                log_config=None,
-                timeout_graceful_shutdown=CLOSE_TIMEOUT_S,
-                http=guarded_protocol(
-                    ConnectionLimits(
-                        header_timeout_s=options.header_timeout,
-                        max_connections=ADMIN_MAX_CONNECTIONS,
-                    )
-                ),
-            )
-        )
+        _listener(AdminApp(registry, keys), options, options.admin_port, ADMIN_MAX_CONNECTIONS)
         if options.admin_port
         else None
     )
@@ -242,6 +209,29 @@ async def _serve(
     tracer.shutdown()
     log.info("stopped", extra={"exit_code": code})
     return code
+
+
+def _listener(
+    app: ASGIApp, options: ServeOptions, port: int, max_connections: int
+) -> uvicorn.Server:
+    """A uvicorn server for `app` on `port` of the server's host, with a deadline for request
+    heads and a connection cap answered in the envelope; bodies have theirs in the app."""
+    return SignalFreeServer(
+        uvicorn.Config(
+            app,
+            host=options.host,
+            port=port,
+            lifespan="off",
+            access_log=False,
+            log_config=None,
+            timeout_graceful_shutdown=CLOSE_TIMEOUT_S,
+            http=guarded_protocol(
+                ConnectionLimits(
+                    header_timeout_s=options.header_timeout, max_connections=max_connections
+                )
+            ),
+        )
+    )
 
 
 def _report_startup(

@@ -49,6 +49,7 @@ class Tenancy:
     queue_signal_interval_s: float = 2.0
     clock: Callable[[], float] = time.monotonic
     queues: dict[str, FairQueue] = field(default_factory=dict)
+    _prepared: tuple[bytes, frozenset[str]] | None = None  # what `prepare` last covered
     _signalled: dict[str, tuple[int, float]] = field(default_factory=dict)
     _background: set[asyncio.Task[None]] = field(default_factory=set)
 
@@ -65,6 +66,12 @@ class Tenancy:
         tenants = self.tenants
         if tenants is None:
             return
+        # Discovery calls this on every change of replicas; the series depend only on the
+        # tenants and the model names.
+        covered = (tenants.digest, frozenset(models))
+        if covered == self._prepared:
+            return
+        self._prepared = covered
         self.metrics.keep_only(tenants.by_name)
         for name in tenants.by_name:
             self.metrics.prepare(name, models)
