@@ -7,6 +7,7 @@ import math
 import subprocess
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -104,8 +105,7 @@ def _scores_and_reranks(url: str, cat_kitten: float) -> None:
     assert refused.status_code == 400 and refused.json()["error"]["code"] == 400
 
 
-# Long enough to outlast SIGTERM, the readiness poll and the late request on a busy CI
-# machine (300 once ended while the late request was being answered), within --max-model-len.
+# Long enough to be in flight when SIGTERM is sent right after its first token.
 STREAM_TOKENS = 900
 
 
@@ -113,13 +113,19 @@ def test_sigterm_turns_readiness_off_and_serves_in_flight_and_arriving_requests(
     smollm2_dir: Path, tmp_path: Path
 ) -> None:
     """After SIGTERM (in a pod: after the pre-stop sleep) `/ready` is 503 at once, while a
-    request that still arrives is answered and a stream in flight runs to its end; then
-    the process exits 0 on its own."""
+    request that still arrives is answered and requests in flight run to their end; then
+    the process exits 0 on its own.
+
+    One request in flight is a stream; the other is held open by the test, which uploads
+    its body slowly (the server counts a request from arrival, upload included), so the
+    drain cannot end before the late request is sent however fast the stream runs."""
     server = ServerProcess(
         args=["--model", str(smollm2_dir), "--served-model-name", "smollm2",
-              "--max-model-len", "1024", "--enforce-eager", "--drain-timeout", "60"],
+              "--max-model-len", "1024", "--enforce-eager", "--drain-timeout", "120",
+              "--body-timeout", "120"],
         log_path=tmp_path / "drain.log",
     )  # fmt: skip
+    release = threading.Event()
     try:
         server.start().wait_ready()
         assert (200, 503) in server.probes  # alive but not ready while loading
@@ -135,10 +141,31 @@ def test_sigterm_turns_readiness_off_and_serves_in_flight_and_arriving_requests(
                         events.append(line)
                         first_event.set()
 
+        held: list[httpx.Response] = []
+
+        def held_upload() -> Iterator[bytes]:
+            yield b'{"model": "smollm2", "prompt": "The capital of Italy is",'
+            release.wait(120)
+            yield b' "max_tokens": 8}'
+
+        def send_held() -> None:
+            held.append(
+                httpx.post(
+                    f"{server.url}/v1/completions",
+                    content=held_upload(),
+                    headers={"content-type": "application/json"},
+                    timeout=120,
+                )
+            )
+
+        holder = threading.Thread(target=send_held)
+        holder.start()
+        _wait_in_flight(server, 1)
         reader = threading.Thread(target=stream)
         reader.start()
         assert first_event.wait(60), server.log_tail()
         server.terminate()
+        assert "data: [DONE]" not in events, "the stream ended before SIGTERM was sent"
 
         deadline = time.monotonic() + 10
         while _ready_status(server, events) != 503:
@@ -147,9 +174,7 @@ def test_sigterm_turns_readiness_off_and_serves_in_flight_and_arriving_requests(
         metrics = httpx.get(f"{server.url}/metrics").text
         assert "modelplane_draining 1.0" in metrics
 
-        # A client calling the Service directly, routed here before the endpoint went away,
-        # while the stream is still in flight (it may end while this one is answered).
-        assert not [e for e in events if e == "data: [DONE]"], "the stream ended too soon to tell"
+        # A client calling the Service directly, routed here before the endpoint went away.
         late = httpx.post(
             f"{server.url}/v1/completions",
             json={"model": "smollm2", "prompt": "The capital of France is", "max_tokens": 8},
@@ -159,13 +184,31 @@ def test_sigterm_turns_readiness_off_and_serves_in_flight_and_arriving_requests(
         assert late.json()["choices"][0]["text"]
         assert late.headers["connection"] == "close"
 
+        release.set()
+        holder.join(120)
+        assert held and held[0].status_code == 200, held and held[0].text
+        assert held[0].json()["choices"][0]["text"]
         reader.join(120)
         assert events[-1] == "data: [DONE]"
         tokens = [e for e in events[:-1] if '"text"' in e and "error" not in e]
         assert len(tokens) == STREAM_TOKENS, f"stream cut short: {len(tokens)} chunks"
         assert server.wait_exit(120) == 0
     finally:
+        release.set()
         server.stop()
+
+
+def _wait_in_flight(server: ServerProcess, count: int) -> None:
+    """Poll the server's own gauge until `count` requests are in flight."""
+    deadline = time.monotonic() + 60
+    line = 'modelplane_requests_in_flight{model="smollm2"}'
+    while True:
+        text = httpx.get(f"{server.url}/metrics").text
+        values = [float(ln.split()[-1]) for ln in text.splitlines() if ln.startswith(line)]
+        if values and values[0] >= count:
+            return
+        assert time.monotonic() < deadline, f"{count} requests never in flight: {values}"
+        time.sleep(0.05)
 
 
 def _ready_status(server: ServerProcess, events: list[str]) -> int:
