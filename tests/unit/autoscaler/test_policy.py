@@ -192,20 +192,62 @@ def test_the_replicas_teach_the_policy_their_knee(
     assert decision.state.capacity_rps == pytest.approx(capacity), case
 
 
+def test_a_breach_under_load_is_remembered_as_a_ceiling() -> None:
+    """Offered 6 req/s and broke the target: 6 req/s is a ceiling from now on."""
+    hot = [replica(ttft=SLOW, finished=6.0, arrived=6.0)]
+    decision = decide(hot, 1, SPEC, PolicyState(capacity_rps=9.0), NOW)
+    assert decision.state.capacity_rps == pytest.approx(5.4)  # 90% of what it finished
+    assert decision.state.hot_rps == 6.0
+
+
 @pytest.mark.parametrize(
-    ("case", "arrived", "hot_rps"),
+    ("case", "hot", "state", "capacity"),
     [
-        ("offered 6 req/s and broke the target: 6 req/s is a ceiling from now on", 6.0, 6.0),
-        ("draining an old backlog (1 req/s new): the knee moves, no ceiling", 1.0, None),
+        (
+            "finishing 6 req/s with 1 new: the knee it had stays, no ceiling",
+            replica(ttft=SLOW, finished=6.0, arrived=1.0),
+            PolicyState(capacity_rps=9.0),
+            9.0,
+        ),
+        (
+            "200 waiting from a start from zero, 2 req/s new: a backlog, not the load",
+            replica(ttft=SLOW, finished=2.0, arrived=2.0, waiting=200),
+            PolicyState(capacity_rps=9.0),
+            9.0,
+        ),
+        (
+            "no knee yet: half of what it finishes at full batch, over the proven 2.4",
+            replica(ttft=SLOW, finished=8.0, arrived=2.0, waiting=200),
+            PolicyState(proven_rps=2.4),
+            4.0,
+        ),
+        (
+            "no knee yet, and half its completions under the proven level: none",
+            replica(ttft=SLOW, finished=4.0, arrived=1.0, waiting=200),
+            PolicyState(proven_rps=2.4),
+            None,
+        ),
     ],
 )
-def test_a_breach_under_load_is_remembered_as_a_ceiling(
-    case: str, arrived: float, hot_rps: float | None
+def test_working_off_a_backlog_teaches_no_knee(
+    case: str, hot: ReplicaObservation, state: PolicyState, capacity: float | None
 ) -> None:
-    hot = [replica(ttft=SLOW, finished=6.0, arrived=arrived)]
-    decision = decide(hot, 1, SPEC, PolicyState(capacity_rps=9.0), NOW)
-    assert decision.state.capacity_rps == pytest.approx(5.4), case  # 90% of what it finished
-    assert decision.state.hot_rps == hot_rps, case
+    """Replicas that run hot only because of requests queued before the window (held
+    through a start from zero, or left by a burst) say nothing of the load they carry:
+    the knee is neither cut nor capped by them."""
+    decision = decide([hot], 1, SPEC, state, NOW)
+    assert decision.state.capacity_rps == (
+        pytest.approx(capacity) if capacity is not None else None
+    ), case
+    assert decision.state.hot_rps is None, case
+
+
+def test_a_queue_that_builds_within_the_window_is_the_load() -> None:
+    """5 waiting on a replica offered 6 req/s for 10 s: the load outruns it, the knee drops."""
+    hot = [replica(ttft=SLOW, finished=5.0, arrived=6.0, waiting=5)]
+    state = PolicyState(capacity_rps=9.0, last_decision_at=NOW - 10)
+    decision = decide(hot, 1, SPEC, state, NOW)
+    assert decision.state.capacity_rps == pytest.approx(0.9 * 6.0)
 
 
 def test_one_slow_prompt_is_not_a_knee() -> None:

@@ -17,7 +17,10 @@ How it decides, each tick:
     after half a minute of every replica well under all its targets, but
     never past a rate at which the fleet broke the target before (an
     engine that is flat up to a cliff looks cool right below it; see
-    `_learn_capacity`). Until the knee is known, a breach scales on the
+    `_learn_capacity`). Replicas hot only from a backlog queued before the
+    window (held through a start from zero, or left by a burst) teach no
+    knee; with none learned yet, half of what they finish at full batch is
+    a first estimate. Until the knee is known, a breach scales on the
     highest rate per replica carried cool, or proportionally to the breach.
   - kvCacheUtilization: KV cache in use per replica vs the target.
   - queueDepthPerReplica: requests waiting in the engines, per replica.
@@ -81,6 +84,8 @@ MIN_FIRST_TOKENS = 20  # fewer first tokens in the window: no TTFT opinion
 TTFT_MAX_STEP = 2.0  # before the knee is known, a breach at most doubles the replicas
 HISTORY_GAP_S = 60.0  # no decision for this long: the headroom history starts over
 EPSILON = 0.05  # a need of 3.04 replicas is 3, not 4
+SATURATED_SHARE = 0.5  # a first knee estimate: this share of a draining replica's completions
+BACKLOG_WINDOWS = 2.0  # waiting past this many windows of arrivals: a backlog, not the load
 DOWN_HEADROOM = 0.9  # scale down only to where the need fills at most this share
 DEFAULT_WINDOW_S = 10.0  # the metrics window when there is no earlier decision
 
@@ -438,11 +443,15 @@ def _learn_capacity(
     moves halfway down to `CAPACITY_CUT` of the larger of the arrival level per
     replica (`level_per_replica`) and what the hot ones finished; all the way
     when the fleet's p95 broke the target itself. Not at all while
-    `learn_from_hot` is off (replicas loading, or the load just jumped). When
-    the fleet broke the target and a hot replica was not merely draining an
-    old backlog (arrivals under half its completions), that rate is
-    remembered as `hot_rps`: the estimate is never probed past it again, for
-    an engine whose TTFT stays flat up to a cliff looks cool right below it.
+    `learn_from_hot` is off (replicas loading, or the load just jumped), nor
+    when every hot replica is only draining an old backlog (`_draining`):
+    then, with no estimate yet, `SATURATED_SHARE` of what they finish is the
+    first one if it beats the proven level (a start from zero holding its
+    first replicas busy for minutes would otherwise teach a knee at a
+    fraction of the real one, and size the fleet on it for an hour). When
+    the fleet broke the target under a fresh load, that rate is remembered
+    as `hot_rps`: the estimate is never probed past it again, for an engine
+    whose TTFT stays flat up to a cliff looks cool right below it.
 
     Cool: every replica's p95, and the fleet's, under `COOL_FRACTION` of the
     target and its KV cache under `KNEE_FRACTION` of the KV target, for at least
@@ -453,6 +462,7 @@ def _learn_capacity(
     """
     if targets.ttft_p95_seconds is None:
         return state
+    window_s = max(now - cool_from, 0.0)
     target = targets.ttft_p95_seconds
     knee = KNEE_FRACTION * target
     fleet_p95 = _p95(
@@ -470,8 +480,7 @@ def _learn_capacity(
         p95 = _p95(o.ttft, MIN_FIRST_TOKENS)
         if (fleet_hot and p95 is not None and p95 > knee) or (q is not None and o.waiting > q):
             hot.append(o.finished_per_s)
-            draining = o.arrived_per_s is not None and o.arrived_per_s < 0.5 * o.finished_per_s
-            fresh = fresh or not draining
+            fresh = fresh or not _draining(o, window_s)
         elif (
             fleet_cool
             and p95 is not None
@@ -486,10 +495,18 @@ def _learn_capacity(
         cool_since = state.cool_since if state.cool_since is not None else cool_from
     if hot:
         observed = CAPACITY_CUT * max(level_per_replica or 0.0, sum(hot) / len(hot))
-        if learn_from_hot and observed > 0 and (capacity is None or observed < capacity):
+        if not fresh and learn_from_hot:
+            # Replicas only working off a backlog older than the window (after a start
+            # from zero or a burst) run hot whatever the arrivals: no knee to learn. At
+            # full batch they show the most they can finish; with no knee learned yet,
+            # take `SATURATED_SHARE` of that, if more than the level proven cool.
+            saturated = SATURATED_SHARE * sum(hot) / len(hot)
+            if capacity is None and saturated > (proven or 0.0):
+                capacity = saturated
+        elif learn_from_hot and observed > 0 and (capacity is None or observed < capacity):
             breached = fleet_p95 is not None and fleet_p95 > target
             capacity = observed if capacity is None or breached else (capacity + observed) / 2
-            if breached and fresh:
+            if breached:
                 hot_rps = observed / CAPACITY_CUT
             if proven is not None:
                 proven = min(proven, capacity)
@@ -505,6 +522,16 @@ def _learn_capacity(
     return replace(
         state, capacity_rps=capacity, proven_rps=proven, cool_since=cool_since, hot_rps=hot_rps
     )
+
+
+def _draining(o: ReplicaObservation, window_s: float) -> bool:
+    """A hot replica only working off an old backlog: it finished more than twice what
+    came in, or holds more waiting requests than `BACKLOG_WINDOWS` windows of arrivals."""
+    if o.arrived_per_s is None:
+        return False
+    if o.finished_per_s is not None and o.arrived_per_s < 0.5 * o.finished_per_s:
+        return True
+    return o.waiting > BACKLOG_WINDOWS * o.arrived_per_s * window_s
 
 
 def _kv_room(o: ReplicaObservation, kv_target: float | None) -> bool:
