@@ -97,9 +97,14 @@ lint: $(STAMP)
 	$(BIN)/mypy tests bench
 	$(BIN)/hadolint Dockerfile.server Dockerfile.operator
 
+# A benchmark module run against the local model (built first, quietly; its path passed on).
+define bench_on_model
+@$(BIN)/modelplane model build >/dev/null
+$(BIN)/python -m $(1) --model "$$($(BIN)/modelplane model build --quiet)"
+endef
+
 bench-server: $(STAMP)
-	@$(BIN)/modelplane model build >/dev/null
-	$(BIN)/python -m bench.server_overhead --model "$$($(BIN)/modelplane model build --quiet)"
+	$(call bench_on_model,bench.server_overhead)
 
 # Simulated, no engine: ours vs HPA, KEDA, KubeAI and AIBrix on five traces.
 bench-autoscale: $(STAMP)
@@ -120,27 +125,22 @@ bench-tools:
 		{ apt-get update -qq && $(APT_INSTALL) nginx-light wrk; }
 
 bench-gateway: $(STAMP) bench-tools
-	@$(BIN)/modelplane model build >/dev/null
-	$(BIN)/python -m bench.gateway_overhead --model "$$($(BIN)/modelplane model build --quiet)"
+	$(call bench_on_model,bench.gateway_overhead)
 
 bench-prefix: $(STAMP)
-	@$(BIN)/modelplane model build >/dev/null
-	$(BIN)/python -m bench.prefix_routing --model "$$($(BIN)/modelplane model build --quiet)"
+	$(call bench_on_model,bench.prefix_routing)
 
 # The base model alone vs the base plus 1 and 4 LoRA adapters, same load (c=16).
 bench-lora: $(STAMP)
-	@$(BIN)/modelplane model build >/dev/null
-	$(BIN)/python -m bench.lora_serving --model "$$($(BIN)/modelplane model build --quiet)"
+	$(call bench_on_model,bench.lora_serving)
 
 # A light tenant's TTFT alone and beside a heavy one flooding at c=32: FIFO vs fair share.
 bench-fairness: $(STAMP)
-	@$(BIN)/modelplane model build >/dev/null
-	$(BIN)/python -m bench.fairness --model "$$($(BIN)/modelplane model build --quiet)"
+	$(call bench_on_model,bench.fairness)
 
 # The compiled server started twice on a cold compile cache and twice on a warm one.
 bench-startup: $(STAMP)
-	@$(BIN)/modelplane model build >/dev/null
-	$(BIN)/python -m bench.startup --model "$$($(BIN)/modelplane model build --quiet)"
+	$(call bench_on_model,bench.startup)
 
 bench-operator: $(STAMP)
 	$(BIN)/python -m bench.operator_scale
