@@ -5,6 +5,8 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import MODELPLANE
 
 
@@ -31,6 +33,22 @@ def test_a_broken_discovery_file_is_refused_naming_the_field(tmp_path: Path) -> 
 def test_bad_option_values_are_refused() -> None:
     result = run("gateway", "--config", "x.yaml", "--max-attempts", "0")
     assert result.returncode == 2 and "max_attempts" in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("value", "says"),
+    [
+        ("-1", "greater than or equal to 0"),
+        ("5", "less than or equal to 1"),  # a second-long hold would idle a slot per request
+        ("nan", "queue_anticipation"),
+        ("soon", "invalid float value"),
+    ],
+)
+def test_careless_queue_anticipation_is_refused(value: str, says: str) -> None:
+    result = run("gateway", "--config", "x.yaml", "--queue-anticipation", value)
+    assert result.returncode == 2
+    assert "queue_anticipation" in result.stderr or "--queue-anticipation" in result.stderr
+    assert says in result.stderr
 
 
 def test_local_mode_refuses_a_bad_models_file(tmp_path: Path) -> None:
