@@ -34,7 +34,8 @@ def test_a_name_held_by_someone_elses_object_is_refused_and_left_alone(
         ready = cluster.condition("chat", "Ready")
         assert ready["reason"] == "NameTaken"
         assert "NetworkPolicy chat already exists in namespace default" in ready["message"]
-        assert cluster.events("chat", "NameTaken")
+        # The Event is posted right after the status it explains: poll, do not race it.
+        wait_for("a NameTaken event", lambda: cluster.events("chat", "NameTaken"))
         policy = cluster.objects("networkpolicies")["chat"]
         assert (
             policy["spec"] == ADMIN_POLICY["spec"] and "ownerReferences" not in policy["metadata"]
